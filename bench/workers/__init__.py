@@ -1,0 +1,1 @@
+"""Workers the harness runs behind Hookgate."""

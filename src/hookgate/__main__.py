@@ -1,0 +1,3 @@
+from hookgate.cli.main import main
+
+main()

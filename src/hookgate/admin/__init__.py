@@ -1,0 +1,1 @@
+"""The admin listener: REST API under ``/api/v1``, ``/metrics`` and the console."""

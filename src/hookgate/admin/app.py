@@ -1,0 +1,253 @@
+"""The admin REST API under ``/api/v1`` and ``/metrics``, on its own listener, bearer-protected."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hookgate.admin.openapi import openapi_document
+from hookgate.admin.views import delivery_view, flow_view
+from hookgate.domain.deliveries import State
+from hookgate.domain.flows import FlowSpec, Status, spec_from_object
+from hookgate.errors import (
+    ConfigError,
+    DeliveryNotFound,
+    FlowConflict,
+    FlowNotFound,
+    HookgateError,
+    StoreError,
+)
+from hookgate.metrics import Metrics
+from hookgate.registry import FlowRegistry
+from hookgate.runtime.base import WorkerStatus
+from hookgate.store.base import DeliveryFilter, Store
+
+MAX_PAGE = 1000
+
+
+class Bearer:
+    """Admit only ``Authorization: Bearer <token>``; the token is kept hashed, compared in
+    constant time, and a miss says nothing about why."""
+
+    def __init__(self, app: ASGIApp, *, token: str, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self.digest = hashlib.sha256(token.encode()).digest()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            presented = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization" and value[:7].lower() == b"bearer ":
+                    presented = value[7:].strip()
+            if not hmac.compare_digest(hashlib.sha256(presented).digest(), self.digest):
+                response = JSONResponse(
+                    {"error": "missing or wrong admin token"}, status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Map the error tree to HTTP: every error is JSON with a precise message."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ConfigError as exc:
+            return _error(422, str(exc))
+        except (FlowNotFound, DeliveryNotFound) as exc:
+            return _error(404, str(exc))
+        except FlowConflict as exc:
+            return _error(409, str(exc))
+        except StoreError as exc:
+            return _error(503, str(exc))
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _error(400, f"invalid request: {exc}")
+        except HookgateError as exc:
+            return _error(500, str(exc))
+
+    return wrapped
+
+
+class AdminAPI:
+    def __init__(
+        self, *, registry: FlowRegistry, store: Store, metrics: Metrics, public_url: str,
+        workers: Callable[[str], WorkerStatus], on_queued: Callable[[str], None],
+        validate: Callable[[FlowSpec], None],
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        self.public_url = public_url
+        self.workers = workers
+        self.on_queued = on_queued
+        self.validate = validate
+
+    def routes(self) -> list[Route]:
+        e = _errors
+        return [
+            Route("/api/v1/openapi.json", self.openapi),
+            Route("/api/v1/flows", e(self.list_flows), methods=["GET"]),
+            Route("/api/v1/flows", e(self.create_flow), methods=["POST"]),
+            Route("/api/v1/apply", e(self.apply), methods=["POST"]),
+            Route("/api/v1/flows/{ref}", e(self.get_flow), methods=["GET"]),
+            Route("/api/v1/flows/{ref}", e(self.replace_flow), methods=["PUT"]),
+            Route("/api/v1/flows/{ref}", e(self.delete_flow), methods=["DELETE"]),
+            Route("/api/v1/flows/{ref}/start", e(self.start_flow), methods=["POST"]),
+            Route("/api/v1/flows/{ref}/stop", e(self.stop_flow), methods=["POST"]),
+            Route("/api/v1/deliveries", e(self.list_deliveries), methods=["GET"]),
+            Route("/api/v1/deliveries/replay", e(self.replay), methods=["POST"]),
+            Route("/api/v1/deliveries/{id}", e(self.get_delivery), methods=["GET"]),
+            Route("/api/v1/deliveries/{id}", e(self.delete_delivery), methods=["DELETE"]),
+            Route("/metrics", self.prometheus),
+        ]
+
+    def _view(self, flow_id: str) -> dict[str, Any]:
+        flow = self.registry.find(flow_id)
+        return flow_view(flow, public_url=self.public_url, workers=self.workers(flow.id))
+
+    async def _spec(self, request: Request) -> FlowSpec:
+        data = msgspec.json.decode(await request.body())
+        spec = spec_from_object(data)
+        self.validate(spec)
+        return spec
+
+    # flows -------------------------------------------------------------------------------
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def list_flows(self, request: Request) -> Response:
+        return JSONResponse({"items": [self._view(f.id) for f in self.registry.flows()]})
+
+    async def create_flow(self, request: Request) -> Response:
+        flow = await self.registry.create(await self._spec(request))
+        return JSONResponse(self._view(flow.id), status_code=201)
+
+    async def apply(self, request: Request) -> Response:
+        """Validate every flow first, then apply: nothing is half-applied by a bad entry."""
+        data = msgspec.json.decode(await request.body())
+        items = data.get("flows") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ConfigError("expected a JSON object with a `flows` list")
+        specs = [spec_from_object(item, where=f"flows[{i}]") for i, item in enumerate(items)]
+        names = [s.name for s in specs]
+        duplicated = {n for n in names if names.count(n) > 1}
+        if duplicated:
+            raise ConfigError(f"flow {sorted(duplicated)[0]!r} is declared twice")
+        for spec in specs:
+            self.validate(spec)
+        results = []
+        for spec in specs:
+            flow, outcome = await self.registry.apply(spec)
+            results.append({"name": flow.name, "id": flow.id, "outcome": outcome,
+                            "url": f"{self.public_url}/hook/{flow.id}"})
+        return JSONResponse({"items": results})
+
+    async def get_flow(self, request: Request) -> Response:
+        return JSONResponse(self._view(request.path_params["ref"]))
+
+    async def replace_flow(self, request: Request) -> Response:
+        flow, outcome = await self.registry.replace(
+            request.path_params["ref"], await self._spec(request)
+        )
+        return JSONResponse({**self._view(flow.id), "outcome": outcome})
+
+    async def delete_flow(self, request: Request) -> Response:
+        flow = await self.registry.delete(request.path_params["ref"])
+        return JSONResponse({"id": flow.id, "name": flow.name, "deleted": True})
+
+    async def start_flow(self, request: Request) -> Response:
+        flow = await self.registry.set_status(request.path_params["ref"], Status.RUNNING)
+        return JSONResponse(self._view(flow.id))
+
+    async def stop_flow(self, request: Request) -> Response:
+        flow = await self.registry.set_status(request.path_params["ref"], Status.STOPPED)
+        return JSONResponse(self._view(flow.id))
+
+    # deliveries --------------------------------------------------------------------------
+    def _filter(self, params: dict[str, Any]) -> DeliveryFilter:
+        flow_ref = params.get("flow")
+        status = params.get("status")
+        return DeliveryFilter(
+            flow_id=self.registry.find(flow_ref).id if flow_ref else None,
+            state=State.from_label(status) if status else None,
+            since=float(params["since"]) if params.get("since") is not None else None,
+            until=float(params["until"]) if params.get("until") is not None else None,
+        )
+
+    def _names(self) -> dict[str, str]:
+        return {flow.id: flow.name for flow in self.registry.flows()}
+
+    async def list_deliveries(self, request: Request) -> Response:
+        params = dict(request.query_params)
+        limit = int(params.get("limit", 50))
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1-{MAX_PAGE}")
+        page = await self.store.list_deliveries(
+            self._filter(params), limit=limit, cursor=params.get("cursor") or None
+        )
+        names = self._names()
+        return JSONResponse({
+            "items": [delivery_view(d, flow_name=names.get(d.flow_id)) for d in page.items],
+            "cursor": page.cursor,
+        })
+
+    async def get_delivery(self, request: Request) -> Response:
+        delivery = await self.store.get_delivery(request.path_params["id"])
+        attempts = await self.store.attempts(delivery.id)
+        return JSONResponse(delivery_view(
+            delivery, flow_name=self._names().get(delivery.flow_id), full=True, attempts=attempts
+        ))
+
+    async def delete_delivery(self, request: Request) -> Response:
+        deleted = await self.store.delete_deliveries([request.path_params["id"]])
+        if not deleted:
+            raise DeliveryNotFound(f"no delivery {request.path_params['id']}")
+        return JSONResponse({"deleted": deleted})
+
+    async def replay(self, request: Request) -> Response:
+        """Replay by ids, or everything matching flow/status/time range."""
+        data = msgspec.json.decode(await request.body() or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        now = time.time()
+        ids = data.get("ids")
+        if ids is not None:
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError("`ids` must be a list of delivery ids")
+            count = await self.store.replay(ids, now=now)
+        else:
+            where = self._filter(data)
+            if where.state is None:
+                where = DeliveryFilter(flow_id=where.flow_id, state=State.DEAD,
+                                       since=where.since, until=where.until)
+            count = await self.store.replay_matching(where, now=now)
+        for flow in self.registry.flows():
+            self.on_queued(flow.id)
+        return JSONResponse({"replayed": count})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_admin_app(api: AdminAPI, *, token: str, extra_routes: list[Route] | None = None) -> ASGIApp:
+    app = Starlette(routes=[*api.routes(), *(extra_routes or [])])
+    return Bearer(app, token=token, open_paths=frozenset())

@@ -1,0 +1,63 @@
+"""How flows and deliveries look on the wire (admin API, CLI ``--json``, console)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.flows import Flow, to_builtins
+from hookgate.runtime.base import WorkerStatus
+
+
+def flow_view(flow: Flow, *, public_url: str, workers: WorkerStatus | None = None) -> dict[str, Any]:
+    view = {
+        "id": flow.id,
+        "name": flow.name,
+        "mode": flow.mode.value,
+        "status": flow.status.value,
+        "url": f"{public_url}/hook/{flow.id}",
+        "createdAt": flow.created_at,
+        "updatedAt": flow.updated_at,
+        "spec": to_builtins(flow.spec),
+    }
+    if workers is not None:
+        view["workers"] = to_builtins(workers)
+    return view
+
+
+def body_view(body: bytes) -> dict[str, Any]:
+    """UTF-8 bodies as text, anything else as base64, so binary survives JSON."""
+    try:
+        return {"body": body.decode("utf-8"), "bodyEncoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(body).decode(), "bodyEncoding": "base64"}
+
+
+def delivery_view(
+    delivery: Delivery, *, flow_name: str | None = None, full: bool = False,
+    attempts: list[Attempt] | None = None,
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": delivery.id,
+        "requestId": delivery.request_id,
+        "flowId": delivery.flow_id,
+        "flow": flow_name,
+        "status": delivery.state.label,
+        "attempts": delivery.attempts,
+        "receivedAt": delivery.received_at,
+        "updatedAt": delivery.updated_at,
+        "nextAttemptAt": delivery.next_at if delivery.state.label == "queued" else None,
+        "lastError": delivery.last_error,
+        "method": delivery.method,
+        "path": delivery.path,
+        "query": delivery.query,
+        "source": delivery.source,
+    }
+    if full:
+        view["headers"] = [list(pair) for pair in delivery.headers]
+        view.update(body_view(delivery.body))
+        view["size"] = len(delivery.body)
+    if attempts is not None:
+        view["history"] = [to_builtins(a) for a in attempts]
+    return view

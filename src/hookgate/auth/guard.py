@@ -1,0 +1,160 @@
+"""The per-flow guard: every configured method, secrets resolved, behind one call.
+
+Any one method admits a request; with none configured every request is admitted. A guard
+is built once per flow spec, so the hot path never touches the environment or a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import assert_never
+
+from hookgate.auth.base import (
+    MALFORMED_REQUEST,
+    Headers,
+    Reject,
+    Rejection,
+    Request,
+    Verifier,
+    optional,
+)
+from hookgate.auth.basic import BasicVerifier
+from hookgate.auth.bearer import BearerVerifier
+from hookgate.auth.generic import HmacVerifier
+from hookgate.auth.github import github
+from hookgate.auth.ip import IpVerifier
+from hookgate.auth.oih import oih
+from hookgate.auth.secrets import resolve
+from hookgate.auth.shopify import shopify
+from hookgate.auth.slack import slack
+from hookgate.auth.standard_webhooks import (
+    Key,
+    KeyFormatError,
+    StandardWebhooksVerifier,
+    parse_key,
+)
+from hookgate.auth.stripe import StripeVerifier
+from hookgate.domain.auth import (
+    AuthMethod,
+    BasicAuth,
+    BearerAuth,
+    GithubAuth,
+    HmacAuth,
+    IpAuth,
+    OihAuth,
+    ShopifyAuth,
+    SlackAuth,
+    StandardWebhooksAuth,
+    StripeAuth,
+    secret_refs,
+)
+from hookgate.errors import ConfigError
+
+_MAX_ID = 256
+
+
+class Guard:
+    """Built once per flow (rebuilt when the flow changes); holds resolved secrets."""
+
+    def __init__(self, verifiers: Sequence[Verifier]) -> None:
+        self._verifiers = tuple(verifiers)
+        self._needs_body = any(verifier.signs_body for verifier in self._verifiers)
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether a method signs the body (so a sync proxy must buffer it first)."""
+        return self._needs_body
+
+    def check(
+        self, *, method: str, path: str, query: str, headers: Headers, body: bytes,
+        client: str | None, now: float,
+    ) -> Rejection | None:
+        """None = admitted (any one method admits; no methods admit all). Never raises."""
+        if not self._verifiers:
+            return None
+        request = Request(
+            method=method, path=path, query=query, headers=headers, body=body,
+            client=client, now=now,
+        )
+        rejections: list[Rejection] = []
+        for verifier in self._verifiers:
+            try:
+                verifier.verify(request)
+            except Reject as exc:
+                rejections.append(Rejection(reason=exc.reason, scheme=verifier.scheme))
+            except Exception:
+                # Fail closed: input no scheme foresaw is a refusal, never a 500.
+                rejections.append(Rejection(reason=MALFORMED_REQUEST, scheme=verifier.scheme))
+            else:
+                return None
+        # Report the most telling refusal: a bad signature says more than a header that
+        # another method would have needed.
+        return next((r for r in rejections if not r.reason.startswith("missing-")), rejections[0])
+
+    def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
+        """The provider's delivery id (or the caller's ``Idempotency-Key``), else None."""
+        try:
+            for verifier in self._verifiers:
+                found = verifier.delivery_id(headers, body)
+                if found:
+                    return _key(found)
+            found = optional(headers, b"idempotency-key")
+            return _key(found) if found else None
+        except Exception:
+            return None
+
+
+def _key(raw: bytes) -> str | None:
+    text = raw.strip().decode("latin-1")
+    return text if 0 < len(text) <= _MAX_ID else None
+
+
+def build_guard(auth: Sequence[AuthMethod]) -> Guard:
+    """Resolve every secret now; ConfigError names a missing variable or file, not a value."""
+    return Guard([_build(method, where=f"auth[{i}] ({_tag(method)})")
+                  for i, method in enumerate(auth)])
+
+
+def _tag(method: AuthMethod) -> str:
+    return str(type(method).__struct_config__.tag)
+
+
+def _build(method: AuthMethod, *, where: str) -> Verifier:
+    if isinstance(method, StandardWebhooksAuth):
+        return _standard_webhooks(method, where=where)
+    if isinstance(method, GithubAuth):
+        return github(keys=resolve(method.secret, where=where))
+    if isinstance(method, StripeAuth):
+        return StripeVerifier(keys=resolve(method.secret, where=where),
+                              tolerance=method.tolerance)
+    if isinstance(method, ShopifyAuth):
+        return shopify(keys=resolve(method.secret, where=where))
+    if isinstance(method, SlackAuth):
+        return slack(keys=resolve(method.secret, where=where), tolerance=method.tolerance)
+    if isinstance(method, OihAuth):
+        return oih(keys=resolve(method.secret, where=where))
+    if isinstance(method, HmacAuth):
+        return HmacVerifier(
+            scheme="hmac", keys=resolve(method.secret, where=where), header=method.header,
+            algorithm=method.algorithm, encoding=method.encoding, prefix=method.prefix,
+            signed=method.signed, timestamp_header=method.timestamp_header,
+            id_header=method.id_header, tolerance=method.tolerance,
+        )
+    if isinstance(method, BearerAuth):
+        return BearerVerifier(tokens=resolve(method.token, where=where))
+    if isinstance(method, BasicAuth):
+        return BasicVerifier(username=method.username,
+                             passwords=resolve(method.password, where=where))
+    if isinstance(method, IpAuth):
+        return IpVerifier(allow=method.allow, trusted_proxies=method.trusted_proxies)
+    assert_never(method)
+
+
+def _standard_webhooks(method: StandardWebhooksAuth, *, where: str) -> Verifier:
+    keys: list[Key] = []
+    for ref in secret_refs(method.secret):
+        try:
+            keys.append(parse_key(resolve(ref, where=where)[0]))
+        except KeyFormatError as exc:
+            raise ConfigError(f"{where}: {ref}: {exc}") from None
+    return StandardWebhooksVerifier(keys=keys, tolerance=method.tolerance)

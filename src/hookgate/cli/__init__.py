@@ -1,0 +1,1 @@
+"""The ``hookgate`` command line: ``serve`` runs a gateway, everything else talks to one."""

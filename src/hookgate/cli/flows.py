@@ -1,0 +1,101 @@
+"""``hookgate flows …``: apply a flow file, list, show, start, stop, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hookgate.cli.client import AdminClient
+from hookgate.cli.output import console, emit_json, table, when
+from hookgate.domain.flows import parse_flow_file, to_builtins
+from hookgate.errors import ConfigError
+
+pass_client = click.make_pass_decorator(AdminClient)
+as_json = click.option("--json", "json_out", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group()
+def flows() -> None:
+    """Manage flows and their permanent URLs."""
+
+
+@flows.command()
+@click.option("-f", "--file", "path", required=True, type=click.Path(path_type=Path),
+              help="Flow file (YAML) to apply.")
+@as_json
+@pass_client
+def apply(client: AdminClient, path: Path, json_out: bool) -> None:
+    """Create or update the flows of FILE by name; ids (URLs) never change."""
+    try:
+        specs = parse_flow_file(path.read_text(), source=str(path))
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = client.request("POST", "/api/v1/apply", json={"flows": to_builtins(specs)})
+    if json_out:
+        emit_json(result)
+        return
+    for item in result["items"]:
+        console.print(f"flow [bold]{item['name']}[/] {item['outcome']}  {item['url']}")
+
+
+@flows.command("list")
+@as_json
+@pass_client
+def list_(client: AdminClient, json_out: bool) -> None:
+    """Name, id, mode, status and URL of every flow."""
+    items = client.request("GET", "/api/v1/flows")["items"]
+    if json_out:
+        emit_json(items)
+        return
+    table(None, ["NAME", "ID", "MODE", "STATUS", "WORKERS", "URL"], [
+        (f["name"], f["id"], f["mode"], f["status"], _workers(f), f["url"]) for f in items
+    ])
+
+
+def _workers(flow: dict[str, Any]) -> str:
+    workers = flow.get("workers") or {}
+    return f"{workers.get('ready', 0)}/{workers.get('desired', 0)}"
+
+
+@flows.command()
+@click.argument("ref")
+@as_json
+@pass_client
+def show(client: AdminClient, ref: str, json_out: bool) -> None:
+    """One flow (by name or id): URL, status, workers, configuration."""
+    flow = client.request("GET", f"/api/v1/flows/{ref}")
+    if json_out:
+        emit_json(flow)
+        return
+    workers = flow.get("workers") or {}
+    table(flow["name"], ["FIELD", "VALUE"], [
+        ("id", flow["id"]), ("url", flow["url"]), ("mode", flow["mode"]),
+        ("status", flow["status"]), ("workers ready/desired", _workers(flow)),
+        ("last error", workers.get("last_error")), ("last exit", workers.get("last_exit")),
+        ("created", when(flow["createdAt"])), ("updated", when(flow["updatedAt"])),
+        *sorted((k, v) for k, v in flow["spec"].items() if k not in ("name", "mode")),
+    ])
+
+
+def _action(name: str, method: str, suffix: str, done: str) -> click.Command:
+    @click.argument("ref")
+    @as_json
+    @pass_client
+    def command(client: AdminClient, ref: str, json_out: bool) -> None:
+        result = client.request(method, f"/api/v1/flows/{ref}{suffix}")
+        if json_out:
+            emit_json(result)
+        else:
+            console.print(f"flow [bold]{result['name']}[/] {done}")
+
+    command.__doc__ = f"{name.capitalize()} a flow (by name or id)."
+    return flows.command(name)(command)
+
+
+_action("start", "POST", "/start", "started")
+_action("stop", "POST", "/stop", "stopped (its URL answers 404 until started)")
+_action("delete", "DELETE", "", "deleted")

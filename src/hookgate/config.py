@@ -1,0 +1,124 @@
+"""Settings: the only module that reads the environment and files for configuration.
+
+Precedence: command-line option, then ``HOOKGATE_*`` environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+from hookgate.domain.units import ByteSize
+from hookgate.errors import ConfigError
+
+TOKEN_FILE = "admin-token"
+
+
+class Address(msgspec.Struct, frozen=True):
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, what: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = "127.0.0.1", text
+        host = host.strip("[]") or "0.0.0.0"
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    data_dir: Path
+    listen: Address
+    admin_listen: Address
+    database: str
+    public_url: str
+    max_queued_bytes: int = 1024**3
+    synchronous: str = "FULL"
+    runtime: str = "local"
+    namespace: str = "default"
+    flows_file: Path | None = None
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"HOOKGATE_{name}", default)
+
+
+def load_settings(
+    *, data_dir: str | None = None, listen: str | None = None, admin_listen: str | None = None,
+    database: str | None = None, public_url: str | None = None, flows_file: str | None = None,
+    runtime: str | None = None,
+) -> Settings:
+    directory = Path(data_dir or env("DATA_DIR") or "./hookgate-data").resolve()
+    public = Address.parse(listen or env("LISTEN") or "127.0.0.1:8080", what="--listen")
+    admin = Address.parse(
+        admin_listen or env("ADMIN_LISTEN") or "127.0.0.1:8081", what="--admin-listen"
+    )
+    db = database or env("DATABASE_URL") or f"sqlite://{directory / 'hookgate.db'}"
+    host = "127.0.0.1" if public.host in ("0.0.0.0", "::") else public.host
+    try:
+        max_queued = ByteSize.parse(env("MAX_QUEUED_BYTES") or "1GiB")
+    except ValueError as exc:
+        raise ConfigError(f"HOOKGATE_MAX_QUEUED_BYTES: {exc}") from None
+    synchronous = (env("SQLITE_SYNCHRONOUS") or "FULL").upper()
+    if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+        raise ConfigError("HOOKGATE_SQLITE_SYNCHRONOUS must be FULL, EXTRA, NORMAL or OFF")
+    kind = runtime or env("RUNTIME") or "local"
+    if kind not in {"local", "kubernetes"}:
+        raise ConfigError(f"--runtime must be 'local' or 'kubernetes', got {kind!r}")
+    return Settings(
+        data_dir=directory, listen=public, admin_listen=admin, database=db,
+        public_url=(public_url or env("PUBLIC_URL") or f"http://{host}:{public.port}").rstrip("/"),
+        max_queued_bytes=max_queued, synchronous=synchronous, runtime=kind,
+        namespace=env("NAMESPACE") or "default",
+        flows_file=Path(flows_file) if flows_file else None,
+    )
+
+
+def prepare_data_dir(directory: Path) -> None:
+    """Create the data directory and prove it is writable, with a message that says which."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data directory {directory} is not writable: {exc.strerror}") from None
+
+
+def admin_token(directory: Path) -> tuple[str, bool]:
+    """The admin token: ``HOOKGATE_ADMIN_TOKEN``, the stored one, or a new one (returned once).
+
+    Returns the token and whether it was generated now (so the caller prints it once).
+    """
+    given = env("ADMIN_TOKEN")
+    if given:
+        return given, False
+    path = directory / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, True
+
+
+def read_token(directory: Path) -> str | None:
+    """The token a CLI should present: env, else the data directory's file, else None."""
+    given = env("ADMIN_TOKEN")
+    if given:
+        return given
+    path = directory / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None

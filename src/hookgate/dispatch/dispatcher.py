@@ -1,0 +1,237 @@
+"""Async delivery: per flow, lease due deliveries, send them to workers, record the outcome.
+
+One task per running async flow. It asks the runtime for workers only while work waits
+(on demand, up to ``max_workers``), keeps at most ``concurrency`` deliveries in flight per
+worker, and scales to zero after ``idle_timeout`` without work. What an answer means
+(done, retry when, dead) is decided by the pure rules in ``domain.backoff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+
+from hookgate import logs
+from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
+from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.flows import Flow, Mode
+from hookgate.domain.forwarding import delivery_headers, envelope
+from hookgate.errors import StoreError
+from hookgate.metrics import Metrics
+from hookgate.registry import FlowRegistry
+from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.store.base import Store
+from hookgate.transport.base import Outbound, Reply, WorkerTransport
+
+log = logs.get("hookgate.dispatch")
+
+LEASE_MARGIN = 5.0
+RESYNC = 2.0
+STORE_BACKOFF = 1.0
+
+
+def _outbound(delivery: Delivery, flow: Flow) -> Outbound:
+    headers = delivery_headers(delivery)
+    if flow.spec.delivery == "envelope":
+        keep = [(k, v) for k, v in headers if k.startswith(("x-hookgate-", "idempotency-key",
+                                                             "x-request-id"))]
+        return Outbound(
+            method="POST", target="/",
+            headers=[*keep, ("content-type", "application/json")],
+            body=msgspec.json.encode(envelope(delivery, flow_name=flow.name)),
+        )
+    target = delivery.path + (f"?{delivery.query}" if delivery.query else "")
+    return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)
+
+
+class FlowDispatcher:
+    """The delivery loop of one async flow."""
+
+    def __init__(self, owner: Dispatcher, flow: Flow) -> None:
+        self.owner = owner
+        self.flow = flow
+        self.wake = asyncio.Event()
+        self.due_at: float | None = time.time()
+        self.inflight: dict[Endpoint, int] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.idle_since = time.monotonic()
+        self.wanted = 0
+        self.task = asyncio.create_task(self._run(), name=f"dispatch-{flow.name}")
+
+    def notify(self, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        self.due_at = at if self.due_at is None else min(self.due_at, at)
+        self.wake.set()
+
+    @property
+    def busy(self) -> int:
+        return sum(self.inflight.values())
+
+    async def _run(self) -> None:
+        runtime = self.owner.runtime
+        while True:
+            self.wake.clear()
+            now = time.time()
+            spec = self.flow.spec
+            due = self.due_at is not None and self.due_at <= now
+            endpoints = runtime.endpoints(self.flow.id)
+            capacity = sum(e.capacity for e in endpoints)
+            free = capacity - self.busy
+            if due and free > 0:
+                await self._lease(endpoints, free, now)
+            elif due and not endpoints:
+                await self._want(max(self.wanted, 1))
+            elif due and free <= 0 and self.wanted < spec.max_workers:
+                await self._want(min(spec.max_workers, len(endpoints) + 1))
+            if self.busy or (self.due_at is not None and self.due_at <= time.time()):
+                self.idle_since = time.monotonic()
+            elif self.wanted and time.monotonic() - self.idle_since >= spec.idle_timeout:
+                await self._want(0)
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        timeout = RESYNC
+        if self.due_at is not None:
+            timeout = min(timeout, max(0.0, self.due_at - time.time()))
+        if self.wanted and not self.busy:
+            remaining = self.flow.spec.idle_timeout - (time.monotonic() - self.idle_since)
+            timeout = min(timeout, max(0.01, remaining))
+        if self.due_at is not None and self.due_at <= time.time() and not self.wake.is_set():
+            timeout = min(timeout, 0.05 if self.owner.runtime.endpoints(self.flow.id) else 0.005)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _want(self, workers: int) -> None:
+        if workers != self.wanted:
+            self.wanted = workers
+            log.info("scaling workers", flow=self.flow.name, workers=workers)
+            await self.owner.runtime.scale(self.flow, workers)
+
+    async def _lease(self, endpoints: list[Endpoint], free: int, now: float) -> None:
+        spec = self.flow.spec
+        try:
+            batch = await self.owner.store.lease(
+                self.flow.id, limit=free, lease_for=spec.timeout + LEASE_MARGIN, now=now
+            )
+        except StoreError as exc:
+            log.warning("lease failed", flow=self.flow.name, error=str(exc))
+            self.due_at = time.time() + STORE_BACKOFF
+            return
+        if len(batch) < free:
+            self.due_at = None
+        elif self.wanted < spec.max_workers and len(endpoints) >= self.wanted:
+            await self._want(min(spec.max_workers, len(endpoints) + 1))
+        for delivery in batch:
+            endpoint = min(endpoints, key=lambda e: self.inflight.get(e, 0) / e.capacity)
+            self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
+            task = asyncio.create_task(self._deliver(delivery, endpoint))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(self, delivery: Delivery, endpoint: Endpoint) -> None:
+        owner, flow = self.owner, self.flow
+        started, clock = time.time(), time.perf_counter()
+        try:
+            reply = await owner.transport.send(
+                endpoint, _outbound(delivery, flow), timeout=flow.spec.timeout
+            )
+            await self._record(delivery, reply, started, time.perf_counter() - clock)
+        finally:
+            self.inflight[endpoint] -= 1
+            if self.inflight[endpoint] <= 0:
+                del self.inflight[endpoint]
+            self.wake.set()
+
+    async def _record(self, delivery: Delivery, reply: Reply, started: float, took: float) -> None:
+        spec = self.flow.spec
+        attempt = Attempt(
+            number=delivery.attempts, started_at=started, duration_ms=round(took * 1000, 3),
+            status_code=reply.status, error=reply.error,
+            response=reply.head.decode("utf-8", errors="replace"),
+        )
+        outcome = verdict(reply.status, attempt=delivery.attempts, policy=spec.retry)
+        store, metrics = self.owner.store, self.owner.metrics
+        metrics.delivery_seconds.labels(self.flow.name).observe(took)
+        metrics.deliveries.labels(self.flow.name, outcome.value).inc()
+        try:
+            if outcome is Verdict.DONE:
+                await store.complete(delivery, attempt)
+            elif outcome is Verdict.DEAD:
+                await store.bury(delivery, attempt)
+                log.warning("delivery dead", flow=self.flow.name, delivery=delivery.id,
+                            attempt=delivery.attempts, status=reply.status, error=reply.error)
+            else:
+                now = time.time()
+                delay = next_delay(
+                    attempt=delivery.attempts, policy=spec.retry,
+                    retry_after=parse_retry_after(reply.header("retry-after"), now=now),
+                )
+                await store.retry(delivery, attempt, next_at=now + delay)
+                self.notify(now + delay)
+                log.info("delivery retry", flow=self.flow.name, delivery=delivery.id,
+                         attempt=delivery.attempts, status=reply.status, error=reply.error,
+                         retry_in=round(delay, 3))
+        except StoreError as exc:
+            log.error("cannot record delivery outcome; the lease will expire and it is retried",
+                      flow=self.flow.name, delivery=delivery.id, error=str(exc))
+
+    async def stop(self, *, grace: float) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=grace)
+        for task in self.tasks:
+            task.cancel()
+
+
+class Dispatcher:
+    def __init__(
+        self, *, registry: FlowRegistry, store: Store, runtime: Runtime,
+        transport: WorkerTransport, metrics: Metrics,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.runtime = runtime
+        self.transport = transport
+        self.metrics = metrics
+        self.flows: dict[str, FlowDispatcher] = {}
+
+    async def start(self) -> None:
+        for flow in self.registry.flows():
+            await self.flow_changed(flow.id)
+
+    def notify(self, flow_id: str) -> None:
+        """Work was queued for the flow (called by the ingress after the commit)."""
+        dispatcher = self.flows.get(flow_id)
+        if dispatcher is not None:
+            dispatcher.notify()
+
+    def inflight(self, endpoint: Endpoint) -> int:
+        return sum(d.inflight.get(endpoint, 0) for d in self.flows.values())
+
+    async def flow_changed(self, flow_id: str) -> None:
+        """Level-based: make the set of flow loops match the registry."""
+        flow = self.registry.get(flow_id)
+        current = self.flows.get(flow_id)
+        if flow is None or not flow.running or flow.mode is not Mode.ASYNC:
+            if current is not None:
+                del self.flows[flow_id]
+                await current.stop(grace=float(current.flow.spec.timeout))
+                if flow is not None:
+                    await self.runtime.scale(current.flow, 0)
+            return
+        if current is None:
+            self.flows[flow_id] = FlowDispatcher(self, flow)
+        else:
+            current.flow = flow
+            if current.wanted:
+                await self.runtime.scale(flow, current.wanted)
+            current.notify()
+
+    async def close(self, *, grace: float = 10.0) -> None:
+        await asyncio.gather(*(d.stop(grace=grace) for d in self.flows.values()))
+        self.flows.clear()

@@ -1,0 +1,97 @@
+"""Stored requests and their delivery states.
+
+Every async request becomes one *delivery*. Its life::
+
+    QUEUED --lease--> LEASED --2xx--> DONE
+      ^                 |  \\--retryable, attempts left--> QUEUED (next_at = now + backoff)
+      |                 \\----permanent, or out of attempts--> DEAD
+      +----replay------ DEAD / DONE
+    LEASED with lease_until in the past is leasable again (the holder died): at-least-once.
+
+Each transition is one guarded statement in the store (``WHERE state = :from``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+
+import msgspec
+
+
+class State(enum.IntEnum):
+    QUEUED = 0
+    LEASED = 1
+    DONE = 2
+    DEAD = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> State:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            choices = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown status {label!r}; one of: {choices}") from None
+
+
+def new_id() -> str:
+    """A 128-bit id that sorts by creation time: 48 bits of milliseconds, 80 random bits."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return f"{value:032x}"
+
+
+class Request(msgspec.Struct, kw_only=True, array_like=True):
+    """A request exactly as it arrived: the raw body bytes are kept for signature checks."""
+
+    id: str
+    request_id: str
+    flow_id: str
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    source: str
+    received_at: float
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    """One try at delivering: what the worker said (or the error), and how long it took."""
+
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    response: str = ""
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """A stored request and where it stands in its delivery."""
+
+    id: str
+    request_id: str
+    flow_id: str
+    state: State
+    attempts: int
+    next_at: float
+    received_at: float
+    method: str = ""
+    path: str = ""
+    query: str = ""
+    headers: list[tuple[str, str]] = []
+    body: bytes = b""
+    source: str = ""
+    lease_until: float | None = None
+    last_error: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stays the same on every attempt and every replay, so workers can dedupe."""
+        return self.id

@@ -1,0 +1,272 @@
+"""Flows: what a user declares (``FlowSpec``), what Hookgate stores (``Flow``), and parsing.
+
+The flow id is the public URL; it is generated once (128 random bits, URL-safe) and never
+derived from anything the user can change, so edits, restarts and re-applies keep it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import secrets
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from hookgate.domain.auth import AuthMethod
+from hookgate.domain.units import ByteSize, Duration, dec_hook, enc_hook, seconds, size
+from hookgate.errors import ConfigError
+
+NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+FLOW_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+class Mode(enum.StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+class Status(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class _Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class WorkerSpec(_Spec):
+    command: list[str] | None = None
+    image: str | None = None
+    env: dict[str, str] = {}
+    port: int = 8080
+    readiness_path: str | None = None
+    resources: dict[str, dict[str, str]] | None = None
+    image_pull_secrets: list[str] = []
+    service_account: str | None = None
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+
+    def __post_init__(self) -> None:
+        if not self.command and not self.image:
+            raise ValueError(
+                "a worker needs `command` (local runtime) or `image` (kubernetes runtime)"
+            )
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+        if self.readiness_path is not None and not self.readiness_path.startswith("/"):
+            raise ValueError("readiness_path must start with '/'")
+
+
+class RetryPolicy(_Spec):
+    max_attempts: int = 10
+    backoff: Duration = seconds(1)
+    max_backoff: Duration = seconds(3600)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.max_backoff < self.backoff:
+            raise ValueError("max_backoff must not be below backoff")
+
+
+class RateLimit(_Spec):
+    """Token bucket: ``rate`` requests per second on average, bursts up to ``burst``."""
+
+    rate: float
+    burst: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError("rate must be above 0")
+        if self.burst <= 0:
+            self.burst = max(1, int(self.rate))
+
+
+class Cors(_Spec):
+    allow_origins: list[str]
+    allow_methods: list[str] = msgspec.field(default_factory=lambda: ["POST"])
+    allow_headers: list[str] = []
+    max_age: Duration = seconds(600)
+
+
+class Schedule(_Spec):
+    every: Duration | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    overlap: bool = False
+    busy: Literal["wait", "skip"] = "skip"
+    missed: Literal["skip", "once", "all"] = "once"
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("a schedule needs exactly one of `every` or `cron`")
+        if self.every is not None and self.every < 1:
+            raise ValueError("`every` must be at least 1s")
+
+
+class FlowSpec(_Spec):
+    """One entry of ``flows:`` in a flow file; every field but name, mode, worker has a default."""
+
+    name: str
+    mode: Mode
+    worker: WorkerSpec
+    concurrency: int = 8
+    max_workers: int = 4
+    replicas: int = 1
+    idle_timeout: Duration = seconds(30)
+    timeout: Duration = seconds(30)
+    queue_timeout: Duration = seconds(1)
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    max_body: ByteSize = size(10 * 1000**2)
+    auth: list[AuthMethod] = []
+    dedupe_window: Duration = seconds(72 * 3600)
+    rate_limit: RateLimit | None = None
+    cors: Cors | None = None
+    schedule: Schedule | None = None
+    delivery: Literal["raw", "envelope"] = "raw"
+    retention: Duration = seconds(7 * 86400)
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise ValueError(
+                "name must be 1-63 lowercase letters, digits, '.', '_' or '-', "
+                f"starting and ending with a letter or digit; got {self.name!r}"
+            )
+        for field in ("concurrency", "max_workers", "replicas"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be above 0")
+
+    def spec_hash(self) -> str:
+        """A stable digest of the spec: equal specs give equal hashes (unchanged on re-apply)."""
+        return hashlib.sha256(encode(self)).hexdigest()[:16]
+
+
+class Flow(msgspec.Struct, kw_only=True):
+    """A stored flow: the spec plus what Hookgate owns (id, status, times)."""
+
+    id: str
+    spec: FlowSpec
+    status: Status = Status.RUNNING
+    created_at: float
+    updated_at: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def mode(self) -> Mode:
+        return self.spec.mode
+
+    @property
+    def running(self) -> bool:
+        return self.status is Status.RUNNING
+
+
+def new_flow_id() -> str:
+    """128 random bits, URL-safe base64 without padding (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value, enc_hook=enc_hook, order="deterministic")
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value, enc_hook=enc_hook, order="deterministic")
+
+
+class _FlowFile(_Spec):
+    flows: list[FlowSpec]
+
+
+def spec_from_object(obj: Any, *, where: str = "flow") -> FlowSpec:
+    """Validate a decoded JSON/YAML object as one flow spec; ConfigError names field and problem."""
+    try:
+        return msgspec.convert(obj, FlowSpec, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        name = obj.get("name") if isinstance(obj, dict) else None
+        label = f"flow {name!r}" if isinstance(name, str) else where
+        raise ConfigError(f"{label}: {_field_message(str(exc))}") from None
+
+
+def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
+    """Parse a flow file (``flows: [...]``); every error names the flow, field and line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "flows" not in data:
+        raise ConfigError(f"{source}: expected a mapping with a `flows:` list at the top")
+    try:
+        specs = msgspec.convert(data, _FlowFile, dec_hook=dec_hook).flows
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_located(source, data, node, str(exc))) from None
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ConfigError(f"{source}: flow {spec.name!r} is declared twice")
+        seen.add(spec.name)
+    return specs
+
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _split(message: str) -> tuple[str, list[tuple[str, int | None]]]:
+    """msgspec's ``problem - at `$.a[0].b``` as the problem and the path tokens."""
+    problem, sep, path = message.rpartition(" - at `")
+    if not sep:
+        return message, []
+    tokens = [(k, int(i) if i else None) for k, i in _PATH_TOKEN.findall(path)]
+    unknown = _UNKNOWN.search(problem)
+    if unknown:
+        tokens.append((unknown.group(1), None))
+    return problem, tokens
+
+
+def _dotted(tokens: list[tuple[str, int | None]]) -> str:
+    return "".join(f"[{i}]" if i is not None else f".{k}" for k, i in tokens).lstrip(".")
+
+
+def _field_message(message: str) -> str:
+    """Turn msgspec's ``problem - at `$.a.b``` into ``field a.b: problem``."""
+    problem, tokens = _split(message)
+    return f"field {_dotted(tokens)}: {problem}" if tokens else problem
+
+
+def _located(source: str, data: Any, node: Any, message: str) -> str:
+    problem, tokens = _split(message)
+    line = _line_of(node, tokens)
+    where = f"{source}:{line}" if line else source
+    if len(tokens) >= 2 and tokens[0][0] == "flows" and tokens[1][1] is not None:
+        index = tokens[1][1]
+        entry = data["flows"][index] if index < len(data["flows"]) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where += f": flow {name!r}" if isinstance(name, str) else f": flow #{index + 1}"
+        tokens = tokens[2:]
+    return f"{where}: field {_dotted(tokens)}: {problem}" if tokens else f"{where}: {problem}"
+
+
+def _line_of(node: Any, tokens: list[tuple[str, int | None]]) -> int | None:
+    """The 1-based line of the YAML node at a msgspec path, as deep as the path resolves."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key, index in tokens:
+        if node is None:
+            break
+        if index is not None and isinstance(node, yaml.SequenceNode):
+            node = node.value[index] if index < len(node.value) else None
+        elif key and isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        else:
+            node = None
+        if node is not None:
+            line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,92 @@
+"""What a worker receives: the caller's request minus hop-by-hop headers, plus Hookgate's.
+
+Used by both the sync proxy and async deliveries, so a worker sees one shape (design §4).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+from hookgate.domain.deliveries import Delivery
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "expect",
+})
+ADDED = frozenset({
+    "x-request-id", "x-hookgate-flow", "x-hookgate-delivery", "x-hookgate-attempt",
+    "idempotency-key", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+})
+
+
+def forward_headers(
+    headers: Iterable[tuple[str, str]], *, request_id: str, flow_id: str, client: str,
+    proto: str = "http",
+) -> list[tuple[str, str]]:
+    """The caller's headers (hop-by-hop and ``Connection``-named ones removed) plus ours."""
+    pairs = list(headers)
+    named = {
+        token.strip().lower()
+        for name, value in pairs if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    host = next((v for k, v in pairs if k.lower() == "host"), "")
+    prior = next((v for k, v in pairs if k.lower() == "x-forwarded-for"), "")
+    kept = [
+        (k, v) for k, v in pairs
+        if (low := k.lower()) not in HOP_BY_HOP and low not in named and low not in ADDED
+    ]
+    kept += [
+        ("x-request-id", request_id),
+        ("x-hookgate-flow", flow_id),
+        ("x-forwarded-for", f"{prior}, {client}" if prior and client else (client or prior)),
+        ("x-forwarded-proto", proto),
+        ("x-forwarded-host", host),
+    ]
+    return kept
+
+
+def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
+    return [
+        *forward_headers(delivery.headers, request_id=delivery.request_id,
+                         flow_id=delivery.flow_id, client=delivery.source),
+        ("x-hookgate-delivery", delivery.id),
+        ("x-hookgate-attempt", str(delivery.attempts)),
+        ("idempotency-key", delivery.idempotency_key),
+    ]
+
+
+def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
+    """The Open Integration Hub message shape (``delivery: envelope``)."""
+    content_type = next(
+        (v for k, v in delivery.headers if k.lower() == "content-type"), ""
+    ).split(";")[0].strip().lower()
+    query = dict(urllib.parse.parse_qsl(delivery.query, keep_blank_values=True))
+    data: Any
+    if delivery.method in ("GET", "HEAD") or not delivery.body:
+        data = query
+    elif content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            data = json.loads(delivery.body)
+        except ValueError:
+            data = {"raw": delivery.body.decode("utf-8", errors="replace")}
+    elif content_type == "application/x-www-form-urlencoded":
+        data = dict(urllib.parse.parse_qsl(delivery.body.decode("latin-1"), keep_blank_values=True))
+    else:
+        data = {"raw": delivery.body.decode("utf-8", errors="replace")}
+    return {
+        "id": delivery.id,
+        "data": data,
+        "headers": dict(delivery.headers),
+        "query": query,
+        "method": delivery.method,
+        "url": delivery.path + (f"?{delivery.query}" if delivery.query else ""),
+        "pathSuffix": delivery.path,
+        "params": query,
+        "metadata": {"source": {"name": flow_name, "type": "webhook",
+                                "externalExecId": delivery.request_id}},
+        "attachments": [],
+    }

@@ -1,0 +1,261 @@
+"""The composition root: builds the store, registry, runtime, dispatcher and both listeners.
+
+Start-up order matters for "nothing lost": the store is opened (and migrated) before any
+listener binds, flows are loaded before the public listener answers, and on SIGTERM the
+listeners stop accepting and finish in-flight requests before deliveries are drained and the
+store's last group commit is flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from hookgate import logs
+from hookgate.admin.app import AdminAPI, create_admin_app
+from hookgate.config import Address, Settings, admin_token, prepare_data_dir
+from hookgate.dispatch import Dispatcher
+from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
+from hookgate.errors import ConfigError, StoreError
+from hookgate.ingress import Ingress
+from hookgate.ingress.guards import FlowGuard, Guards
+from hookgate.metrics import Metrics
+from hookgate.registry import FlowRegistry
+from hookgate.runtime.base import Runtime
+from hookgate.runtime.local import LocalRuntime
+from hookgate.store import open_store
+from hookgate.transport.client import AiohttpTransport
+
+log = logs.get("hookgate")
+
+STATS_EVERY = 5.0
+PURGE_EVERY = 60.0
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the gateway (it runs two of them)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(address: Address, what: str) -> socket.socket:
+    """Bind before serving so a port in use is one clear message, not a traceback."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{what} {address}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _lock(directory: Path) -> IO[str]:
+    """One gateway per data directory: SQLite's single writer lives in one process."""
+    handle = (directory / "gateway.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(f"another gateway is running on data directory {directory}") from None
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    if settings.runtime == "kubernetes":
+        from hookgate.runtime.kubernetes import KubernetesRuntime
+
+        runtime: Runtime = KubernetesRuntime(namespace=settings.namespace)
+        return runtime
+    return LocalRuntime(pid_file=settings.data_dir / "worker-pids")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store = open_store(
+            settings.database, max_queued_bytes=settings.max_queued_bytes,
+            synchronous=settings.synchronous,
+        )
+        self.registry = FlowRegistry(self.store)
+        self.runtime = build_runtime(settings)
+        self.transport = AiohttpTransport()
+        self.dispatcher = Dispatcher(
+            registry=self.registry, store=self.store, runtime=self.runtime,
+            transport=self.transport, metrics=self.metrics,
+        )
+        self.guards = Guards()
+        self.ingress = Ingress(
+            registry=self.registry, store=self.store, metrics=self.metrics, guards=self.guards,
+            on_accepted=self.dispatcher.notify, ready=lambda: self.ready,
+        )
+        self.ready = False
+        self.token = ""
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock: IO[str] | None = None
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> tuple[socket.socket, socket.socket]:
+        settings = self.settings
+        prepare_data_dir(settings.data_dir)
+        self._lock = _lock(settings.data_dir)
+        public = bind(settings.listen, "cannot listen on")
+        admin = bind(settings.admin_listen, "cannot listen (admin) on")
+        self.token, generated = admin_token(settings.data_dir)
+        if generated:
+            print(f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
+                  flush=True)
+        await self.store.open()
+        if isinstance(self.runtime, LocalRuntime):
+            self.runtime.inflight = self.dispatcher.inflight
+            self.runtime.on_ready = self._worker_ready
+        await self.runtime.start()
+        self.registry.subscribe(self._flow_changed)
+        await self.registry.load()
+        if settings.flows_file is not None:
+            await self.apply_file(settings.flows_file)
+        await self.dispatcher.start()
+        self._tasks = [asyncio.create_task(self._stats()), asyncio.create_task(self._purge())]
+        self.ready = True
+        return public, admin
+
+    async def apply_file(self, path: Path) -> None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read flow file {path}: {exc.strerror}") from None
+        specs = parse_flow_file(text, source=str(path))
+        for spec in specs:
+            self.validate(spec)
+        for spec in specs:
+            flow, outcome = await self.registry.apply(spec)
+            log.info("flow applied", flow=flow.name, outcome=outcome)
+
+    def validate(self, spec: FlowSpec) -> None:
+        """Checks that need this gateway: secrets resolvable, a worker this runtime can run."""
+        FlowGuard(spec)
+        if self.settings.runtime == "local" and not spec.worker.command:
+            raise ConfigError(f"flow {spec.name!r}: field worker.command is needed by the local runtime")
+        if self.settings.runtime == "kubernetes" and not spec.worker.image:
+            raise ConfigError(f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime")
+
+    async def _flow_changed(self, flow_id: str) -> None:
+        self.guards.forget(flow_id)
+        flow = self.registry.get(flow_id)
+        await self.dispatcher.flow_changed(flow_id)
+        if flow is None:
+            await self.runtime.remove(flow_id)
+        elif flow.mode is Mode.SYNC:
+            await self.runtime.scale(flow, flow.spec.replicas if flow.running else 0)
+
+    def _worker_ready(self, flow_id: str, seconds: float) -> None:
+        flow = self.registry.get(flow_id)
+        if flow is not None:
+            self.metrics.cold_start_seconds.labels(flow.name).observe(seconds)
+        self.dispatcher.notify(flow_id)
+
+    async def _stats(self) -> None:
+        while True:
+            with contextlib.suppress(StoreError):
+                stats = await self.store.queue_stats()
+                now = time.time()
+                for flow in self.registry.flows():
+                    s = stats.get(flow.id)
+                    self.metrics.queue_depth.labels(flow.name).set(s.depth + s.leased if s else 0)
+                    oldest = now - s.oldest_received_at if s and s.oldest_received_at else 0
+                    self.metrics.queue_oldest_seconds.labels(flow.name).set(oldest)
+                    status = self.runtime.status(flow.id)
+                    self.metrics.workers.labels(flow.name, "ready").set(status.ready)
+                    self.metrics.workers.labels(flow.name, "starting").set(status.starting)
+            await asyncio.sleep(STATS_EVERY)
+
+    async def _purge(self) -> None:
+        """Retention: done deliveries go after the flow's ``retention``, in small batches."""
+        while True:
+            await asyncio.sleep(PURGE_EVERY)
+            for flow in self.registry.flows():
+                with contextlib.suppress(StoreError):
+                    while await self.store.purge(
+                        flow_id=flow.id, done_before=time.time() - flow.spec.retention
+                    ):
+                        await asyncio.sleep(0)
+
+    def admin_app(self) -> Any:
+        api = AdminAPI(
+            registry=self.registry, store=self.store, metrics=self.metrics,
+            public_url=self.settings.public_url, workers=self.runtime.status,
+            on_queued=self.dispatcher.notify, validate=self.validate,
+        )
+        return create_admin_app(api, token=self.token)
+
+    async def close(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await self.dispatcher.close()
+        await self.runtime.close()
+        await self.transport.close()
+        await self.store.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    # serving -----------------------------------------------------------------------------
+    async def serve(self) -> None:
+        public, admin = await self.start()
+        servers = [
+            _Server(_config(self.ingress, backlog=2048)),
+            _Server(_config(self.admin_app(), backlog=128)),
+        ]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self._announce()
+        serving = [
+            asyncio.create_task(servers[0].serve(sockets=[public])),
+            asyncio.create_task(servers[1].serve(sockets=[admin])),
+        ]
+        stopper = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([*serving, stopper], return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down: finishing in-flight requests")
+        self.ready = False
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*serving, return_exceptions=True)
+        stopper.cancel()
+        await self.close()
+        log.info("stopped")
+
+    def _announce(self) -> None:
+        s = self.settings
+        log.info("hookgate ready", listen=str(s.listen), admin=str(s.admin_listen),
+                 database=s.database.split("@")[-1], runtime=s.runtime)
+        for flow in self.registry.flows():
+            print(f"  {flow.name:<24} {flow.mode.value:<5} {s.public_url}/hook/{flow.id}",
+                  flush=True)
+
+
+def _config(app: Any, *, backlog: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, loop="none", http="httptools", lifespan="off", access_log=False,
+        log_config=None, server_header=False, date_header=False, backlog=backlog,
+        timeout_keep_alive=30, timeout_graceful_shutdown=30, h11_max_incomplete_event_size=65536,
+    )

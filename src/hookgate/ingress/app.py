@@ -1,0 +1,247 @@
+"""The hot path. A raw ASGI callable, because framework routing halves throughput (design §7).
+
+``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → HEAD readiness → rate limit
+(429) → size (413, before reading when Content-Length says so, else while reading) →
+credentials (401) → async: commit to the store, then 202 / sync: hand to the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from hookgate.domain.deliveries import Request, new_id
+from hookgate.domain.flows import Flow, Mode
+from hookgate.errors import StoreError, StoreFull
+from hookgate.ingress.guards import Guards
+from hookgate.metrics import Metrics
+from hookgate.registry import FlowRegistry
+from hookgate.store.base import Store
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON = (b"content-type", b"application/json")
+RETRY_AFTER_STORE = b"1"
+MAX_REQUEST_ID = 200
+_encode = msgspec.json.encode
+
+
+class Forwarder(Protocol):
+    """The sync proxy, as the ingress sees it: answer the caller with the flow's answer."""
+
+    async def forward(
+        self, flow: Flow, scope: Scope, receive: Receive, send: Send, *,
+        request_id: str, sub_path: str, body: bytes | None,
+    ) -> int:
+        """Send the worker's answer to ``send``; return the status code sent."""
+
+
+class Ingress:
+    def __init__(
+        self, *, registry: FlowRegistry, store: Store, metrics: Metrics, guards: Guards,
+        forwarder: Forwarder | None = None,
+        on_accepted: Callable[[str], None] = lambda _flow_id: None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        self.guards = guards
+        self.forwarder = forwarder
+        self.on_accepted = on_accepted
+        self.ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/hook/"):
+            await self._hook(scope, receive, send, path[6:])
+        elif path == "/healthz":
+            await _respond(send, 200, b'{"status":"ok"}')
+        elif path == "/readyz":
+            ok = self.ready()
+            await _respond(send, 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}')
+        else:
+            await _error(send, 404, "not found", new_id())
+
+    async def _hook(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
+        started = time.perf_counter()
+        flow_id, _, sub_path = rest.partition("/")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        request_id = _request_id(headers)
+        flow = self.registry.get(flow_id)
+        client = scope.get("client")
+        address = client[0] if client else ""
+        if flow is None or not flow.running:
+            await self.guards.miss(address)
+            await _error(send, 404, "not found", request_id)
+            return
+        status = await self._flow(flow, scope, receive, send, request_id, "/" + sub_path, address)
+        self.metrics.requests.labels(flow.name, str(status)).inc()
+        self.metrics.request_seconds.labels(flow.name, flow.mode.value).observe(
+            time.perf_counter() - started
+        )
+
+    async def _flow(
+        self, flow: Flow, scope: Scope, receive: Receive, send: Send,
+        request_id: str, sub_path: str, address: str,
+    ) -> int:
+        spec = flow.spec
+        method: str = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        guard = self.guards.for_flow(flow)
+        cors = guard.preflight(method, headers)
+        if cors is not None:
+            await _respond(send, 204, b"", cors)
+            return 204
+        wait = guard.rate_limited()
+        if wait is not None:
+            retry_after = str(max(1, round(wait + 0.5))).encode()
+            await _error(send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)])
+            return 429
+        declared = _content_length(headers)
+        if declared is not None and declared > spec.max_body:
+            await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
+            return 413
+        if method == "HEAD" and not guard.enabled:
+            await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
+            return 200
+        if spec.mode is Mode.SYNC and not guard.needs_body and self.forwarder is not None:
+            rejected = guard.check(scope, b"", address)
+            if rejected:
+                return await self._unauthorized(flow, send, request_id, rejected)
+            return await self.forwarder.forward(
+                flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=None
+            )
+        body = await _read_body(receive, spec.max_body)
+        if body is None:
+            await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
+            return 413
+        if body is _DISCONNECTED:
+            return 499
+        rejected = guard.check(scope, body, address)
+        if rejected:
+            return await self._unauthorized(flow, send, request_id, rejected)
+        if method == "HEAD":
+            await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
+            return 200
+        if spec.mode is Mode.SYNC:
+            if self.forwarder is None:
+                await _error(send, 503, "no worker available", request_id)
+                return 503
+            return await self.forwarder.forward(
+                flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
+            )
+        return await self._accept(flow, scope, send, request_id, sub_path, body, address, guard)
+
+    async def _accept(
+        self, flow: Flow, scope: Scope, send: Send, request_id: str, sub_path: str,
+        body: bytes, address: str, guard: Any,
+    ) -> int:
+        now = time.time()
+        delivery_id = new_id()
+        request = Request(
+            id=delivery_id, request_id=request_id or delivery_id, flow_id=flow.id,
+            method=scope["method"], path=sub_path,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+            body=body, source=address, received_at=now,
+        )
+        key = guard.dedupe_key(scope["headers"], body)
+        try:
+            accepted = await self.store.enqueue(
+                request, dedupe_key=key, dedupe_until=now + flow.spec.dedupe_window
+            )
+        except StoreFull:
+            await _error(send, 503, "queue full, retry later", request.request_id,
+                         [(b"retry-after", b"5")])
+            return 503
+        except StoreError:
+            await _error(send, 503, "cannot store the request now, retry later",
+                         request.request_id, [(b"retry-after", RETRY_AFTER_STORE)])
+            return 503
+        except asyncio.CancelledError:
+            raise
+        if not accepted.duplicate:
+            self.on_accepted(flow.id)
+        await _respond(
+            send, 202,
+            b'{"requestId":' + _encode(accepted.request_id) + b',"status":"accepted"}',
+            [(b"x-request-id", accepted.request_id.encode())],
+        )
+        return 202
+
+    async def _unauthorized(self, flow: Flow, send: Send, request_id: str, reason: str) -> int:
+        self.metrics.auth_failures.labels(flow.name, reason).inc()
+        await _error(send, 401, "unauthorized", request_id)
+        return 401
+
+
+_DISCONNECTED = b"\x00disconnected"
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, None past ``limit`` (stops reading there), or the disconnect marker."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _DISCONNECTED
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-Id`` if it is sane, else a new one."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            if 0 < len(value) <= MAX_REQUEST_ID and value.isascii() and value.strip() == value:
+                text = value.decode()
+                if text.isprintable():
+                    return text
+            break
+    return ""
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _respond(
+    send: Send, status: int, body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None, *, head: bool = False,
+) -> None:
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+    })
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _error(
+    send: Send, status: int, message: str, request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Every error body is ``{"error": ..., "requestId": ...}`` (design §3)."""
+    request_id = request_id or new_id()
+    body = _encode({"error": message, "requestId": request_id})
+    await _respond(send, status, body, [(b"x-request-id", request_id.encode()), *(headers or ())])

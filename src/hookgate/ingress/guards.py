@@ -1,0 +1,84 @@
+"""Per-flow admission: credentials, rate limit, CORS preflight, and the slowdown of misses.
+
+Guards are built once per flow spec (secrets are resolved then) and rebuilt when the flow
+changes, so the hot path never reads a file or the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from hookgate.auth import Guard, build_guard
+from hookgate.auth.limits import MissThrottle, TokenBucket
+from hookgate.domain.flows import Flow, FlowSpec
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class FlowGuard:
+    def __init__(self, spec: FlowSpec) -> None:
+        self.spec = spec
+        self.auth: Guard = build_guard(spec.auth)
+        self.enabled = bool(spec.auth)
+        self.needs_body = self.auth.needs_body
+        limit = spec.rate_limit
+        self.bucket = TokenBucket(limit.rate, limit.burst) if limit else None
+        cors = spec.cors
+        self.cors_origins = {o.encode() for o in cors.allow_origins} if cors else set()
+        self.cors_headers: Headers = []
+        if cors:
+            self.cors_headers = [
+                (b"access-control-allow-methods", ", ".join(cors.allow_methods).encode()),
+                (b"access-control-allow-headers", ", ".join(cors.allow_headers).encode()),
+                (b"access-control-max-age", str(int(cors.max_age)).encode()),
+            ]
+
+    def rate_limited(self) -> float | None:
+        """Seconds to wait before the next request is allowed, or None if it is allowed now."""
+        return self.bucket.take(time.monotonic()) if self.bucket else None
+
+    def preflight(self, method: str, headers: Headers) -> Headers | None:
+        """CORS preflight answer headers when the flow allows the origin, else None."""
+        if method != "OPTIONS" or not self.cors_origins:
+            return None
+        origin = next((v for k, v in headers if k == b"origin"), None)
+        if origin is None or not (origin in self.cors_origins or b"*" in self.cors_origins):
+            return None
+        return [(b"access-control-allow-origin", origin), *self.cors_headers]
+
+    def check(self, scope: dict[str, Any], body: bytes, address: str) -> str | None:
+        """The reason for refusing the request, or None when admitted."""
+        if not self.enabled:
+            return None
+        rejection = self.auth.check(
+            method=scope["method"], path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"), headers=scope["headers"],
+            body=body, client=address or None, now=time.time(),
+        )
+        return None if rejection is None else f"{rejection.scheme}:{rejection.reason}"
+
+    def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
+        return self.auth.dedupe_key(headers, body)
+
+
+class Guards:
+    def __init__(self) -> None:
+        self._by_flow: dict[str, FlowGuard] = {}
+        self._misses = MissThrottle()
+
+    def for_flow(self, flow: Flow) -> FlowGuard:
+        guard = self._by_flow.get(flow.id)
+        if guard is None or guard.spec is not flow.spec:
+            guard = self._by_flow[flow.id] = FlowGuard(flow.spec)
+        return guard
+
+    def forget(self, flow_id: str) -> None:
+        self._by_flow.pop(flow_id, None)
+
+    async def miss(self, address: str) -> None:
+        """Slow down repeated misses from one address so flow ids cannot be probed cheaply."""
+        delay = self._misses.miss(address, time.monotonic())
+        if delay > 0:
+            await asyncio.sleep(delay)

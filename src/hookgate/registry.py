@@ -1,0 +1,120 @@
+"""The flow registry: every flow change goes through here, and the hot path reads its cache.
+
+The ingress looks a flow up on every request, so flows are held in a dict by id; the store is
+the truth and the cache is refreshed from it on start (and, with PostgreSQL, on NOTIFY).
+Listeners (the dispatcher, the runtime) hear of every change and reconcile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from hookgate.domain.flows import Flow, FlowSpec, Status, new_flow_id
+from hookgate.errors import FlowConflict, FlowNotFound
+from hookgate.store.base import Store
+
+Listener = Callable[[str], Awaitable[None]]
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+class FlowRegistry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.by_id: dict[str, Flow] = {}
+        self._by_name: dict[str, str] = {}
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(flow_id)`` after every change of that flow."""
+        self._listeners.append(listener)
+
+    async def load(self) -> None:
+        """Refresh the cache from the store and tell listeners about every flow that changed."""
+        fresh = {flow.id: flow for flow in await self.store.list_flows()}
+        changed = [
+            fid for fid in fresh.keys() | self.by_id.keys()
+            if fresh.get(fid) != self.by_id.get(fid)
+        ]
+        self.by_id = fresh
+        self._by_name = {flow.name: flow.id for flow in fresh.values()}
+        for flow_id in changed:
+            await self._changed(flow_id)
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self.by_id.get(flow_id)
+
+    def find(self, ref: str) -> Flow:
+        """A flow by name or id; ``FlowNotFound`` otherwise."""
+        flow = self.by_id.get(ref)
+        if flow is None and ref in self._by_name:
+            flow = self.by_id.get(self._by_name[ref])
+        if flow is None:
+            raise FlowNotFound(f"no flow named or with id {ref!r}")
+        return flow
+
+    def flows(self) -> list[Flow]:
+        return sorted(self.by_id.values(), key=lambda f: f.name)
+
+    async def create(self, spec: FlowSpec) -> Flow:
+        if spec.name in self._by_name:
+            raise FlowConflict(f"a flow named {spec.name!r} exists already")
+        now = time.time()
+        flow = Flow(id=new_flow_id(), spec=spec, created_at=now, updated_at=now)
+        await self.store.create_flow(flow)
+        self._put(flow)
+        await self._changed(flow.id)
+        return flow
+
+    async def replace(self, ref: str, spec: FlowSpec) -> tuple[Flow, Outcome]:
+        current = self.find(ref)
+        if spec == current.spec:
+            return current, "unchanged"
+        other = self._by_name.get(spec.name)
+        if other is not None and other != current.id:
+            raise FlowConflict(f"a flow named {spec.name!r} exists already")
+        flow = Flow(
+            id=current.id, spec=spec, status=current.status,
+            created_at=current.created_at, updated_at=time.time(),
+        )
+        await self.store.update_flow(flow)
+        self._by_name.pop(current.name, None)
+        self._put(flow)
+        await self._changed(flow.id)
+        return flow, "updated"
+
+    async def apply(self, spec: FlowSpec) -> tuple[Flow, Outcome]:
+        """Create or update by name, like ``kubectl apply``; the id never changes."""
+        if spec.name in self._by_name:
+            return await self.replace(spec.name, spec)
+        return await self.create(spec), "created"
+
+    async def set_status(self, ref: str, status: Status) -> Flow:
+        current = self.find(ref)
+        if current.status is status:
+            return current
+        flow = Flow(
+            id=current.id, spec=current.spec, status=status,
+            created_at=current.created_at, updated_at=time.time(),
+        )
+        await self.store.update_flow(flow)
+        self._put(flow)
+        await self._changed(flow.id)
+        return flow
+
+    async def delete(self, ref: str) -> Flow:
+        flow = self.find(ref)
+        await self.store.delete_flow(flow.id)
+        self.by_id.pop(flow.id, None)
+        self._by_name.pop(flow.name, None)
+        await self._changed(flow.id)
+        return flow
+
+    def _put(self, flow: Flow) -> None:
+        self.by_id[flow.id] = flow
+        self._by_name[flow.name] = flow.id
+
+    async def _changed(self, flow_id: str) -> None:
+        for listener in self._listeners:
+            await listener(flow_id)

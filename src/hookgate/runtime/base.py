@@ -1,0 +1,55 @@
+"""The ``Runtime`` protocol: keep N workers of a flow, and say where the ready ones listen.
+
+Level-based, like a Kubernetes controller: callers say how many workers a flow should have
+(``scale``), the runtime converges and reports (``status``). Sync flows ask for ``replicas``;
+the dispatcher asks for async workers on demand and for 0 once the queue has been idle.
+Implemented by ``local.LocalRuntime`` (processes) and ``kubernetes.KubernetesRuntime``; both
+pass ``tests/runtime/test_contract.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from hookgate.domain.flows import Flow
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """Where a ready worker (or a Service in front of several) accepts HTTP."""
+
+    host: str
+    port: int
+    capacity: int = 1
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    desired: int = 0
+    ready: int = 0
+    starting: int = 0
+    restarts: int = 0
+    last_error: str | None = None
+    last_exit: str | None = None
+
+
+class Runtime(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every worker this runtime started (SIGTERM, then SIGKILL after a grace)."""
+
+    async def scale(self, flow: Flow, workers: int) -> None:
+        """Converge the flow to ``workers`` workers of its current spec (rolls out changes)."""
+
+    async def remove(self, flow_id: str) -> None:
+        """Stop and forget everything of the flow."""
+
+    def endpoints(self, flow_id: str) -> list[Endpoint]:
+        """The ready workers of the flow, where requests may be sent now."""
+
+    def status(self, flow_id: str) -> WorkerStatus: ...

@@ -1,0 +1,155 @@
+"""The objects a flow should have, as plain dicts: pure functions, no I/O.
+
+Every flow gets a ClusterIP Service (port 80 to the worker port) selecting its pods; a sync
+flow a Deployment that keeps ``replicas`` ready pods; an async flow, while work waits, a Job
+whose ``parallelism`` follows demand. Each object carries a ``hookgate.io/spec-hash``
+annotation: the reconciler compares hashes, so an unchanged flow causes no write at all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hookgate.domain.flows import Flow, Mode
+from hookgate.errors import ConfigError
+from hookgate.runtime.kubernetes import names
+
+Object = dict[str, Any]
+
+SERVICE_PORT = 80
+JOB_BACKOFF_LIMIT = 4
+JOB_DEADLINE = 6 * 3600
+JOB_TTL = 300
+DEFAULT_INSTANCE = "hookgate"
+
+
+def service(flow: Flow, *, namespace: str, instance: str = DEFAULT_INSTANCE) -> Object:
+    port = {
+        "name": "http", "port": SERVICE_PORT, "targetPort": flow.spec.worker.port,
+        "protocol": "TCP",
+    }
+    spec = {"type": "ClusterIP", "selector": names.selector(flow.id, instance=instance),
+            "ports": [port]}
+    return _finish("v1", "Service", names.base_name(flow), flow, namespace, instance, spec)
+
+
+def deployment(
+    flow: Flow, *, namespace: str, replicas: int, instance: str = DEFAULT_INSTANCE
+) -> Object:
+    spec = {
+        "replicas": replicas,
+        "selector": {"matchLabels": names.selector(flow.id, instance=instance)},
+        "strategy": {"type": "RollingUpdate",
+                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": pod_template(flow, instance=instance, restart="Always"),
+    }
+    return _finish("apps/v1", "Deployment", names.base_name(flow), flow, namespace, instance, spec)
+
+
+def job(flow: Flow, *, namespace: str, workers: int, instance: str = DEFAULT_INSTANCE) -> Object:
+    """A Job of ``workers`` parallel pods (at most ``max_workers``).
+
+    Pod templates of Jobs are immutable, so the name carries a hash of everything but
+    ``parallelism``: a changed flow gets a new Job, while demand only patches the old one.
+    """
+    spec: Object = {
+        "backoffLimit": JOB_BACKOFF_LIMIT,
+        "activeDeadlineSeconds": JOB_DEADLINE,
+        "ttlSecondsAfterFinished": JOB_TTL,
+        "template": pod_template(flow, instance=instance, restart="OnFailure"),
+    }
+    name = names.job_name(flow, names.digest(spec))
+    spec["parallelism"] = max(1, min(workers, flow.spec.max_workers))
+    return _finish("batch/v1", "Job", name, flow, namespace, instance, spec)
+
+
+def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
+    worker = flow.spec.worker
+    if not worker.image:
+        raise ConfigError(f"flow {flow.name!r}: the kubernetes runtime needs worker.image")
+    env = {
+        **worker.env, "PORT": str(worker.port), "HOOKGATE_FLOW_ID": flow.id,
+        "HOOKGATE_MODE": flow.mode.value,
+    }
+    probe: Object = (
+        {"httpGet": {"path": worker.readiness_path, "port": worker.port}}
+        if worker.readiness_path else {"tcpSocket": {"port": worker.port}}
+    )
+    container: Object = {
+        "name": "worker",
+        "image": worker.image,
+        "ports": [{"name": "http", "containerPort": worker.port, "protocol": "TCP"}],
+        "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "securityContext": {"allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    if worker.resources:
+        container["resources"] = worker.resources
+    pod: Object = {
+        "restartPolicy": restart,
+        # Async workers finish the delivery in hand after SIGTERM; give them the flow timeout.
+        "terminationGracePeriodSeconds": math.ceil(flow.spec.timeout) + 5,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    if worker.service_account:
+        pod["serviceAccountName"] = worker.service_account
+    else:
+        pod["automountServiceAccountToken"] = False
+    if worker.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in worker.image_pull_secrets]
+    if worker.node_selector:
+        pod["nodeSelector"] = dict(worker.node_selector)
+    if worker.tolerations:
+        pod["tolerations"] = list(worker.tolerations)
+    metadata = {"labels": names.labels(flow, instance=instance),
+                "annotations": {names.FLOW_ID_ANNOTATION: flow.id}}
+    return {"metadata": metadata, "spec": pod}
+
+
+def desired(
+    flow: Flow, *, workers: int, namespace: str, instance: str = DEFAULT_INSTANCE
+) -> list[Object]:
+    """What the flow should have with ``workers`` workers wanted now."""
+    objects = [service(flow, namespace=namespace, instance=instance)]
+    if flow.mode is Mode.SYNC:
+        objects.append(
+            deployment(flow, namespace=namespace, replicas=workers, instance=instance)
+        )
+    elif workers > 0:
+        objects.append(job(flow, namespace=namespace, workers=workers, instance=instance))
+    return objects
+
+
+def render(
+    flows: list[Flow], namespace: str, *, instance: str = DEFAULT_INSTANCE
+) -> list[Object]:
+    """Every object the flows would get: sync at ``replicas``, async at ``max_workers``."""
+    return [
+        obj for flow in flows
+        for obj in desired(
+            flow, namespace=namespace, instance=instance,
+            workers=flow.spec.replicas if flow.mode is Mode.SYNC else flow.spec.max_workers,
+        )
+    ]
+
+
+def _finish(
+    api_version: str, kind: str, name: str, flow: Flow, namespace: str, instance: str,
+    spec: Object,
+) -> Object:
+    obj: Object = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": names.labels(flow, instance=instance),
+            "annotations": {names.FLOW_ID_ANNOTATION: flow.id},
+        },
+        "spec": spec,
+    }
+    obj["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION] = names.digest(obj)
+    return obj

@@ -1,0 +1,323 @@
+"""Workers as local processes, reconciled per flow like a tiny Kubernetes controller.
+
+For each flow a task compares what runs with what is wanted (``scale``) and converges:
+start missing workers (and wait until they accept connections), restart crashed ones with
+capped exponential backoff, roll out a changed spec (new workers ready first, then the old
+ones drained and stopped), and stop surplus ones with SIGTERM, then SIGKILL after a grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hookgate import logs
+from hookgate.domain.flows import Flow
+from hookgate.errors import WorkerStartFailed
+from hookgate.runtime.base import Endpoint, WorkerStatus
+
+log = logs.get("hookgate.runtime")
+
+START_TIMEOUT = 15.0
+STOP_GRACE = 5.0
+RESTART_BACKOFF = (0.5, 30.0)
+STABLE_AFTER = 30.0
+POLL = 0.005
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Worker:
+    """One process of a flow; ``ready`` once it accepts connections on its port."""
+
+    def __init__(self, *, flow: Flow, process: asyncio.subprocess.Process, port: int) -> None:
+        self.flow_id = flow.id
+        self.spec = flow.spec
+        self.process = process
+        self.port = port
+        self.ready = False
+        self.draining = False
+        self.started_at = time.monotonic()
+        self.endpoint = Endpoint("127.0.0.1", port, flow.spec.concurrency)
+        self.logs: list[asyncio.Task[None]] = []
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+
+class _Flow:
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.desired = 0
+        self.workers: list[Worker] = []
+        self.status = WorkerStatus()
+        self.failures = 0
+        self.not_before = 0.0
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class LocalRuntime:
+    def __init__(
+        self, *, pid_file: Path | None = None, start_timeout: float = START_TIMEOUT,
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
+        self.pid_file = pid_file
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self.inflight: Callable[[Endpoint], int] = lambda _endpoint: 0
+        self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
+        self._flows: dict[str, _Flow] = {}
+
+    async def start(self) -> None:
+        self._kill_orphans()
+
+    async def close(self) -> None:
+        flows = list(self._flows)
+        await asyncio.gather(*(self.remove(flow_id) for flow_id in flows))
+
+    async def scale(self, flow: Flow, workers: int) -> None:
+        state = self._flows.get(flow.id)
+        if state is None:
+            state = self._flows[flow.id] = _Flow(flow)
+            state.task = asyncio.create_task(self._reconcile(state), name=f"flow-{flow.name}")
+        if state.flow.spec != flow.spec:
+            state.failures = 0
+            state.not_before = 0.0
+        state.flow = flow
+        state.desired = workers
+        state.status.desired = workers
+        state.changed.set()
+
+    async def remove(self, flow_id: str) -> None:
+        state = self._flows.pop(flow_id, None)
+        if state is None:
+            return
+        if state.task is not None:
+            state.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await state.task
+        await asyncio.gather(*(self._stop(w) for w in state.workers))
+        self._write_pids()
+
+    def endpoints(self, flow_id: str) -> list[Endpoint]:
+        state = self._flows.get(flow_id)
+        if state is None:
+            return []
+        return [w.endpoint for w in state.workers if w.ready and not w.draining and w.alive]
+
+    def status(self, flow_id: str) -> WorkerStatus:
+        state = self._flows.get(flow_id)
+        return state.status if state is not None else WorkerStatus()
+
+    # reconciliation ----------------------------------------------------------------------
+    async def _reconcile(self, state: _Flow) -> None:
+        while True:
+            state.changed.clear()
+            await self._step(state)
+            self._report(state)
+            delay = 1.0
+            if state.not_before > time.monotonic():
+                delay = min(delay, state.not_before - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), max(delay, 0.01))
+
+    async def _step(self, state: _Flow) -> None:
+        for worker in [w for w in state.workers if not w.alive]:
+            state.workers.remove(worker)
+            await self._exited(state, worker)
+        current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+        outdated = [w for w in state.workers if w not in current]
+        missing = state.desired - len(current)
+        if missing > 0 and time.monotonic() >= state.not_before:
+            await asyncio.gather(*(self._start(state) for _ in range(missing)))
+            current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+        surplus = current[state.desired:] if len(current) > state.desired else []
+        if sum(w.ready for w in current) >= state.desired or state.desired == 0:
+            surplus += outdated
+        if surplus:
+            await asyncio.gather(*(self._retire(state, w) for w in surplus))
+
+    def _report(self, state: _Flow) -> None:
+        state.status.ready = sum(1 for w in state.workers if w.ready and w.alive and not w.draining)
+        state.status.starting = sum(1 for w in state.workers if not w.ready and w.alive)
+
+    async def _start(self, state: _Flow) -> None:
+        flow = state.flow
+        started = time.monotonic()
+        try:
+            worker = await self._spawn(flow)
+        except WorkerStartFailed as exc:
+            self._failed(state, str(exc))
+            return
+        state.workers.append(worker)
+        self._write_pids()
+        try:
+            await self._wait_ready(worker)
+        except WorkerStartFailed as exc:
+            state.workers.remove(worker)
+            await self._stop(worker)
+            self._write_pids()
+            self._failed(state, str(exc))
+            return
+        worker.ready = True
+        state.status.last_error = None
+        self._report(state)
+        self.on_ready(flow.id, time.monotonic() - started)
+        log.info("worker ready", flow=flow.name, pid=worker.process.pid, port=worker.port,
+                 seconds=round(time.monotonic() - started, 3))
+
+    def _failed(self, state: _Flow, reason: str) -> None:
+        state.failures += 1
+        low, high = RESTART_BACKOFF
+        wait = min(high, low * 2 ** (state.failures - 1))
+        state.not_before = time.monotonic() + wait
+        state.status.last_error = reason
+        log.warning("worker start failed", flow=state.flow.name, reason=reason, retry_in=wait)
+
+    async def _exited(self, state: _Flow, worker: Worker) -> None:
+        code = worker.process.returncode
+        reason = f"exited with code {code}" if code is not None and code >= 0 else (
+            f"killed by signal {-(code or 0)}"
+        )
+        await asyncio.gather(*worker.logs, return_exceptions=True)
+        self._write_pids()
+        if worker.draining:
+            return
+        state.status.last_exit = reason
+        state.status.restarts += 1
+        if time.monotonic() - worker.started_at >= STABLE_AFTER:
+            state.failures = 0
+        self._failed(state, f"worker {worker.process.pid} {reason}")
+
+    async def _spawn(self, flow: Flow) -> Worker:
+        command = flow.spec.worker.command
+        if not command:
+            raise WorkerStartFailed("the flow has no worker.command for the local runtime")
+        port = free_port()
+        env = {**os.environ, **flow.spec.worker.env, "PORT": str(port),
+               "HOOKGATE_FLOW_ID": flow.id, "HOOKGATE_MODE": flow.mode.value}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise WorkerStartFailed(f"cannot start {command[0]!r}: {exc.strerror}") from None
+        worker = Worker(flow=flow, process=process, port=port)
+        for stream, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+            if stream is not None:
+                worker.logs.append(asyncio.create_task(self._pump(flow, worker, stream, name)))
+        return worker
+
+    @staticmethod
+    async def _pump(flow: Flow, worker: Worker, stream: asyncio.StreamReader, name: str) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except (ValueError, ConnectionError):
+                continue
+            if not line:
+                return
+            log.info("worker output", flow=flow.name, worker=worker.process.pid, stream=name,
+                     line=line.decode(errors="replace").rstrip())
+
+    async def _wait_ready(self, worker: Worker) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        path = worker.spec.worker.readiness_path
+        while time.monotonic() < deadline:
+            if not worker.alive:
+                raise WorkerStartFailed(
+                    f"worker exited with code {worker.process.returncode} before it was ready"
+                )
+            if await _probe(worker.port, path):
+                return
+            await asyncio.sleep(POLL)
+        raise WorkerStartFailed(
+            f"worker did not accept connections on port {worker.port} "
+            f"within {self.start_timeout:g}s"
+        )
+
+    async def _retire(self, state: _Flow, worker: Worker) -> None:
+        """Take a worker out of rotation, let its in-flight requests finish, then stop it."""
+        worker.draining = True
+        self._report(state)
+        deadline = time.monotonic() + float(worker.spec.timeout)
+        while self.inflight(worker.endpoint) > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._stop(worker)
+        if worker in state.workers:
+            state.workers.remove(worker)
+        self._write_pids()
+
+    async def _stop(self, worker: Worker) -> None:
+        worker.draining = True
+        if worker.alive:
+            _signal(worker.process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.process.wait(), self.stop_grace)
+            except TimeoutError:
+                _signal(worker.process.pid, signal.SIGKILL)
+                await worker.process.wait()
+        await asyncio.gather(*worker.logs, return_exceptions=True)
+
+    # orphans of a gateway that was killed ------------------------------------------------
+    def _write_pids(self) -> None:
+        if self.pid_file is None:
+            return
+        pids = [str(w.process.pid) for s in self._flows.values() for w in s.workers if w.alive]
+        with contextlib.suppress(OSError):
+            self.pid_file.write_text("\n".join(pids))
+
+    def _kill_orphans(self) -> None:
+        """Workers left running by a gateway that died (kill -9) are stopped on restart."""
+        if self.pid_file is None or not self.pid_file.exists():
+            return
+        for text in self.pid_file.read_text().split():
+            pid = int(text)
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if b"HOOKGATE_FLOW_ID=" in environ:
+                _signal(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _probe(port: int, path: str | None) -> bool:
+    """True once the port accepts a connection (and ``path`` answers 2xx, when given)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        if path is None:
+            return True
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        status_line = await asyncio.wait_for(reader.readline(), 2.0)
+        parts = status_line.split()
+        return len(parts) >= 2 and parts[1].startswith(b"2")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

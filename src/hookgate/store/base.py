@@ -1,0 +1,111 @@
+"""The ``Store`` protocol: flows, the durable queue, attempts, dead letters, dedupe keys.
+
+Implemented by SQLite (one machine) and PostgreSQL (several gateways); both pass
+``tests/store/test_contract.py``. Every queue transition is guarded by the state it leaves,
+and ``attempts`` doubles as the lease token, so a stale holder can never overwrite the result
+of a newer lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.flows import Flow
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """The answer to an enqueue: which request id the caller gets, and whether it was a replay."""
+
+    request_id: str
+    delivery_id: str
+    duplicate: bool = False
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    depth: int
+    leased: int
+    oldest_received_at: float | None
+    next_due_at: float | None
+
+
+class DeliveryFilter(msgspec.Struct, kw_only=True, frozen=True):
+    flow_id: str | None = None
+    state: State | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class Page(msgspec.Struct, frozen=True):
+    items: list[Delivery]
+    cursor: str | None
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # flows -------------------------------------------------------------------------------
+    async def create_flow(self, flow: Flow) -> None:
+        """Insert; ``FlowConflict`` if the name is taken."""
+
+    async def update_flow(self, flow: Flow) -> None:
+        """Replace spec/status by id; ``FlowNotFound`` if it is gone."""
+
+    async def delete_flow(self, flow_id: str) -> None:
+        """Remove the flow and everything queued for it."""
+
+    async def list_flows(self) -> list[Flow]: ...
+
+    # ingest ------------------------------------------------------------------------------
+    async def enqueue(
+        self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
+    ) -> Accepted:
+        """Commit durably, then return. A live ``dedupe_key`` returns the first request's ids.
+
+        Raises ``StoreFull`` over the queued-bytes bound, ``StoreUnavailable`` if not stored.
+        """
+
+    # the queue ---------------------------------------------------------------------------
+    async def lease(
+        self, flow_id: str, *, limit: int, lease_for: float, now: float
+    ) -> list[Delivery]:
+        """Take up to ``limit`` due deliveries (queued, or leased with an expired lease)."""
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
+        """LEASED -> DONE, if this is still the current lease; records the attempt."""
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
+        """LEASED -> QUEUED due at ``next_at``; records the attempt."""
+
+    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
+        """LEASED -> DEAD; records the attempt."""
+
+    async def replay(self, ids: Sequence[str], *, now: float) -> int:
+        """DEAD/DONE -> QUEUED with a fresh series of attempts; history is kept."""
+
+    async def replay_matching(self, where: DeliveryFilter, *, now: float) -> int: ...
+
+    async def delete_deliveries(self, ids: Sequence[str]) -> int: ...
+
+    # reading -----------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        """With body and headers; ``DeliveryNotFound`` if unknown or purged."""
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def list_deliveries(
+        self, where: DeliveryFilter, *, limit: int, cursor: str | None
+    ) -> Page:
+        """Newest first, without bodies; ``cursor`` continues a previous page."""
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Per flow with queued or leased deliveries."""
+
+    # hygiene -----------------------------------------------------------------------------
+    async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` DONE deliveries of a flow finished before ``done_before``."""

@@ -1,0 +1,630 @@
+"""The cluster store: PostgreSQL shared by several gateways, through a psycopg 3 pool.
+
+Ingest is group-committed: one task takes every enqueue that is waiting, writes them with one
+``COPY`` in one transaction and resolves each caller only after ``COMMIT``. Leasing uses
+``FOR UPDATE SKIP LOCKED`` so gateways never hand out the same delivery; every transition is
+guarded by the state it leaves and by ``attempts`` (the lease token). Changes are announced with
+``pg_notify`` inside the changing transaction, and ``watch()`` turns them into events.
+``psycopg`` is imported here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from importlib import resources
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.flows import Flow, FlowSpec, Status, encode
+from hookgate.domain.units import dec_hook
+from hookgate.errors import (
+    DeliveryNotFound,
+    FlowConflict,
+    FlowNotFound,
+    SchemaMismatch,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
+from hookgate.store.base import Accepted, DeliveryFilter, Page, QueueStats
+
+SCHEMA_VERSION = 1
+BATCH = 4096
+FLOW_CHANNEL = "hookgate_flow"
+QUEUE_CHANNEL = "hookgate_queue"
+_MIGRATION_LOCK = 0x686F6F6B67617465  # "hookgate": serialises migrations of every replica
+_RECOUNT_EVERY = 5.0
+
+_headers_decoder = msgspec.json.Decoder(list[tuple[str, str]])
+_spec_decoder = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
+
+_SUMMARY = (
+    "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
+    " last_error, updated_at, method, path, query, source"
+)
+_FULL = _SUMMARY + ", headers, body"
+_COPY = (
+    "COPY deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
+    " method, path, query, headers, body, source) FROM STDIN"
+)
+
+
+def _qualified(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{name.strip()}" for name in columns.split(","))
+
+
+_LEASE = sql.SQL(
+    "WITH ready AS (SELECT seq FROM deliveries"
+    "  WHERE flow_id = %(flow)s AND state = 0 AND next_at <= %(now)s"
+    "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    " expired AS (SELECT seq FROM deliveries"
+    "  WHERE flow_id = %(flow)s AND state = 1 AND lease_until < %(now)s"
+    "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    " pick AS (SELECT seq FROM ready UNION ALL SELECT seq FROM expired"
+    "  ORDER BY seq LIMIT %(limit)s)"
+    " UPDATE deliveries AS d SET state = 1, attempts = d.attempts + 1,"
+    "  lease_until = %(until)s, updated_at = %(now)s"
+    " FROM pick WHERE d.seq = pick.seq RETURNING {}"
+).format(sql.SQL(_qualified("d", _FULL)))
+_NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
+
+
+def _summary(row: Sequence[Any]) -> Delivery:
+    return Delivery(
+        id=row[0], request_id=row[1], flow_id=row[2], state=State(row[3]), attempts=row[4],
+        next_at=row[5], received_at=row[6], lease_until=row[7], last_error=row[8],
+        updated_at=row[9], method=row[10], path=row[11], query=row[12], source=row[13],
+    )
+
+
+def _full(row: Sequence[Any]) -> Delivery:
+    delivery = _summary(row)
+    delivery.headers = _headers_decoder.decode(row[14])
+    delivery.body = bytes(row[15])
+    return delivery
+
+
+def _row(request: Request) -> tuple[Any, ...]:
+    return (
+        request.id, request.request_id, request.flow_id, request.received_at,
+        request.received_at, request.received_at, request.method, request.path, request.query,
+        msgspec.json.encode(request.headers), request.body, request.source,
+    )
+
+
+class _Pending:
+    """An enqueue waiting for the ingest task; its future resolves after the batch commits."""
+
+    __slots__ = ("future", "key", "request", "until")
+
+    def __init__(self, request: Request, key: str | None, until: float) -> None:
+        self.request = request
+        self.key = key
+        self.until = until
+        self.future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_queued_bytes: int,
+        pool_size: int = 10,
+        connect_timeout: float = 5.0,
+        statement_timeout: float = 30.0,
+    ) -> None:
+        params = conninfo_to_dict(url)
+        timeout = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        options = f"{params.get('options', '')} {timeout}".strip()
+        self._conninfo = make_conninfo(url, options=options)
+        self.where = (
+            f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+            f"/{params.get('dbname', params.get('user', ''))}"
+        )
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        async with await self._connect() as conn:
+            await self._migrate(conn)
+        self._pool = AsyncConnectionPool(
+            self._conninfo, min_size=min(2, self.pool_size), max_size=self.pool_size,
+            kwargs={"autocommit": True}, open=False, name="hookgate",
+        )
+        try:
+            await self._pool.open(wait=True, timeout=self.connect_timeout)
+        except PoolTimeout:
+            await self._pool.close()
+            self._pool = None
+            raise StoreUnavailable(self._unreachable("no connection")) from None
+        await self._recount()
+        self._tasks = [asyncio.create_task(self._ingest()), asyncio.create_task(self._recounter())]
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._tasks:
+            self._pending.put_nowait(None)
+            await self._tasks[0]
+            self._tasks[1].cancel()
+            await asyncio.gather(self._tasks[1], return_exceptions=True)
+            self._tasks = []
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def schema_version(self) -> int:
+        """The version the database is at, for ``hookgate db status``."""
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailable(self._unreachable(exc)) from None
+
+    def _unreachable(self, exc: object) -> str:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach PostgreSQL at {self.where}: {reason}"
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Bring the schema up to date; the advisory lock makes concurrent starts take turns."""
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                row = await cur.fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise SchemaMismatch(
+                        f"PostgreSQL database {self.where} has schema version {version}, newer"
+                        f" than this Hookgate ({SCHEMA_VERSION}); upgrade Hookgate, or point it"
+                        " at another database"
+                    )
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    script = resources.files("hookgate.store").joinpath(
+                        f"schema/postgres-{step:04d}.sql"
+                    )
+                    await conn.execute(script.read_text().encode())
+                    await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [step])
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(self._unreachable(exc)) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"migrating PostgreSQL {self.where} failed: {exc}") from None
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; psycopg's errors leave this block as Hookgate's."""
+        if self._pool is None:
+            raise StoreUnavailable("the store is not open")
+        try:
+            async with self._pool.connection(timeout=self.connect_timeout) as conn:
+                yield conn
+        except PoolTimeout:
+            raise StoreUnavailable(
+                self._unreachable(f"no connection within {self.connect_timeout:g}s")
+            ) from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(self._unreachable(exc)) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL {self.where} refused the statement: {exc}") from None
+
+    # group commit ------------------------------------------------------------------------
+    async def _ingest(self) -> None:
+        while True:
+            first = await self._pending.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < BATCH and not self._pending.empty():
+                item = self._pending.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """Write a batch in one transaction; if one row is refused, write the rest one by one."""
+        results: list[Accepted | BaseException]
+        try:
+            results = await self._write_batch(batch)
+        except StoreUnavailable as exc:
+            results = [exc] * len(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                for item in batch:
+                    await self._commit([item])
+                return
+            results = [
+                exc if isinstance(exc, StoreError)
+                else StoreError(f"PostgreSQL {self.where} could not store the request: {exc}")
+            ]
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    async def _write_batch(self, batch: list[_Pending]) -> list[Accepted | BaseException]:
+        results: list[Accepted | BaseException] = []
+        async with self._conn() as conn, conn.transaction():
+            plain = [item for item in batch if item.key is None]
+            if plain:
+                async with conn.cursor().copy(_COPY) as copy:
+                    for item in plain:
+                        await copy.write_row(_row(item.request))
+            for item in batch:
+                if item.key is None:
+                    results.append(Accepted(item.request.request_id, item.request.id))
+                else:
+                    results.append(await self._claim(conn, item))
+            flows = {
+                item.request.flow_id
+                for item, result in zip(batch, results, strict=True)
+                if isinstance(result, Accepted) and not result.duplicate
+            }
+            await conn.execute(_NOTIFY_QUEUE, [sorted(flows)])
+        return results
+
+    @staticmethod
+    async def _claim(conn: psycopg.AsyncConnection[Any], item: _Pending) -> Accepted:
+        """Insert under a dedupe key unless a live one exists; then answer with its ids."""
+        request = item.request
+        cur = await conn.execute(
+            "INSERT INTO dedupe AS d VALUES (%s, %s, %s, %s, %s) ON CONFLICT (flow_id, key)"
+            " DO UPDATE SET request_id = excluded.request_id,"
+            " delivery_id = excluded.delivery_id, expires_at = excluded.expires_at"
+            " WHERE d.expires_at <= %s RETURNING 1",
+            [request.flow_id, item.key, request.request_id, request.id, item.until,
+             request.received_at],
+        )
+        if await cur.fetchone() is None:
+            cur = await conn.execute(
+                "SELECT request_id, delivery_id FROM dedupe WHERE flow_id = %s AND key = %s",
+                [request.flow_id, item.key],
+            )
+            seen = await cur.fetchone()
+            if seen is not None:
+                return Accepted(seen[0], seen[1], duplicate=True)
+        await conn.execute(
+            "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
+            " method, path, query, headers, body, source) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            _row(request),
+        )
+        return Accepted(request.request_id, request.id)
+
+    async def _recount(self) -> None:
+        """The queued bytes of every gateway: each only sees its own enqueues and acks."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT coalesce(sum(octet_length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
+            )
+            row = await cur.fetchone()
+            self.queued_bytes = int(row[0]) if row else 0
+
+    async def _recounter(self) -> None:
+        while True:
+            await asyncio.sleep(_RECOUNT_EVERY)
+            with contextlib.suppress(StoreError):
+                await self._recount()
+
+    # flows -------------------------------------------------------------------------------
+    async def create_flow(self, flow: Flow) -> None:
+        async with self._conn() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    "INSERT INTO flows (id, name, spec, status, created_at, updated_at)"
+                    " VALUES (%s, %s, %s::jsonb, %s, %s, %s)",
+                    [flow.id, flow.name, encode(flow.spec).decode(), flow.status.value,
+                     flow.created_at, flow.updated_at],
+                )
+            except psycopg.errors.UniqueViolation:
+                raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
+            await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow.id])
+
+    async def update_flow(self, flow: Flow) -> None:
+        async with self._conn() as conn, conn.transaction():
+            try:
+                cur = await conn.execute(
+                    "UPDATE flows SET name = %s, spec = %s::jsonb, status = %s, updated_at = %s"
+                    " WHERE id = %s",
+                    [flow.name, encode(flow.spec).decode(), flow.status.value, flow.updated_at,
+                     flow.id],
+                )
+            except psycopg.errors.UniqueViolation:
+                raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
+            if cur.rowcount != 1:
+                raise FlowNotFound(f"no flow with id {flow.id}")
+            await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow.id])
+
+    async def delete_flow(self, flow_id: str) -> None:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute("DELETE FROM flows WHERE id = %s", [flow_id])
+            if cur.rowcount != 1:
+                raise FlowNotFound(f"no flow with id {flow_id}")
+            cur = await conn.execute(
+                "WITH gone AS (DELETE FROM deliveries WHERE flow_id = %s"
+                "  RETURNING id, state, octet_length(body) AS size),"
+                " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
+                " SELECT coalesce(sum(size) FILTER (WHERE state IN (0, 1)), 0) FROM gone",
+                [flow_id],
+            )
+            row = await cur.fetchone()
+            await conn.execute("DELETE FROM dedupe WHERE flow_id = %s", [flow_id])
+            await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow_id])
+        self.queued_bytes -= int(row[0]) if row else 0
+
+    async def list_flows(self) -> list[Flow]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT id, spec::text, status, created_at, updated_at FROM flows ORDER BY name"
+            )
+            return [
+                Flow(id=r[0], spec=_spec_decoder.decode(r[1]), status=Status(r[2]),
+                     created_at=r[3], updated_at=r[4])
+                for r in await cur.fetchall()
+            ]
+
+    # ingest ------------------------------------------------------------------------------
+    async def enqueue(
+        self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
+    ) -> Accepted:
+        size = len(request.body)
+        if self.queued_bytes + size > self.max_queued_bytes:
+            raise StoreFull(
+                f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
+            )
+        if not self._tasks or self._closing:
+            raise StoreUnavailable("the store is not open")
+        item = _Pending(request, dedupe_key, dedupe_until)
+        self._pending.put_nowait(item)
+        result = await item.future
+        if not result.duplicate:
+            self.queued_bytes += size
+        return result
+
+    # the queue ---------------------------------------------------------------------------
+    async def lease(
+        self, flow_id: str, *, limit: int, lease_for: float, now: float
+    ) -> list[Delivery]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                _LEASE, {"flow": flow_id, "now": now, "limit": limit, "until": now + lease_for}
+            )
+            rows = await cur.fetchall()
+        return sorted((_full(row) for row in rows), key=lambda d: d.id)
+
+    async def _finish(
+        self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
+    ) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH moved AS (UPDATE deliveries SET state = %(to)s,"
+                "  next_at = coalesce(%(next_at)s, next_at), lease_until = NULL,"
+                "  last_error = %(error)s, updated_at = %(now)s"
+                "  WHERE id = %(id)s AND state = 1 AND attempts = %(token)s RETURNING id)"
+                " INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
+                "  status_code, error, response)"
+                " SELECT id, %(number)s, %(started)s, %(ms)s, %(status)s, %(aerr)s, %(resp)s"
+                " FROM moved RETURNING 1",
+                {
+                    "to": int(to), "next_at": next_at, "error": _describe(attempt),
+                    "now": attempt.started_at + attempt.duration_ms / 1000,
+                    "id": delivery.id, "token": delivery.attempts, "number": attempt.number,
+                    "started": attempt.started_at, "ms": attempt.duration_ms,
+                    "status": attempt.status_code, "aerr": attempt.error,
+                    "resp": attempt.response,
+                },
+            )
+            moved = await cur.fetchone() is not None
+            if moved and to is State.QUEUED:
+                await conn.execute(_NOTIFY_QUEUE, [[delivery.flow_id]])
+        return moved
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
+        done = await self._finish(delivery, attempt, to=State.DONE)
+        if done:
+            self.queued_bytes -= len(delivery.body)
+        return done
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
+        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
+
+    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
+        buried = await self._finish(delivery, attempt, to=State.DEAD)
+        if buried:
+            self.queued_bytes -= len(delivery.body)
+        return buried
+
+    async def replay(self, ids: Sequence[str], *, now: float) -> int:
+        if not ids:
+            return 0
+        return await self._replay(sql.SQL("id = ANY(%s)"), [list(ids)], now)
+
+    async def replay_matching(self, where: DeliveryFilter, *, now: float) -> int:
+        clause, params = _where(where)
+        return await self._replay(clause, params, now)
+
+    async def _replay(self, clause: sql.Composable, params: list[Any], now: float) -> int:
+        query = sql.SQL(
+            "UPDATE deliveries SET state = 0, attempts = 0, next_at = %s, lease_until = NULL,"
+            " updated_at = %s WHERE ({}) AND state IN (2, 3)"
+            " RETURNING flow_id, octet_length(body)"
+        ).format(clause)
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(query, [now, now, *params])
+            rows = await cur.fetchall()
+            await conn.execute(_NOTIFY_QUEUE, [sorted({row[0] for row in rows})])
+        self.queued_bytes += sum(row[1] for row in rows)
+        return len(rows)
+
+    async def delete_deliveries(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH gone AS (DELETE FROM deliveries WHERE id = ANY(%s)"
+                "  RETURNING id, state, octet_length(body) AS size),"
+                " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
+                " SELECT count(*), coalesce(sum(size) FILTER (WHERE state IN (0, 1)), 0)"
+                " FROM gone",
+                [list(ids)],
+            )
+            row = await cur.fetchone()
+        count, freed = (int(row[0]), int(row[1])) if row else (0, 0)
+        self.queued_bytes -= freed
+        return count
+
+    # reading -----------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                sql.SQL("SELECT {} FROM deliveries WHERE id = %s").format(sql.SQL(_FULL)),
+                [delivery_id],
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise DeliveryNotFound(f"no delivery {delivery_id} (unknown, or purged)")
+        return _full(row)
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT number, started_at, duration_ms, status_code, error, response"
+                " FROM attempts WHERE delivery_id = %s ORDER BY seq", [delivery_id],
+            )
+            rows = await cur.fetchall()
+        return [
+            Attempt(number=r[0], started_at=r[1], duration_ms=r[2], status_code=r[3],
+                    error=r[4], response=r[5])
+            for r in rows
+        ]
+
+    async def list_deliveries(
+        self, where: DeliveryFilter, *, limit: int, cursor: str | None
+    ) -> Page:
+        query, params = list_query(where, limit=limit, cursor=cursor)
+        async with self._conn() as conn:
+            cur = await conn.execute(query, params)
+            rows = await cur.fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            [_summary(row[1:]) for row in rows], str(rows[-1][0]) if more and rows else None
+        )
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT flow_id, count(*) FILTER (WHERE state = 0),"
+                " count(*) FILTER (WHERE state = 1), min(received_at),"
+                " min(CASE WHEN state = 0 THEN next_at ELSE lease_until END)"
+                " FROM deliveries WHERE state IN (0, 1) GROUP BY flow_id"
+            )
+            rows = await cur.fetchall()
+        return {r[0]: QueueStats(r[1], r[2], r[3], r[4]) for r in rows}
+
+    # hygiene -----------------------------------------------------------------------------
+    async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
+        """One small batch, skipping rows another purge holds, so no lock is held for long."""
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries"
+                "  WHERE flow_id = %s AND state = 2 AND updated_at < %s"
+                "  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id),"
+                " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
+                " SELECT count(*) FROM gone",
+                [flow_id, done_before, limit],
+            )
+            row = await cur.fetchone()
+            await conn.execute(
+                "DELETE FROM dedupe WHERE flow_id = %s AND expires_at < extract(epoch FROM now())",
+                [flow_id],
+            )
+        return int(row[0]) if row else 0
+
+    # events ------------------------------------------------------------------------------
+    async def watch(self) -> AsyncIterator[tuple[str, str]]:
+        """``("flow", id)`` when any gateway changed a flow, ``("queue", id)`` when work arrived.
+
+        The first event is ``("listening", "")``: from then on nothing is missed, so that is the
+        moment to reload caches. Ends when the store closes; raises ``StoreUnavailable`` when the
+        connection is lost (events may have been missed: watch again, which reloads).
+        """
+        async with await self._connect() as conn:
+            try:
+                await conn.execute(f"LISTEN {FLOW_CHANNEL}")
+                await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
+                yield ("listening", "")
+                while not self._closing:
+                    async for note in conn.notifies(timeout=1.0):
+                        yield (note.channel.removeprefix("hookgate_"), note.payload)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise StoreUnavailable(self._unreachable(exc)) from None
+
+
+def list_query(
+    where: DeliveryFilter, *, limit: int, cursor: str | None
+) -> tuple[sql.Composed, list[Any]]:
+    """The page query: newest first by ``seq``, continuing below the cursor (keyset)."""
+    clause, params = _where(where)
+    if cursor is not None:
+        clause = sql.SQL("{} AND seq < %s").format(clause)
+        params.append(int(cursor))
+    query = sql.SQL("SELECT seq, {} FROM deliveries WHERE {} ORDER BY seq DESC LIMIT %s").format(
+        sql.SQL(_SUMMARY), clause
+    )
+    return query, [*params, limit + 1]
+
+
+def _where(where: DeliveryFilter) -> tuple[sql.Composable, list[Any]]:
+    clauses: list[sql.Composable] = [sql.SQL("true")]
+    params: list[Any] = []
+    for column, op, value in (
+        ("flow_id", "=", where.flow_id),
+        ("state", "=", None if where.state is None else int(where.state)),
+        ("received_at", ">=", where.since),
+        ("received_at", "<", where.until),
+    ):
+        if value is not None:
+            clauses.append(sql.SQL(f"{column} {op} %s"))
+            params.append(value)
+    return sql.SQL(" AND ").join(clauses), params
+
+
+def _describe(attempt: Attempt) -> str | None:
+    if attempt.error:
+        return attempt.error
+    if attempt.status_code is not None and not 200 <= attempt.status_code < 300:
+        return f"HTTP {attempt.status_code}"
+    return None

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real gateway process on loopback ports, with its own data directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+TOKEN = "test-admin-token"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """``hookgate serve`` as a child process; restartable on the same data directory."""
+
+    def __init__(self, data_dir: Path, *, flows: str | None = None,
+                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.flows_file: Path | None = None
+        if flows is not None:
+            self.flows_file = data_dir.parent / f"{data_dir.name}-flows.yaml"
+            self.flows_file.write_text(flows)
+        self.env = {**os.environ, "HOOKGATE_ADMIN_TOKEN": TOKEN, **(env or {})}
+        self.args = args or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"{data_dir.name}-gateway.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_base(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "hookgate", "serve", "--data-dir", str(self.data_dir),
+               "--listen", f"127.0.0.1:{self.port}",
+               "--admin-listen", f"127.0.0.1:{self.admin_port}", "--log-format", "json"]
+        if self.flows_file is not None:
+            cmd += ["--config", str(self.flows_file)]
+        return cmd + self.args
+
+    def start(self, *, timeout: float = 20.0) -> GatewayProcess:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n"
+                                   + self.log.read_text()[-3000:])
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.admin_base + path,
+                             headers={"authorization": f"Bearer {TOKEN}"}, timeout=30, **kwargs)
+
+    def flow(self, name: str) -> dict[str, Any]:
+        response = self.admin("GET", f"/api/v1/flows/{name}")
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def hook(self, name: str) -> str:
+        return f"{self.base}/hook/{self.flow(name)['id']}"
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, *, timeout: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[GatewayProcess] = []
+
+    def make(flows: str | None = None, *, name: str = "data", start: bool = True,
+             **kwargs: Any) -> GatewayProcess:
+        gateway = GatewayProcess(tmp_path / name, flows=flows, **kwargs)
+        started.append(gateway)
+        return gateway.start() if start else gateway
+
+    yield make
+    for gateway in started:
+        if gateway.process is not None and gateway.process.poll() is None:
+            gateway.kill()
+
+
+ECHO = f"{sys.executable} {ROOT / 'examples' / 'workers' / 'echo.py'}"
+
+ASYNC_FLOW = f"""
+flows:
+  - name: orders
+    mode: async
+    worker: {{command: [{sys.executable}, {ROOT / 'tests' / 'workers' / 'flaky.py'}]}}
+    max_body: 1KB
+"""

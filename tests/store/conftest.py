@@ -1,0 +1,140 @@
+"""Both stores behind one fixture, each test in a fresh place: a new SQLite file, or a new
+schema in a throwaway PostgreSQL database (created once per session, dropped at the end)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import pytest
+
+from hookgate.domain.deliveries import Attempt, Delivery, Request, new_id
+from hookgate.store.base import Store
+from hookgate.store.postgres import PostgresStore
+from hookgate.store.sqlite import SQLiteStore
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+BIG = 10**12
+
+
+class Backend(Protocol):
+    name: str
+
+    def namespace(self) -> str:
+        """A fresh, empty place for a store; removed after the test."""
+
+    def store(self, where: str, *, max_queued_bytes: int = BIG) -> Store: ...
+
+
+class SQLiteBackend:
+    name = "sqlite"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+
+    def namespace(self) -> str:
+        return str(self.tmp / f"{secrets.token_hex(4)}.db")
+
+    def store(self, where: str, *, max_queued_bytes: int = BIG) -> Store:
+        return SQLiteStore(where, max_queued_bytes=max_queued_bytes)
+
+
+class PostgresBackend:
+    """Each namespace is a schema; the store reaches it through ``search_path``."""
+
+    name = "postgres"
+
+    def __init__(self, admin: psycopg.Connection[Any], database: str) -> None:
+        self.admin = admin
+        self.database = database
+        self.schemas: list[str] = []
+
+    def namespace(self) -> str:
+        schema = f"t_{secrets.token_hex(6)}"
+        self.admin.execute(f"CREATE SCHEMA {schema}")
+        self.schemas.append(schema)
+        return f"{self.database}?options=-csearch_path%3D{schema}"
+
+    def store(self, where: str, *, max_queued_bytes: int = BIG) -> Store:
+        return PostgresStore(where, max_queued_bytes=max_queued_bytes, pool_size=4)
+
+    def drop(self) -> None:
+        for schema in self.schemas:
+            self.admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        self.schemas.clear()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """A throwaway database; skipped when no server runs here, unless CI is set."""
+    try:
+        server = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{reason} (CI is set, so the PostgreSQL store must be tested)")
+        pytest.skip(f"{reason} (set CI=true to make this a failure)")
+    name = f"hookgate_test_{secrets.token_hex(6)}"
+    server.execute(f"CREATE DATABASE {name}")
+    admin = psycopg.connect(f"{SERVER}/{name}", autocommit=True)
+    try:
+        yield admin, f"{SERVER}/{name}"
+    finally:
+        admin.close()
+        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield SQLiteBackend(tmp_path)
+        return
+    admin, database = request.getfixturevalue("pg_database")
+    pg = PostgresBackend(admin, database)
+    try:
+        yield pg
+    finally:
+        pg.drop()
+
+
+@pytest.fixture
+def where(backend: Backend) -> str:
+    return backend.namespace()
+
+
+@pytest.fixture
+async def store(backend: Backend, where: str) -> AsyncIterator[Store]:
+    opened = backend.store(where)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def make_request(
+    flow_id: str,
+    *,
+    body: bytes = b'{"ok": true}',
+    headers: list[tuple[str, str]] | None = None,
+    received_at: float | None = None,
+) -> Request:
+    return Request(
+        id=new_id(), request_id=new_id(), flow_id=flow_id, method="POST", path="/orders",
+        query="a=1&b=2", headers=headers or [("content-type", "application/json")], body=body,
+        source="203.0.113.7", received_at=time.time() if received_at is None else received_at,
+    )
+
+
+def attempt_for(delivery: Delivery, *, at: float, status: int = 200) -> Attempt:
+    return Attempt(
+        number=delivery.attempts, started_at=at, duration_ms=12.5, status_code=status,
+        response="ok" if status < 300 else "boom",
+    )
+

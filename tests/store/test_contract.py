@@ -1,0 +1,361 @@
+"""The ``Store`` contract: every test runs against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.flows import (
+    Flow,
+    FlowSpec,
+    Mode,
+    RetryPolicy,
+    Status,
+    WorkerSpec,
+    new_flow_id,
+)
+from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
+from hookgate.store.base import DeliveryFilter, Store
+
+from .conftest import Backend, attempt_for, make_request
+
+LEASE = 30.0
+NOW = 1_700_000_000.0
+
+
+def make_flow(name: str, **spec: object) -> Flow:
+    now = time.time()
+    return Flow(
+        id=new_flow_id(),
+        spec=FlowSpec(name=name, mode=Mode.ASYNC, worker=WorkerSpec(command=["w"]), **spec),  # type: ignore[arg-type]
+        created_at=now, updated_at=now,
+    )
+
+
+async def lease_one(store: Store, flow_id: str, *, now: float = NOW) -> Delivery:
+    [delivery] = await store.lease(flow_id, limit=1, lease_for=LEASE, now=now)
+    return delivery
+
+
+async def all_deliveries(store: Store, where: DeliveryFilter, *, limit: int = 7) -> list[Delivery]:
+    items, cursor = [], None
+    while True:
+        page = await store.list_deliveries(where, limit=limit, cursor=cursor)
+        items += page.items
+        if page.cursor is None:
+            return items
+        cursor = page.cursor
+
+
+# flows -------------------------------------------------------------------------------------
+async def test_flows_round_trip_and_names_are_unique(store: Store) -> None:
+    orders = make_flow("orders", concurrency=3, retry=RetryPolicy(max_attempts=4))
+    await store.create_flow(orders)
+    await store.create_flow(make_flow("billing"))
+    assert [f.name for f in await store.list_flows()] == ["billing", "orders"]
+    assert (await store.list_flows())[1] == orders
+
+    with pytest.raises(FlowConflict, match="orders"):
+        await store.create_flow(make_flow("orders"))
+
+    orders.status, orders.updated_at = Status.STOPPED, orders.updated_at + 1
+    await store.update_flow(orders)
+    assert (await store.list_flows())[1] == orders
+
+    renamed = Flow(id=orders.id, spec=make_flow("billing").spec, status=orders.status,
+                   created_at=orders.created_at, updated_at=orders.updated_at)
+    with pytest.raises(FlowConflict, match="billing"):
+        await store.update_flow(renamed)
+    with pytest.raises(FlowNotFound):
+        await store.update_flow(make_flow("ghost"))
+
+    await store.delete_flow(orders.id)
+    assert [f.name for f in await store.list_flows()] == ["billing"]
+    with pytest.raises(FlowNotFound):
+        await store.delete_flow(orders.id)
+
+
+async def test_deleting_a_flow_removes_its_queue(store: Store) -> None:
+    flow = make_flow("orders")
+    await store.create_flow(flow)
+    accepted = await store.enqueue(make_request(flow.id))
+    other = await store.enqueue(make_request("other-flow"))
+    await store.delete_flow(flow.id)
+    with pytest.raises(DeliveryNotFound):
+        await store.get_delivery(accepted.delivery_id)
+    assert (await store.get_delivery(other.delivery_id)).flow_id == "other-flow"
+    assert set(await store.queue_stats()) == {"other-flow"}
+
+
+# ingest ------------------------------------------------------------------------------------
+async def test_enqueue_keeps_bytes_and_headers_exactly(store: Store) -> None:
+    body = bytes(range(256)) * 3 + b"\x00\r\n\xff"
+    headers = [("X-Sig", "v1,abc="), ("x-dup", "1"), ("x-dup", "2"), ("x-odd", 'é"\\\x7f ')]
+    request = make_request("f1", body=body, headers=headers, received_at=NOW)
+    accepted = await store.enqueue(request)
+    assert (accepted.request_id, accepted.delivery_id, accepted.duplicate) == (
+        request.request_id, request.id, False,
+    )
+
+    stored = await store.get_delivery(request.id)
+    assert stored.body == body
+    assert stored.headers == headers
+    assert (stored.method, stored.path, stored.query, stored.source) == (
+        "POST", "/orders", "a=1&b=2", "203.0.113.7",
+    )
+    assert (stored.state, stored.attempts, stored.received_at, stored.next_at) == (
+        State.QUEUED, 0, NOW, NOW,
+    )
+    with pytest.raises(DeliveryNotFound):
+        await store.get_delivery("0" * 32)
+
+
+async def test_dedupe_key_answers_with_the_first_request(store: Store) -> None:
+    first = make_request("f1", received_at=NOW)
+    again = make_request("f1", received_at=NOW + 10)
+    a = await store.enqueue(first, dedupe_key="evt_1", dedupe_until=NOW + 100)
+    b = await store.enqueue(again, dedupe_key="evt_1", dedupe_until=NOW + 110)
+    assert not a.duplicate
+    assert (b.request_id, b.delivery_id, b.duplicate) == (first.request_id, first.id, True)
+    assert [d.id for d in await all_deliveries(store, DeliveryFilter())] == [first.id]
+
+    other_flow = await store.enqueue(make_request("f2", received_at=NOW), dedupe_key="evt_1")
+    assert not other_flow.duplicate
+
+    later = make_request("f1", received_at=NOW + 100)
+    c = await store.enqueue(later, dedupe_key="evt_1", dedupe_until=NOW + 200)
+    assert (c.delivery_id, c.duplicate) == (later.id, False)
+
+
+async def test_dedupe_holds_within_one_group_commit(store: Store) -> None:
+    requests = [make_request("f1", received_at=NOW) for _ in range(30)]
+    answers = await asyncio.gather(
+        *(store.enqueue(r, dedupe_key="same", dedupe_until=NOW + 60) for r in requests)
+    )
+    assert sum(not a.duplicate for a in answers) == 1
+    assert len({(a.request_id, a.delivery_id) for a in answers}) == 1
+    assert len(await all_deliveries(store, DeliveryFilter(flow_id="f1"))) == 1
+
+
+async def test_store_full_over_the_queued_bytes_bound(backend: Backend, where: str) -> None:
+    store = backend.store(where, max_queued_bytes=100)
+    await store.open()
+    try:
+        await store.enqueue(make_request("f1", body=b"x" * 60))
+        with pytest.raises(StoreFull):
+            await store.enqueue(make_request("f1", body=b"y" * 41))
+        assert len(await all_deliveries(store, DeliveryFilter())) == 1
+
+        delivery = await lease_one(store, "f1", now=time.time())
+        assert await store.complete(delivery, attempt_for(delivery, at=time.time()))
+        await store.enqueue(make_request("f1", body=b"y" * 100))
+    finally:
+        await store.close()
+
+
+async def test_concurrent_enqueues_are_all_stored_once(store: Store) -> None:
+    requests = [make_request(f"f{i % 3}", body=str(i).encode()) for i in range(2000)]
+    answers = await asyncio.gather(*(store.enqueue(r) for r in requests))
+    assert {a.delivery_id for a in answers} == {r.id for r in requests}
+    stored = await all_deliveries(store, DeliveryFilter(), limit=500)
+    assert sorted(d.id for d in stored) == sorted(r.id for r in requests)
+    assert {f: s.depth for f, s in (await store.queue_stats()).items()} == {
+        "f0": 667, "f1": 667, "f2": 666,
+    }
+
+
+# the queue ---------------------------------------------------------------------------------
+async def test_lease_complete_is_guarded_by_the_lease(store: Store) -> None:
+    request = make_request("f1", received_at=NOW)
+    await store.enqueue(request)
+    leased = await lease_one(store, "f1")
+    assert (leased.id, leased.state, leased.attempts) == (request.id, State.LEASED, 1)
+    assert leased.body == request.body and leased.headers == request.headers
+    assert leased.lease_until == NOW + LEASE
+    assert await store.lease("f1", limit=10, lease_for=LEASE, now=NOW + 1) == []
+
+    assert await store.complete(leased, attempt_for(leased, at=NOW + 1))
+    assert not await store.complete(leased, attempt_for(leased, at=NOW + 2))
+    assert not await store.retry(leased, attempt_for(leased, at=NOW + 2), next_at=NOW)
+    assert not await store.bury(leased, attempt_for(leased, at=NOW + 2))
+    done = await store.get_delivery(request.id)
+    assert (done.state, done.attempts, done.lease_until) == (State.DONE, 1, None)
+    assert [a.status_code for a in await store.attempts(request.id)] == [200]
+    assert await store.lease("f1", limit=10, lease_for=LEASE, now=NOW + 10 * LEASE) == []
+
+
+async def test_expired_lease_is_taken_over_and_the_stale_holder_loses(store: Store) -> None:
+    await store.enqueue(make_request("f1", received_at=NOW))
+    first = await lease_one(store, "f1")
+    assert await store.lease("f1", limit=1, lease_for=LEASE, now=NOW + LEASE) == []
+    second = await lease_one(store, "f1", now=NOW + LEASE + 1)
+    assert (second.id, second.attempts) == (first.id, 2)
+
+    assert not await store.complete(first, attempt_for(first, at=NOW + LEASE + 2))
+    assert not await store.retry(first, attempt_for(first, at=NOW + LEASE + 2), next_at=NOW)
+    assert await store.complete(second, attempt_for(second, at=NOW + LEASE + 3))
+    assert [a.number for a in await store.attempts(first.id)] == [2]
+
+
+async def test_retry_waits_for_next_at_and_bury_makes_dead(store: Store) -> None:
+    await store.enqueue(make_request("f1", received_at=NOW))
+    first = await lease_one(store, "f1")
+    failed = Attempt(number=1, started_at=NOW, duration_ms=5, status_code=503, response="down")
+    assert await store.retry(first, failed, next_at=NOW + 60)
+    waiting = await store.get_delivery(first.id)
+    assert (waiting.state, waiting.next_at, waiting.last_error) == (
+        State.QUEUED, NOW + 60, "HTTP 503",
+    )
+    assert await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 59) == []
+
+    second = await lease_one(store, "f1", now=NOW + 60)
+    assert second.attempts == 2
+    refused = Attempt(number=2, started_at=NOW + 60, duration_ms=5, error="connection refused")
+    assert await store.bury(second, refused)
+    dead = await store.get_delivery(first.id)
+    assert (dead.state, dead.last_error) == (State.DEAD, "connection refused")
+    assert [(a.number, a.status_code, a.error) for a in await store.attempts(first.id)] == [
+        (1, 503, None), (2, None, "connection refused"),
+    ]
+    assert await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 10_000) == []
+
+
+async def test_lease_takes_due_work_oldest_first_up_to_the_limit(store: Store) -> None:
+    requests = [make_request("f1", received_at=NOW + i) for i in range(5)]
+    for request in requests:
+        await store.enqueue(request)
+    await store.enqueue(make_request("f2", received_at=NOW))
+    first = await store.lease("f1", limit=2, lease_for=LEASE, now=NOW + 10)
+    assert {d.id for d in first} == {r.id for r in requests[:2]}
+    rest = await store.lease("f1", limit=10, lease_for=LEASE, now=NOW + 10)
+    assert {d.id for d in rest} == {r.id for r in requests[2:]}
+    assert len(await store.lease("f1", limit=10, lease_for=LEASE, now=NOW + 11 + LEASE)) == 5
+
+
+async def test_replay_starts_a_fresh_series_and_keeps_history(store: Store) -> None:
+    ids = []
+    for i in range(3):
+        request = make_request("f1", received_at=NOW + i)
+        await store.enqueue(request)
+        ids.append(request.id)
+    for delivery in await store.lease("f1", limit=3, lease_for=LEASE, now=NOW + 5):
+        finish = store.bury if delivery.id != ids[2] else store.complete
+        assert await finish(delivery, attempt_for(delivery, at=NOW + 6, status=400))
+
+    assert await store.replay([ids[0], "unknown"], now=NOW + 7) == 1
+    assert await store.replay([ids[0]], now=NOW + 7) == 0
+    replayed = await store.get_delivery(ids[0])
+    assert (replayed.state, replayed.attempts, replayed.next_at) == (State.QUEUED, 0, NOW + 7)
+    assert len(await store.attempts(ids[0])) == 1
+
+    dead = DeliveryFilter(flow_id="f1", state=State.DEAD)
+    assert await store.replay_matching(dead, now=NOW + 8) == 1
+    assert await store.replay_matching(DeliveryFilter(flow_id="f2"), now=NOW + 8) == 0
+    again = await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 9)
+    assert {(d.id, d.attempts) for d in again} == {(ids[0], 1), (ids[1], 1)}
+    assert (await store.get_delivery(ids[2])).state is State.DONE
+
+
+async def test_delete_deliveries(store: Store) -> None:
+    kept, gone = make_request("f1"), make_request("f1")
+    await store.enqueue(kept)
+    await store.enqueue(gone)
+    assert await store.delete_deliveries([gone.id, "unknown"]) == 1
+    assert await store.delete_deliveries([]) == 0
+    with pytest.raises(DeliveryNotFound):
+        await store.get_delivery(gone.id)
+    assert [d.id for d in await all_deliveries(store, DeliveryFilter())] == [kept.id]
+
+
+# reading -----------------------------------------------------------------------------------
+async def test_list_filters_and_pages_newest_first(store: Store) -> None:
+    requests: list[Request] = []
+    for i in range(23):
+        request = make_request(f"f{i % 2}", received_at=NOW + i)
+        await store.enqueue(request)
+        requests.append(request)
+    newest_first = [r.id for r in reversed(requests)]
+    for delivery in await store.lease("f0", limit=4, lease_for=LEASE, now=NOW + 100):
+        await store.complete(delivery, attempt_for(delivery, at=NOW + 101))
+
+    everything = await all_deliveries(store, DeliveryFilter(), limit=5)
+    assert [d.id for d in everything] == newest_first
+    assert all(d.body == b"" for d in everything)
+
+    f0 = [r.id for r in reversed(requests) if r.flow_id == "f0"]
+    assert [d.id for d in await all_deliveries(store, DeliveryFilter(flow_id="f0"))] == f0
+    done = await all_deliveries(store, DeliveryFilter(flow_id="f0", state=State.DONE), limit=3)
+    assert [d.id for d in done] == f0[-4:]
+    queued = await all_deliveries(store, DeliveryFilter(state=State.QUEUED), limit=4)
+    assert len(queued) == 19
+    window = DeliveryFilter(since=NOW + 5, until=NOW + 9)
+    assert [d.id for d in await all_deliveries(store, window)] == newest_first[-9:-5]
+
+    page = await store.list_deliveries(DeliveryFilter(), limit=23, cursor=None)
+    assert (len(page.items), page.cursor) == (23, None)
+
+
+async def test_queue_stats(store: Store) -> None:
+    for i in range(3):
+        await store.enqueue(make_request("f1", received_at=NOW + i))
+    await store.enqueue(make_request("f2", received_at=NOW + 50))
+    leased = await lease_one(store, "f1", now=NOW + 10)
+    await store.retry(leased, attempt_for(leased, at=NOW + 10, status=500), next_at=NOW + 20)
+    await lease_one(store, "f1", now=NOW + 11)
+    stats = await store.queue_stats()
+    assert set(stats) == {"f1", "f2"}
+    f1 = stats["f1"]
+    assert (f1.depth, f1.leased, f1.oldest_received_at) == (2, 1, NOW)
+    assert f1.next_due_at == NOW + 2
+    assert (stats["f2"].depth, stats["f2"].leased, stats["f2"].next_due_at) == (1, 0, NOW + 50)
+
+
+# hygiene -----------------------------------------------------------------------------------
+async def test_purge_removes_only_done_before_the_bound(store: Store) -> None:
+    for i in range(6):
+        await store.enqueue(make_request("f1", received_at=NOW + i))
+    await store.enqueue(make_request("f2", received_at=NOW))
+    leased = await store.lease("f1", limit=6, lease_for=LEASE, now=NOW + 10)
+    for i, delivery in enumerate(leased[:4]):
+        assert await store.complete(delivery, attempt_for(delivery, at=NOW + 10 * i))
+    assert await store.bury(leased[4], attempt_for(leased[4], at=NOW, status=400))
+    f2 = await lease_one(store, "f2", now=NOW + 10)
+    await store.complete(f2, attempt_for(f2, at=NOW))
+
+    assert await store.purge(flow_id="f1", done_before=NOW + 25, limit=2) == 2
+    assert await store.purge(flow_id="f1", done_before=NOW + 25, limit=2) == 1
+    assert await store.purge(flow_id="f1", done_before=NOW + 25) == 0
+    left = {d.id: d.state for d in await all_deliveries(store, DeliveryFilter(flow_id="f1"))}
+    assert sorted(left.values()) == [State.LEASED, State.DONE, State.DEAD]
+    assert left[leased[3].id] is State.DONE
+    for purged in leased[:3]:
+        with pytest.raises(DeliveryNotFound):
+            await store.get_delivery(purged.id)
+        assert await store.attempts(purged.id) == []
+    assert (await store.get_delivery(f2.id)).state is State.DONE
+
+
+# concurrency -------------------------------------------------------------------------------
+async def test_two_leasers_never_get_the_same_delivery(backend: Backend, where: str) -> None:
+    one, two = backend.store(where), backend.store(where)
+    await one.open()
+    await two.open()
+    try:
+        requests = [make_request("f1", received_at=NOW) for _ in range(300)]
+        await asyncio.gather(*(one.enqueue(r) for r in requests))
+        got: list[list[str]] = [[], []]
+
+        async def drain(store: Store, mine: list[str]) -> None:
+            while batch := await store.lease("f1", limit=7, lease_for=LEASE, now=NOW + 1):
+                mine += [d.id for d in batch]
+
+        await asyncio.gather(*(drain(s, got[i % 2]) for i, s in enumerate([one, two, one, two])))
+        leased = got[0] + got[1]
+        assert sorted(leased) == sorted(r.id for r in requests)
+    finally:
+        await one.close()
+        await two.close()
+
