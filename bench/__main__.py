@@ -92,10 +92,18 @@ def run_all(ctx: Context, scenarios: list[Scenario], *, command: str, quick: boo
             failures.append(scenario.name)
             continue
         run = results.Run(
-            scenario=scenario.name, started=started, command=command, quick=quick,
-            machine=facts, ceiling_rps=ctx.ceiling_rps, rows=outcome.rows,
-            settings={**outcome.settings, "timing": ctx.timing,
-                      "elapsed_s": round(time.monotonic() - clock, 1)},
+            scenario=scenario.name,
+            started=started,
+            command=command,
+            quick=quick,
+            machine=facts,
+            ceiling_rps=ctx.ceiling_rps,
+            rows=outcome.rows,
+            settings={
+                **outcome.settings,
+                "timing": ctx.timing,
+                "elapsed_s": round(time.monotonic() - clock, 1),
+            },
         )
         ctx.console.print(report.table(run))
         ctx.console.print(f"saved {results.save(run).relative_to(REPO)}")

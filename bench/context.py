@@ -18,15 +18,26 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     latency_requests: int
     cold_starts: int
     enqueue_s: float
+    backlog: int
     many_flows: tuple[int, ...]
 
 
 QUICK = Timing(
-    warmup_s=1, measure_s=3, latency_requests=500, cold_starts=5, enqueue_s=2,
+    warmup_s=1,
+    measure_s=3,
+    latency_requests=500,
+    cold_starts=5,
+    enqueue_s=3,
+    backlog=5_000,
     many_flows=(10_000,),
 )
 FULL = Timing(
-    warmup_s=3, measure_s=10, latency_requests=3000, cold_starts=10, enqueue_s=5,
+    warmup_s=3,
+    measure_s=10,
+    latency_requests=3000,
+    cold_starts=10,
+    enqueue_s=5,
+    backlog=20_000,
     many_flows=(10_000, 100_000),
 )
 

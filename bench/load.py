@@ -43,8 +43,14 @@ def check(load: Load, *, case: str) -> None:
 
 
 def measure(
-    ctx: Context, *, case: str, target: wrk.Target, pid: int | None, workdir: Path,
-    status: int, note: str = "",
+    ctx: Context,
+    *,
+    case: str,
+    target: wrk.Target,
+    pid: int | None,
+    workdir: Path,
+    status: int,
+    note: str = "",
 ) -> Row:
     expect(target, status=status)
     wrk.run(target, seconds=ctx.timing.warmup_s, workdir=workdir)
@@ -53,6 +59,11 @@ def measure(
     usage = meter.stop() if meter is not None else None
     check(load, case=case)
     return Row(
-        case=case, rate=round(load.rate, 1), ratio=ctx.ratio(load.rate), latency=load.latency,
-        errors=load.errors, usage=usage, note=note,
+        case=case,
+        rate=round(load.rate, 1),
+        ratio=ctx.ratio(load.rate),
+        latency=load.latency,
+        errors=load.errors,
+        usage=usage,
+        note=note,
     )

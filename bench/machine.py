@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = (
-    "hookgate", "uvicorn", "uvloop", "httptools", "starlette", "msgspec", "aiohttp", "psycopg",
+    "hookgate",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "starlette",
+    "msgspec",
+    "aiohttp",
+    "psycopg",
     "psycopg-pool",
 )
 
@@ -70,7 +77,8 @@ def _os_name() -> str:
 
 def _version(command: list[str]) -> str | None:
     """The first line a tool prints about itself (wrk and nginx print it on stderr)."""
-    program = shutil.which(command[0], path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
+    program = shutil.which(command[0], path=search)
     if program is None:
         return None
     done = subprocess.run([program, *command[1:]], capture_output=True, text=True, check=False)

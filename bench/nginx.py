@@ -1,18 +1,18 @@
 """The HTTP ceiling: Debian's nginx answering ``return 202`` with a small JSON body.
 
 It runs in the foreground (``daemon off``) with one worker process — like the gateway's one
-process — and its own prefix, config and pid in a temporary directory; its log goes to ``nginx.out``.
+process — and its own prefix, config and pid in a temporary directory; it logs to
+``nginx.out`` there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.procs import Service
-from bench.tools import ensure_free, free_port, require
+from bench.tools import ensure_free, free_port, listening, require
 
 ANSWER = '{"requestId":"ceiling","status":"accepted"}'
 
@@ -60,10 +60,5 @@ def ceiling(prefix: Path, *, ready_timeout: float = 10.0) -> Iterator[tuple[Serv
         log=prefix / "nginx.out",
     )
     with service.start():
-        service.wait_ready(lambda: _listening(port), timeout=ready_timeout)
+        service.wait_ready(lambda: listening(port), timeout=ready_timeout)
         yield service, f"http://127.0.0.1:{port}/"
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0

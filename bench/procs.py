@@ -21,12 +21,17 @@ from bench.results import Usage
 try:
     import psutil
 except ImportError:  # the dev extra installs it; /proc does the same job on Linux
-    psutil = None
+    psutil = None  # type: ignore[assignment]
 
 
 class Service:
     def __init__(
-        self, *, name: str, command: list[str], log: Path, env: dict[str, str] | None = None,
+        self,
+        *,
+        name: str,
+        command: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.name = name
@@ -45,8 +50,13 @@ class Service:
     def start(self) -> Service:
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
             )
         return self
 

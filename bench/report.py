@@ -10,8 +10,19 @@ from bench.results import Row, Run
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
-COLUMNS = ("case", "rate", "× ceiling", "p50", "p90", "p99", "max", "errors", "CPU s",
-           "peak RSS", "note")
+COLUMNS = (
+    "case",
+    "rate",
+    "x ceiling",
+    "p50",
+    "p90",
+    "p99",
+    "max",
+    "errors",
+    "CPU s",
+    "peak RSS",
+    "note",
+)
 
 
 def cells(row: Row) -> list[str]:

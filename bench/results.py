@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,18 @@ class Latency(msgspec.Struct, frozen=True, kw_only=True):
     p90_ms: float
     p99_ms: float
     max_ms: float
+
+
+def percentiles(samples_ms: list[float]) -> Latency:
+    """p50/p90/p99/max of latency samples (nearest rank, so every figure is a real sample)."""
+    if not samples_ms:
+        raise ValueError("no samples")
+    ordered = sorted(samples_ms)
+
+    def rank(p: float) -> float:
+        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+
+    return Latency(p50_ms=rank(50), p90_ms=rank(90), p99_ms=rank(99), max_ms=round(ordered[-1], 3))
 
 
 class Errors(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,8 +45,13 @@ class Errors(msgspec.Struct, frozen=True, kw_only=True):
         return self.connect + self.read + self.write + self.timeout + self.http
 
     def describe(self) -> str:
-        kinds = {"connect": self.connect, "read": self.read, "write": self.write,
-                 "timeout": self.timeout, "HTTP >= 400": self.http}
+        kinds = {
+            "connect": self.connect,
+            "read": self.read,
+            "write": self.write,
+            "timeout": self.timeout,
+            "HTTP >= 400": self.http,
+        }
         return ", ".join(f"{kind} {count}" for kind, count in kinds.items() if count) or "none"
 
 

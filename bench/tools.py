@@ -27,7 +27,7 @@ def install_command(tool: str) -> str:
 def require(tool: str) -> str:
     """The path of ``tool``; :class:`ToolMissing` with the install command when absent.
 
-    nginx lives in ``/usr/sbin``, which is not on a non-root user's ``PATH``, so that is searched too.
+    nginx lives in ``/usr/sbin``, not on a non-root user's ``PATH``, so that is searched too.
     """
     found = shutil.which(tool, path=os.pathsep.join(SEARCH_PATH))
     if found is None:
@@ -43,9 +43,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def ensure_free(port: int, host: str = "127.0.0.1") -> None:
-    """Refuse a port something already listens on, so a load run never measures a stranger."""
+def listening(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        if sock.connect_ex((host, port)) == 0:
-            raise PortInUse(f"port {host}:{port} is already in use by another program")
+        return sock.connect_ex((host, port)) == 0
+
+
+def ensure_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a port something already listens on, so a load run never measures a stranger."""
+    if listening(port, host):
+        raise PortInUse(f"port {host}:{port} is already in use by another program")

@@ -7,6 +7,7 @@ hook sees the full histogram, so the script prints ``BENCH-RESULT {json}`` and w
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     method: str = "POST"
     body: Path | None = None
     headers: dict[str, str] = {}
+    unique_header: str | None = None
+    """A header given a value never sent before on every request (a provider's delivery id)."""
 
 
 class _Report(msgspec.Struct, frozen=True):
@@ -66,16 +69,38 @@ def lua_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def script(target: Target) -> str:
+_UNIQUE = """
+local thread_number = 0
+function setup(thread)
+  thread_number = thread_number + 1
+  thread:set("thread_id", thread_number)
+end
+local sent = 0
+function request()
+  sent = sent + 1
+  wrk.headers[HEADER] = string.format("%s-%d-%d", NONCE, thread_id or 0, sent)
+  return wrk.format()
+end
+"""
+
+
+def script(target: Target, *, nonce: str = "") -> str:
+    """The Lua for ``target``; ``nonce`` keeps unique header values apart between runs."""
     lines = [f"wrk.method = {lua_string(target.method)}"]
     for name, value in target.headers.items():
         lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
     if target.body is not None:
         lines += [
-            f"local file = assert(io.open({lua_string(str(target.body))}, \"rb\"))",
-            "wrk.body = file:read(\"*a\")",
+            f'local file = assert(io.open({lua_string(str(target.body))}, "rb"))',
+            'wrk.body = file:read("*a")',
             "file:close()",
         ]
+    if target.unique_header is not None:
+        lines.append(
+            _UNIQUE.replace("HEADER", lua_string(target.unique_header)).replace(
+                "NONCE", lua_string(nonce)
+            )
+        )
     return "\n".join(lines) + "\n" + _DONE
 
 
@@ -84,19 +109,24 @@ def parse(output: str) -> Load:
     for line in output.splitlines():
         if line.startswith(MARKER):
             try:
-                report = msgspec.convert(json.loads(line[len(MARKER):]), _Report)
+                report = msgspec.convert(json.loads(line[len(MARKER) :]), _Report)
             except (ValueError, msgspec.ValidationError) as exc:
                 raise BenchFailure(f"wrk printed an unreadable result line: {line!r}") from exc
             return Load(
                 requests=report.requests,
                 seconds=report.duration_us / 1e6,
                 latency=Latency(
-                    p50_ms=report.p50_us / 1000, p90_ms=report.p90_us / 1000,
-                    p99_ms=report.p99_us / 1000, max_ms=report.max_us / 1000,
+                    p50_ms=report.p50_us / 1000,
+                    p90_ms=report.p90_us / 1000,
+                    p99_ms=report.p99_us / 1000,
+                    max_ms=report.max_us / 1000,
                 ),
                 errors=Errors(
-                    connect=report.connect, read=report.read, write=report.write,
-                    timeout=report.timeout, http=report.status,
+                    connect=report.connect,
+                    read=report.read,
+                    write=report.write,
+                    timeout=report.timeout,
+                    http=report.status,
                 ),
             )
     tail = "\n".join(output.strip().splitlines()[-5:])
@@ -104,16 +134,27 @@ def parse(output: str) -> Load:
 
 
 def run(
-    target: Target, *, seconds: float, workdir: Path, threads: int = 1, connections: int = 64,
+    target: Target,
+    *,
+    seconds: float,
+    workdir: Path,
+    threads: int = 1,
+    connections: int = 64,
     timeout_s: float = 5.0,
 ) -> Load:
     """Run wrk against ``target`` for ``seconds`` (whole seconds, at least 1)."""
     wrk = require("wrk")
     lua = workdir / "wrk.lua"
-    lua.write_text(script(target))
+    lua.write_text(script(target, nonce=secrets.token_hex(4)))
     command = [
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        f"--timeout={max(1, round(timeout_s))}s", "-s", str(lua), target.url,
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        f"--timeout={max(1, round(timeout_s))}s",
+        "-s",
+        str(lua),
+        target.url,
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + timeout_s + 30, check=False

@@ -29,8 +29,14 @@ def free_port() -> int:
 class GatewayProcess:
     """``hookgate serve`` as a child process; restartable on the same data directory."""
 
-    def __init__(self, data_dir: Path, *, flows: str | None = None,
-                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        flows: str | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.admin_port = free_port()
@@ -52,9 +58,20 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "hookgate", "serve", "--data-dir", str(self.data_dir),
-               "--listen", f"127.0.0.1:{self.port}",
-               "--admin-listen", f"127.0.0.1:{self.admin_port}", "--log-format", "json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hookgate",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
+            "--log-format",
+            "json",
+        ]
         if self.flows_file is not None:
             cmd += ["--config", str(self.flows_file)]
         return cmd + self.args
@@ -67,8 +84,10 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n"
-                                   + self.log.read_text()[-3000:])
+                raise RuntimeError(
+                    f"gateway exited with {self.process.returncode}:\n"
+                    + self.log.read_text()[-3000:]
+                )
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
                     return self
@@ -78,8 +97,13 @@ class GatewayProcess:
         raise RuntimeError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.admin_base + path,
-                             headers={"authorization": f"Bearer {TOKEN}"}, timeout=30, **kwargs)
+        return httpx.request(
+            method,
+            self.admin_base + path,
+            headers={"authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+            **kwargs,
+        )
 
     def flow(self, name: str) -> dict[str, Any]:
         response = self.admin("GET", f"/api/v1/flows/{name}")
@@ -118,8 +142,9 @@ class GatewayProcess:
 def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[GatewayProcess] = []
 
-    def make(flows: str | None = None, *, name: str = "data", start: bool = True,
-             **kwargs: Any) -> GatewayProcess:
+    def make(
+        flows: str | None = None, *, name: str = "data", start: bool = True, **kwargs: Any
+    ) -> GatewayProcess:
         gateway = GatewayProcess(tmp_path / name, flows=flows, **kwargs)
         started.append(gateway)
         return gateway.start() if start else gateway
@@ -127,7 +152,7 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for gateway in started:
         if gateway.process is not None and gateway.process.poll() is None:
-            gateway.kill()
+            gateway.stop()
 
 
 ECHO = f"{sys.executable} {ROOT / 'examples' / 'workers' / 'echo.py'}"
@@ -136,6 +161,6 @@ ASYNC_FLOW = f"""
 flows:
   - name: orders
     mode: async
-    worker: {{command: [{sys.executable}, {ROOT / 'tests' / 'workers' / 'flaky.py'}]}}
+    worker: {{command: [{sys.executable}, {ROOT / "tests" / "workers" / "flaky.py"}]}}
     max_body: 1KB
 """

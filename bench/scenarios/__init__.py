@@ -32,20 +32,49 @@ def all_scenarios() -> list[Scenario]:
 
     wrk = ("wrk",)
     return [
-        Scenario(name="ceiling", run=ceiling.run, tools=("wrk", "nginx"),
-                 about="nginx `return 202`: the HTTP ceiling of this machine"),
-        Scenario(name="ingest", run=accept.ingest, tools=wrk,
-                 about="durable async accept of a 1 KB JSON POST"),
-        Scenario(name="many-flows", run=accept.many_flows, tools=wrk,
-                 about="the same with 10,000 and 100,000 flows registered"),
-        Scenario(name="auth", run=accept.auth, tools=wrk,
-                 about="durable accept of GitHub-signed POSTs (X-Hub-Signature-256)"),
-        Scenario(name="sync", run=sync.run, tools=wrk,
-                 about="1 KB POST via the gateway to 2 echo workers vs one worker direct"),
-        Scenario(name="drain", run=drain.run, tools=wrk,
-                 about="deliveries/s from a backlog to a warm Python SDK worker"),
-        Scenario(name="cold-start", run=cold_start.run, tools=(),
-                 about="no worker running -> first delivery received by the worker"),
-        Scenario(name="postgres", run=postgres.run, tools=wrk,
-                 about="ingest and drain on PostgreSQL"),
+        Scenario(
+            name="ceiling",
+            run=ceiling.run,
+            tools=("wrk", "nginx"),
+            about="nginx `return 202`: the HTTP ceiling of this machine",
+        ),
+        Scenario(
+            name="ingest",
+            run=accept.ingest,
+            tools=wrk,
+            about="durable async accept of a 1 KB JSON POST",
+        ),
+        Scenario(
+            name="many-flows",
+            run=accept.many_flows,
+            tools=wrk,
+            about="the same with 10,000 and 100,000 flows registered",
+        ),
+        Scenario(
+            name="auth",
+            run=accept.auth,
+            tools=wrk,
+            about="durable accept of GitHub-signed POSTs (X-Hub-Signature-256)",
+        ),
+        Scenario(
+            name="sync",
+            run=sync.run,
+            tools=wrk,
+            about="1 KB POST via the gateway to 2 echo workers vs one worker direct",
+        ),
+        Scenario(
+            name="drain",
+            run=drain.run,
+            tools=wrk,
+            about="deliveries/s from a backlog to a warm Python SDK worker",
+        ),
+        Scenario(
+            name="cold-start",
+            run=cold_start.run,
+            tools=(),
+            about="no worker running -> first delivery received by the worker",
+        ),
+        Scenario(
+            name="postgres", run=postgres.run, tools=wrk, about="ingest and drain on PostgreSQL"
+        ),
     ]

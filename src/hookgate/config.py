@@ -53,8 +53,13 @@ def env(name: str, default: str | None = None) -> str | None:
 
 
 def load_settings(
-    *, data_dir: str | None = None, listen: str | None = None, admin_listen: str | None = None,
-    database: str | None = None, public_url: str | None = None, flows_file: str | None = None,
+    *,
+    data_dir: str | None = None,
+    listen: str | None = None,
+    admin_listen: str | None = None,
+    database: str | None = None,
+    public_url: str | None = None,
+    flows_file: str | None = None,
     runtime: str | None = None,
 ) -> Settings:
     directory = Path(data_dir or env("DATA_DIR") or "./hookgate-data").resolve()
@@ -75,9 +80,14 @@ def load_settings(
     if kind not in {"local", "kubernetes"}:
         raise ConfigError(f"--runtime must be 'local' or 'kubernetes', got {kind!r}")
     return Settings(
-        data_dir=directory, listen=public, admin_listen=admin, database=db,
+        data_dir=directory,
+        listen=public,
+        admin_listen=admin,
+        database=db,
         public_url=(public_url or env("PUBLIC_URL") or f"http://{host}:{public.port}").rstrip("/"),
-        max_queued_bytes=max_queued, synchronous=synchronous, runtime=kind,
+        max_queued_bytes=max_queued,
+        synchronous=synchronous,
+        runtime=kind,
         namespace=env("NAMESPACE") or "default",
         flows_file=Path(flows_file) if flows_file else None,
     )

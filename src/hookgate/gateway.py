@@ -38,7 +38,7 @@ from hookgate.transport.client import AiohttpTransport
 
 log = logs.get("hookgate")
 
-STATS_EVERY = 5.0
+STATS_EVERY = 2.0
 PURGE_EVERY = 60.0
 
 
@@ -92,20 +92,28 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(
-            settings.database, max_queued_bytes=settings.max_queued_bytes,
+            settings.database,
+            max_queued_bytes=settings.max_queued_bytes,
             synchronous=settings.synchronous,
         )
         self.registry = FlowRegistry(self.store)
         self.runtime = build_runtime(settings)
         self.transport = AiohttpTransport()
         self.dispatcher = Dispatcher(
-            registry=self.registry, store=self.store, runtime=self.runtime,
-            transport=self.transport, metrics=self.metrics,
+            registry=self.registry,
+            store=self.store,
+            runtime=self.runtime,
+            transport=self.transport,
+            metrics=self.metrics,
         )
         self.guards = Guards()
         self.ingress = Ingress(
-            registry=self.registry, store=self.store, metrics=self.metrics, guards=self.guards,
-            on_accepted=self.dispatcher.notify, ready=lambda: self.ready,
+            registry=self.registry,
+            store=self.store,
+            metrics=self.metrics,
+            guards=self.guards,
+            on_accepted=self.dispatcher.notify,
+            ready=lambda: self.ready,
         )
         self.ready = False
         self.token = ""
@@ -122,8 +130,10 @@ class Gateway:
         admin = bind(settings.admin_listen, "cannot listen (admin) on")
         self.token, generated = admin_token(settings.data_dir)
         if generated:
-            print(f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
-                  flush=True)
+            print(
+                f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
+                flush=True,
+            )
         await self.store.open()
         if isinstance(self.runtime, LocalRuntime):
             self.runtime.inflight = self.dispatcher.inflight
@@ -140,7 +150,7 @@ class Gateway:
 
     async def apply_file(self, path: Path) -> None:
         try:
-            text = path.read_text()
+            text = await asyncio.to_thread(path.read_text)
         except OSError as exc:
             raise ConfigError(f"cannot read flow file {path}: {exc.strerror}") from None
         specs = parse_flow_file(text, source=str(path))
@@ -154,9 +164,13 @@ class Gateway:
         """Checks that need this gateway: secrets resolvable, a worker this runtime can run."""
         FlowGuard(spec)
         if self.settings.runtime == "local" and not spec.worker.command:
-            raise ConfigError(f"flow {spec.name!r}: field worker.command is needed by the local runtime")
+            raise ConfigError(
+                f"flow {spec.name!r}: field worker.command is needed by the local runtime"
+            )
         if self.settings.runtime == "kubernetes" and not spec.worker.image:
-            raise ConfigError(f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime")
+            raise ConfigError(
+                f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"
+            )
 
     async def _flow_changed(self, flow_id: str) -> None:
         self.guards.forget(flow_id)
@@ -180,6 +194,8 @@ class Gateway:
                 now = time.time()
                 for flow in self.registry.flows():
                     s = stats.get(flow.id)
+                    if s is not None and s.next_due_at is not None and s.next_due_at <= now:
+                        self.dispatcher.notify(flow.id, s.next_due_at)
                     self.metrics.queue_depth.labels(flow.name).set(s.depth + s.leased if s else 0)
                     oldest = now - s.oldest_received_at if s and s.oldest_received_at else 0
                     self.metrics.queue_oldest_seconds.labels(flow.name).set(oldest)
@@ -201,9 +217,13 @@ class Gateway:
 
     def admin_app(self) -> Any:
         api = AdminAPI(
-            registry=self.registry, store=self.store, metrics=self.metrics,
-            public_url=self.settings.public_url, workers=self.runtime.status,
-            on_queued=self.dispatcher.notify, validate=self.validate,
+            registry=self.registry,
+            store=self.store,
+            metrics=self.metrics,
+            public_url=self.settings.public_url,
+            workers=self.runtime.status,
+            on_queued=self.dispatcher.notify,
+            validate=self.validate,
         )
         return create_admin_app(api, token=self.token)
 
@@ -246,16 +266,31 @@ class Gateway:
 
     def _announce(self) -> None:
         s = self.settings
-        log.info("hookgate ready", listen=str(s.listen), admin=str(s.admin_listen),
-                 database=s.database.split("@")[-1], runtime=s.runtime)
+        log.info(
+            "hookgate ready",
+            listen=str(s.listen),
+            admin=str(s.admin_listen),
+            database=s.database.split("@")[-1],
+            runtime=s.runtime,
+        )
         for flow in self.registry.flows():
-            print(f"  {flow.name:<24} {flow.mode.value:<5} {s.public_url}/hook/{flow.id}",
-                  flush=True)
+            print(
+                f"  {flow.name:<24} {flow.mode.value:<5} {s.public_url}/hook/{flow.id}", flush=True
+            )
 
 
 def _config(app: Any, *, backlog: int) -> uvicorn.Config:
     return uvicorn.Config(
-        app, loop="none", http="httptools", lifespan="off", access_log=False,
-        log_config=None, server_header=False, date_header=False, backlog=backlog,
-        timeout_keep_alive=30, timeout_graceful_shutdown=30, h11_max_incomplete_event_size=65536,
+        app,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        backlog=backlog,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=65536,
     )

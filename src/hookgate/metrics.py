@@ -12,41 +12,62 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "hookgate_requests", "Requests on /hook/* by flow and status code.",
-            ["flow", "status"], registry=r,
+            "hookgate_requests",
+            "Requests on /hook/* by flow and status code.",
+            ["flow", "status"],
+            registry=r,
         )
         self.request_seconds = Histogram(
-            "hookgate_request_seconds", "Time to answer a /hook/* request (accept or proxy).",
-            ["flow", "mode"], buckets=LATENCY_BUCKETS, registry=r,
+            "hookgate_request_seconds",
+            "Time to answer a /hook/* request (accept or proxy).",
+            ["flow", "mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.auth_failures = Counter(
-            "hookgate_auth_failures", "Requests refused with 401, by flow and reason.",
-            ["flow", "reason"], registry=r,
+            "hookgate_auth_failures",
+            "Requests refused with 401, by flow and reason.",
+            ["flow", "reason"],
+            registry=r,
         )
         self.queue_depth = Gauge(
             "hookgate_queue_depth", "Deliveries queued or leased, by flow.", ["flow"], registry=r
         )
         self.queue_oldest_seconds = Gauge(
-            "hookgate_queue_oldest_seconds", "Age of the oldest waiting delivery, by flow.",
-            ["flow"], registry=r,
+            "hookgate_queue_oldest_seconds",
+            "Age of the oldest waiting delivery, by flow.",
+            ["flow"],
+            registry=r,
         )
         self.deliveries = Counter(
-            "hookgate_deliveries", "Delivery attempts by flow and outcome (done, retry, dead).",
-            ["flow", "outcome"], registry=r,
+            "hookgate_deliveries",
+            "Delivery attempts by flow and outcome (done, retry, dead).",
+            ["flow", "outcome"],
+            registry=r,
         )
         self.delivery_seconds = Histogram(
-            "hookgate_delivery_seconds", "Duration of one delivery attempt.", ["flow"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "hookgate_delivery_seconds",
+            "Duration of one delivery attempt.",
+            ["flow"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.workers = Gauge(
-            "hookgate_workers", "Workers by flow and state (ready, starting).",
-            ["flow", "state"], registry=r,
+            "hookgate_workers",
+            "Workers by flow and state (ready, starting).",
+            ["flow", "state"],
+            registry=r,
         )
         self.worker_starts = Counter(
-            "hookgate_worker_starts", "Worker starts by flow and result (ok, failed).",
-            ["flow", "result"], registry=r,
+            "hookgate_worker_starts",
+            "Worker starts by flow and result (ok, failed).",
+            ["flow", "result"],
+            registry=r,
         )
         self.cold_start_seconds = Histogram(
-            "hookgate_cold_start_seconds", "Time from asking for a worker to it being ready.",
-            ["flow"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30), registry=r,
+            "hookgate_cold_start_seconds",
+            "Time from asking for a worker to it being ready.",
+            ["flow"],
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
         )

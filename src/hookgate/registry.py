@@ -34,8 +34,7 @@ class FlowRegistry:
         """Refresh the cache from the store and tell listeners about every flow that changed."""
         fresh = {flow.id: flow for flow in await self.store.list_flows()}
         changed = [
-            fid for fid in fresh.keys() | self.by_id.keys()
-            if fresh.get(fid) != self.by_id.get(fid)
+            fid for fid in fresh.keys() | self.by_id.keys() if fresh.get(fid) != self.by_id.get(fid)
         ]
         self.by_id = fresh
         self._by_name = {flow.name: flow.id for flow in fresh.values()}
@@ -75,8 +74,11 @@ class FlowRegistry:
         if other is not None and other != current.id:
             raise FlowConflict(f"a flow named {spec.name!r} exists already")
         flow = Flow(
-            id=current.id, spec=spec, status=current.status,
-            created_at=current.created_at, updated_at=time.time(),
+            id=current.id,
+            spec=spec,
+            status=current.status,
+            created_at=current.created_at,
+            updated_at=time.time(),
         )
         await self.store.update_flow(flow)
         self._by_name.pop(current.name, None)
@@ -95,8 +97,11 @@ class FlowRegistry:
         if current.status is status:
             return current
         flow = Flow(
-            id=current.id, spec=current.spec, status=status,
-            created_at=current.created_at, updated_at=time.time(),
+            id=current.id,
+            spec=current.spec,
+            status=status,
+            created_at=current.created_at,
+            updated_at=time.time(),
         )
         await self.store.update_flow(flow)
         self._put(flow)

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.conftest import GatewayProcess
 
 FLOWS = """
@@ -39,8 +38,11 @@ def stored(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
 
 def test_accept_answers_202_with_request_id_and_stores_exact_bytes(gateway: GatewayProcess) -> None:
     body = b'{"order": 1, "note": "caf\xc3\xa9"}'
-    response = httpx.post(gateway.hook("orders") + "/sub/path?x=1&y=2", content=body,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        gateway.hook("orders") + "/sub/path?x=1&y=2",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 202
     data = response.json()
     assert data["status"] == "accepted"
@@ -61,24 +63,33 @@ def test_client_request_id_is_kept(gateway: GatewayProcess) -> None:
     assert stored(gateway, "abc-123")["method"] == "PUT"
 
 
-@pytest.mark.parametrize("content_type, body", [
-    ("application/x-www-form-urlencoded", b"a=1&b=%C3%A9"),
-    ("multipart/form-data; boundary=XyZ",
-     b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.bin\"\r\n\r\n"
-     b"\x00\x01\xff\r\n--XyZ--\r\n"),
-    ("application/xml", b"<?xml version=\"1.0\"?><a>\xe2\x82\xac</a>"),
-    ("text/plain", b"  spaces and\r\nCRLF  "),
-    ("application/octet-stream", bytes(range(256))),
-])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/x-www-form-urlencoded", b"a=1&b=%C3%A9"),
+        (
+            "multipart/form-data; boundary=XyZ",
+            b'--XyZ\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n'
+            b"\x00\x01\xff\r\n--XyZ--\r\n",
+        ),
+        ("application/xml", b'<?xml version="1.0"?><a>\xe2\x82\xac</a>'),
+        ("text/plain", b"  spaces and\r\nCRLF  "),
+        ("application/octet-stream", bytes(range(256))),
+    ],
+)
 def test_any_content_type_is_stored_byte_for_byte(
     gateway: GatewayProcess, content_type: str, body: bytes
 ) -> None:
-    response = httpx.post(gateway.hook("orders"), content=body,
-                          headers={"content-type": content_type})
+    response = httpx.post(
+        gateway.hook("orders"), content=body, headers={"content-type": content_type}
+    )
     assert response.status_code == 202
     delivery = stored(gateway, response.json()["requestId"])
-    raw = (base64.b64decode(delivery["body"]) if delivery["bodyEncoding"] == "base64"
-           else delivery["body"].encode())
+    raw = (
+        base64.b64decode(delivery["body"])
+        if delivery["bodyEncoding"] == "base64"
+        else delivery["body"].encode()
+    )
     assert raw == body
 
 
@@ -142,16 +153,15 @@ def test_public_listener_serves_no_admin_api_and_admin_needs_a_token(
     assert httpx.get(gateway.base + "/api/v1/flows").status_code == 404
     assert httpx.get(gateway.base + "/metrics").status_code == 404
     assert httpx.get(gateway.admin_base + "/api/v1/flows").status_code == 401
-    wrong = httpx.get(gateway.admin_base + "/api/v1/flows",
-                      headers={"authorization": "Bearer nope"})
+    wrong = httpx.get(
+        gateway.admin_base + "/api/v1/flows", headers={"authorization": "Bearer nope"}
+    )
     assert wrong.status_code == 401
     assert gateway.admin("GET", "/api/v1/flows").status_code == 200
 
 
 def test_full_queue_answers_503_with_retry_after(gateway_factory: Any) -> None:
-    gateway: GatewayProcess = gateway_factory(
-        FLOWS, env={"HOOKGATE_MAX_QUEUED_BYTES": "100"}
-    )
+    gateway: GatewayProcess = gateway_factory(FLOWS, env={"HOOKGATE_MAX_QUEUED_BYTES": "100"})
     url = gateway.hook("orders")
     assert httpx.post(url, content=b"a" * 90).status_code == 202
     full = httpx.post(url, content=b"b" * 20)

@@ -126,15 +126,24 @@ def make_request(
     received_at: float | None = None,
 ) -> Request:
     return Request(
-        id=new_id(), request_id=new_id(), flow_id=flow_id, method="POST", path="/orders",
-        query="a=1&b=2", headers=headers or [("content-type", "application/json")], body=body,
-        source="203.0.113.7", received_at=time.time() if received_at is None else received_at,
+        id=new_id(),
+        request_id=new_id(),
+        flow_id=flow_id,
+        method="POST",
+        path="/orders",
+        query="a=1&b=2",
+        headers=headers or [("content-type", "application/json")],
+        body=body,
+        source="203.0.113.7",
+        received_at=time.time() if received_at is None else received_at,
     )
 
 
 def attempt_for(delivery: Delivery, *, at: float, status: int = 200) -> Attempt:
     return Attempt(
-        number=delivery.attempts, started_at=at, duration_ms=12.5, status_code=status,
+        number=delivery.attempts,
+        started_at=at,
+        duration_ms=12.5,
+        status_code=status,
         response="ok" if status < 300 else "boom",
     )
-

@@ -31,7 +31,8 @@ def make_flow(name: str, **spec: object) -> Flow:
     return Flow(
         id=new_flow_id(),
         spec=FlowSpec(name=name, mode=Mode.ASYNC, worker=WorkerSpec(command=["w"]), **spec),  # type: ignore[arg-type]
-        created_at=now, updated_at=now,
+        created_at=now,
+        updated_at=now,
     )
 
 
@@ -65,8 +66,13 @@ async def test_flows_round_trip_and_names_are_unique(store: Store) -> None:
     await store.update_flow(orders)
     assert (await store.list_flows())[1] == orders
 
-    renamed = Flow(id=orders.id, spec=make_flow("billing").spec, status=orders.status,
-                   created_at=orders.created_at, updated_at=orders.updated_at)
+    renamed = Flow(
+        id=orders.id,
+        spec=make_flow("billing").spec,
+        status=orders.status,
+        created_at=orders.created_at,
+        updated_at=orders.updated_at,
+    )
     with pytest.raises(FlowConflict, match="billing"):
         await store.update_flow(renamed)
     with pytest.raises(FlowNotFound):
@@ -97,17 +103,25 @@ async def test_enqueue_keeps_bytes_and_headers_exactly(store: Store) -> None:
     request = make_request("f1", body=body, headers=headers, received_at=NOW)
     accepted = await store.enqueue(request)
     assert (accepted.request_id, accepted.delivery_id, accepted.duplicate) == (
-        request.request_id, request.id, False,
+        request.request_id,
+        request.id,
+        False,
     )
 
     stored = await store.get_delivery(request.id)
     assert stored.body == body
     assert stored.headers == headers
     assert (stored.method, stored.path, stored.query, stored.source) == (
-        "POST", "/orders", "a=1&b=2", "203.0.113.7",
+        "POST",
+        "/orders",
+        "a=1&b=2",
+        "203.0.113.7",
     )
     assert (stored.state, stored.attempts, stored.received_at, stored.next_at) == (
-        State.QUEUED, 0, NOW, NOW,
+        State.QUEUED,
+        0,
+        NOW,
+        NOW,
     )
     with pytest.raises(DeliveryNotFound):
         await store.get_delivery("0" * 32)
@@ -163,7 +177,9 @@ async def test_concurrent_enqueues_are_all_stored_once(store: Store) -> None:
     stored = await all_deliveries(store, DeliveryFilter(), limit=500)
     assert sorted(d.id for d in stored) == sorted(r.id for r in requests)
     assert {f: s.depth for f, s in (await store.queue_stats()).items()} == {
-        "f0": 667, "f1": 667, "f2": 666,
+        "f0": 667,
+        "f1": 667,
+        "f2": 666,
     }
 
 
@@ -207,7 +223,9 @@ async def test_retry_waits_for_next_at_and_bury_makes_dead(store: Store) -> None
     assert await store.retry(first, failed, next_at=NOW + 60)
     waiting = await store.get_delivery(first.id)
     assert (waiting.state, waiting.next_at, waiting.last_error) == (
-        State.QUEUED, NOW + 60, "HTTP 503",
+        State.QUEUED,
+        NOW + 60,
+        "HTTP 503",
     )
     assert await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 59) == []
 
@@ -218,7 +236,8 @@ async def test_retry_waits_for_next_at_and_bury_makes_dead(store: Store) -> None
     dead = await store.get_delivery(first.id)
     assert (dead.state, dead.last_error) == (State.DEAD, "connection refused")
     assert [(a.number, a.status_code, a.error) for a in await store.attempts(first.id)] == [
-        (1, 503, None), (2, None, "connection refused"),
+        (1, 503, None),
+        (2, None, "connection refused"),
     ]
     assert await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 10_000) == []
 
@@ -358,4 +377,3 @@ async def test_two_leasers_never_get_the_same_delivery(backend: Backend, where: 
     finally:
         await one.close()
         await two.close()
-

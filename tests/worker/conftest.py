@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from workerproc import REPO, Spawn, Worker, start
+from tests.worker.workerproc import REPO, Spawn, Worker, start
 
 
 def _kill(workers: list[Worker]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from workerproc import PYTHON, REPO, Spawn, Worker
+from tests.worker.workerproc import PYTHON, REPO, Spawn, Worker
 
 FLAKY = [PYTHON, str(REPO / "tests" / "workers" / "flaky.py")]
 

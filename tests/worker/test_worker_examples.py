@@ -8,7 +8,7 @@ import signal
 
 import httpx
 import pytest
-from workerproc import PYTHON, REPO, Spawn
+from tests.worker.workerproc import PYTHON, REPO, Spawn
 
 EXAMPLES = REPO / "examples" / "workers"
 NODE = shutil.which("node")

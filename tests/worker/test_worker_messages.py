@@ -8,7 +8,7 @@ import pytest
 from hookgate.errors import ConfigError
 from hookgate.worker import HandlerApp, Request, Response
 from hookgate.worker.adapter import as_asgi, to_response
-from hookgate.worker.server import resolve_port
+from hookgate.worker.server import resolve_host, resolve_port
 
 
 def test_request_reads_the_hookgate_headers() -> None:
@@ -120,3 +120,13 @@ def test_port_errors(
         monkeypatch.setenv("PORT", env)
     with pytest.raises(ConfigError, match=message):
         resolve_port(port)
+
+
+def test_host_is_loopback_unless_told_or_in_kubernetes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert resolve_host() == "127.0.0.1"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert resolve_host() == "0.0.0.0"
+    monkeypatch.setenv("HOST", "::1")
+    assert resolve_host() == "::1"

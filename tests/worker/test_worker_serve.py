@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from workerproc import HERE, PYTHON, Spawn, Worker
+from tests.worker.workerproc import HERE, PYTHON, Spawn, Worker
 
 
 def sdk(target: str) -> list[str]:

@@ -12,7 +12,8 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) {
   console.error("echo.js: set $PORT to the port to listen on");
   process.exit(2);
 }
-const host = process.env.HOST || "127.0.0.1";
+// Like the Python SDK: loopback locally, all interfaces in a Kubernetes pod, unless $HOST says.
+const host = process.env.HOST || (process.env.KUBERNETES_SERVICE_HOST ? "0.0.0.0" : "127.0.0.1");
 const status = Number(process.env.ECHO_STATUS || 200);
 const delayMs = Number(process.env.ECHO_DELAY || 0) * 1000;
 

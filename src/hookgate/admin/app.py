@@ -53,7 +53,8 @@ class Bearer:
                     presented = value[7:].strip()
             if not hmac.compare_digest(hashlib.sha256(presented).digest(), self.digest):
                 response = JSONResponse(
-                    {"error": "missing or wrong admin token"}, status_code=401,
+                    {"error": "missing or wrong admin token"},
+                    status_code=401,
                     headers={"www-authenticate": "Bearer"},
                 )
                 await response(scope, receive, send)
@@ -65,7 +66,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """Map the error tree to HTTP: every error is JSON with a precise message."""
 
     async def wrapped(request: Request) -> Response:
@@ -89,8 +92,14 @@ def _errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Requ
 
 class AdminAPI:
     def __init__(
-        self, *, registry: FlowRegistry, store: Store, metrics: Metrics, public_url: str,
-        workers: Callable[[str], WorkerStatus], on_queued: Callable[[str], None],
+        self,
+        *,
+        registry: FlowRegistry,
+        store: Store,
+        metrics: Metrics,
+        public_url: str,
+        workers: Callable[[str], WorkerStatus],
+        on_queued: Callable[[str], None],
         validate: Callable[[FlowSpec], None],
     ) -> None:
         self.registry = registry
@@ -157,8 +166,14 @@ class AdminAPI:
         results = []
         for spec in specs:
             flow, outcome = await self.registry.apply(spec)
-            results.append({"name": flow.name, "id": flow.id, "outcome": outcome,
-                            "url": f"{self.public_url}/hook/{flow.id}"})
+            results.append(
+                {
+                    "name": flow.name,
+                    "id": flow.id,
+                    "outcome": outcome,
+                    "url": f"{self.public_url}/hook/{flow.id}",
+                }
+            )
         return JSONResponse({"items": results})
 
     async def get_flow(self, request: Request) -> Response:
@@ -205,17 +220,24 @@ class AdminAPI:
             self._filter(params), limit=limit, cursor=params.get("cursor") or None
         )
         names = self._names()
-        return JSONResponse({
-            "items": [delivery_view(d, flow_name=names.get(d.flow_id)) for d in page.items],
-            "cursor": page.cursor,
-        })
+        return JSONResponse(
+            {
+                "items": [delivery_view(d, flow_name=names.get(d.flow_id)) for d in page.items],
+                "cursor": page.cursor,
+            }
+        )
 
     async def get_delivery(self, request: Request) -> Response:
         delivery = await self.store.get_delivery(request.path_params["id"])
         attempts = await self.store.attempts(delivery.id)
-        return JSONResponse(delivery_view(
-            delivery, flow_name=self._names().get(delivery.flow_id), full=True, attempts=attempts
-        ))
+        return JSONResponse(
+            delivery_view(
+                delivery,
+                flow_name=self._names().get(delivery.flow_id),
+                full=True,
+                attempts=attempts,
+            )
+        )
 
     async def delete_delivery(self, request: Request) -> Response:
         deleted = await self.store.delete_deliveries([request.path_params["id"]])
@@ -237,8 +259,9 @@ class AdminAPI:
         else:
             where = self._filter(data)
             if where.state is None:
-                where = DeliveryFilter(flow_id=where.flow_id, state=State.DEAD,
-                                       since=where.since, until=where.until)
+                where = DeliveryFilter(
+                    flow_id=where.flow_id, state=State.DEAD, since=where.since, until=where.until
+                )
             count = await self.store.replay_matching(where, now=now)
         for flow in self.registry.flows():
             self.on_queued(flow.id)
@@ -248,6 +271,8 @@ class AdminAPI:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_admin_app(api: AdminAPI, *, token: str, extra_routes: list[Route] | None = None) -> ASGIApp:
+def create_admin_app(
+    api: AdminAPI, *, token: str, extra_routes: list[Route] | None = None
+) -> ASGIApp:
     app = Starlette(routes=[*api.routes(), *(extra_routes or [])])
     return Bearer(app, token=token, open_paths=frozenset())

@@ -14,11 +14,18 @@ from hookgate.domain.units import ByteSize, Duration
 
 def _schema_hook(type_: type) -> dict[str, Any]:
     if type_ is Duration:
-        return {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}],
-                "description": "seconds, or a duration like '30s', '5m', '1h30m'"}
+        return {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+            ],
+            "description": "seconds, or a duration like '30s', '5m', '1h30m'",
+        }
     if type_ is ByteSize:
-        return {"anyOf": [{"type": "integer"}, {"type": "string"}],
-                "description": "bytes, or a size like '10MB', '512KiB'"}
+        return {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "description": "bytes, or a size like '10MB', '512KiB'",
+        }
     raise NotImplementedError
 
 
@@ -31,8 +38,13 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 ERROR = _json(_ref("Error"), "Error")
-FLOW_REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "flow name or id"}
+FLOW_REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "flow name or id",
+}
 
 
 @functools.cache
@@ -40,77 +52,158 @@ def openapi_document() -> dict[str, Any]:
     (spec,), components = msgspec.json.schema_components(
         [FlowSpec], schema_hook=_schema_hook, ref_template="#/components/schemas/{name}"
     )
-    components["Error"] = {"type": "object", "required": ["error"],
-                           "properties": {"error": {"type": "string"}}}
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    }
     components["Flow"] = {
         "type": "object",
         "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"},
-            "mode": {"enum": ["async", "sync"]}, "status": {"enum": ["running", "stopped"]},
-            "url": {"type": "string"}, "createdAt": {"type": "number"},
-            "updatedAt": {"type": "number"}, "spec": spec, "workers": {"type": "object"},
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "mode": {"enum": ["async", "sync"]},
+            "status": {"enum": ["running", "stopped"]},
+            "url": {"type": "string"},
+            "createdAt": {"type": "number"},
+            "updatedAt": {"type": "number"},
+            "spec": spec,
+            "workers": {"type": "object"},
         },
     }
-    components["Delivery"] = {"type": "object", "properties": {
-        "id": {"type": "string"}, "requestId": {"type": "string"}, "flowId": {"type": "string"},
-        "status": {"enum": ["queued", "leased", "done", "dead"]}, "attempts": {"type": "integer"},
-        "body": {"type": "string"}, "bodyEncoding": {"enum": ["utf-8", "base64"]},
-        "headers": {"type": "array"}, "history": {"type": "array"},
-    }}
+    components["Delivery"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "requestId": {"type": "string"},
+            "flowId": {"type": "string"},
+            "status": {"enum": ["queued", "leased", "done", "dead"]},
+            "attempts": {"type": "integer"},
+            "body": {"type": "string"},
+            "bodyEncoding": {"enum": ["utf-8", "base64"]},
+            "headers": {"type": "array"},
+            "history": {"type": "array"},
+        },
+    }
     flow_ok = _json(_ref("Flow"))
     errors = {"401": ERROR, "404": ERROR, "409": ERROR, "422": ERROR}
     body = {"required": True, "content": {"application/json": {"schema": spec}}}
     paths = {
         "/api/v1/flows": {
-            "get": {"summary": "List flows", "responses": {
-                "200": _json({"type": "object", "properties": {
-                    "items": {"type": "array", "items": _ref("Flow")}}})}},
-            "post": {"summary": "Create a flow", "requestBody": body,
-                     "responses": {"201": flow_ok, **errors}},
+            "get": {
+                "summary": "List flows",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"items": {"type": "array", "items": _ref("Flow")}},
+                        }
+                    )
+                },
+            },
+            "post": {
+                "summary": "Create a flow",
+                "requestBody": body,
+                "responses": {"201": flow_ok, **errors},
+            },
         },
-        "/api/v1/apply": {"post": {
-            "summary": "Create or update flows by name (validated as a whole first)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"flows": {"type": "array", "items": spec}}}}}},
-            "responses": {"200": _json({"type": "object"}), **errors}}},
+        "/api/v1/apply": {
+            "post": {
+                "summary": "Create or update flows by name (validated as a whole first)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"flows": {"type": "array", "items": spec}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _json({"type": "object"}), **errors},
+            }
+        },
         "/api/v1/flows/{ref}": {
             "parameters": [FLOW_REF],
             "get": {"summary": "Get a flow", "responses": {"200": flow_ok, **errors}},
-            "put": {"summary": "Replace a flow's spec (id kept)", "requestBody": body,
-                    "responses": {"200": flow_ok, **errors}},
-            "delete": {"summary": "Delete a flow and its deliveries",
-                       "responses": {"200": _json({"type": "object"}), **errors}},
+            "put": {
+                "summary": "Replace a flow's spec (id kept)",
+                "requestBody": body,
+                "responses": {"200": flow_ok, **errors},
+            },
+            "delete": {
+                "summary": "Delete a flow and its deliveries",
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
         },
-        "/api/v1/flows/{ref}/start": {"parameters": [FLOW_REF], "post": {
-            "summary": "Start a flow", "responses": {"200": flow_ok, **errors}}},
-        "/api/v1/flows/{ref}/stop": {"parameters": [FLOW_REF], "post": {
-            "summary": "Stop a flow (its URL answers 404 until started)",
-            "responses": {"200": flow_ok, **errors}}},
-        "/api/v1/deliveries": {"get": {
-            "summary": "List deliveries, newest first",
-            "parameters": [
-                {"name": n, "in": "query", "schema": {"type": "string"}}
-                for n in ("flow", "status", "limit", "cursor", "since", "until")
-            ],
-            "responses": {"200": _json({"type": "object", "properties": {
-                "items": {"type": "array", "items": _ref("Delivery")},
-                "cursor": {"type": ["string", "null"]}}}), **errors}}},
+        "/api/v1/flows/{ref}/start": {
+            "parameters": [FLOW_REF],
+            "post": {"summary": "Start a flow", "responses": {"200": flow_ok, **errors}},
+        },
+        "/api/v1/flows/{ref}/stop": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Stop a flow (its URL answers 404 until started)",
+                "responses": {"200": flow_ok, **errors},
+            },
+        },
+        "/api/v1/deliveries": {
+            "get": {
+                "summary": "List deliveries, newest first",
+                "parameters": [
+                    {"name": n, "in": "query", "schema": {"type": "string"}}
+                    for n in ("flow", "status", "limit", "cursor", "since", "until")
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "items": {"type": "array", "items": _ref("Delivery")},
+                                "cursor": {"type": ["string", "null"]},
+                            },
+                        }
+                    ),
+                    **errors,
+                },
+            }
+        },
         "/api/v1/deliveries/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "get": {"summary": "A delivery with its request and attempts",
-                    "responses": {"200": _json(_ref("Delivery")), **errors}},
-            "delete": {"summary": "Delete a delivery",
-                       "responses": {"200": _json({"type": "object"}), **errors}},
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "summary": "A delivery with its request and attempts",
+                "responses": {"200": _json(_ref("Delivery")), **errors},
+            },
+            "delete": {
+                "summary": "Delete a delivery",
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
         },
-        "/api/v1/deliveries/replay": {"post": {
-            "summary": "Replay deliveries by ids, or by flow/status/time range",
-            "requestBody": {"content": {"application/json": {"schema": {
-                "type": "object", "properties": {
-                    "ids": {"type": "array", "items": {"type": "string"}},
-                    "flow": {"type": "string"}, "status": {"type": "string"},
-                    "since": {"type": "number"}, "until": {"type": "number"}}}}}},
-            "responses": {"200": _json({"type": "object"}), **errors}}},
+        "/api/v1/deliveries/replay": {
+            "post": {
+                "summary": "Replay deliveries by ids, or by flow/status/time range",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "ids": {"type": "array", "items": {"type": "string"}},
+                                    "flow": {"type": "string"},
+                                    "status": {"type": "string"},
+                                    "since": {"type": "number"},
+                                    "until": {"type": "number"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {"200": _json({"type": "object"}), **errors},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

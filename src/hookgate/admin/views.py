@@ -10,7 +10,9 @@ from hookgate.domain.flows import Flow, to_builtins
 from hookgate.runtime.base import WorkerStatus
 
 
-def flow_view(flow: Flow, *, public_url: str, workers: WorkerStatus | None = None) -> dict[str, Any]:
+def flow_view(
+    flow: Flow, *, public_url: str, workers: WorkerStatus | None = None
+) -> dict[str, Any]:
     view = {
         "id": flow.id,
         "name": flow.name,
@@ -35,7 +37,10 @@ def body_view(body: bytes) -> dict[str, Any]:
 
 
 def delivery_view(
-    delivery: Delivery, *, flow_name: str | None = None, full: bool = False,
+    delivery: Delivery,
+    *,
+    flow_name: str | None = None,
+    full: bool = False,
     attempts: list[Attempt] | None = None,
 ) -> dict[str, Any]:
     view: dict[str, Any] = {

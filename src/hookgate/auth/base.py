@@ -24,11 +24,20 @@ BAD_CREDENTIALS = "bad-credentials"
 IP_DENIED = "ip-denied"
 MALFORMED_REQUEST = "malformed-request"
 
-REASONS = frozenset({
-    MISSING_SIGNATURE, MISSING_HEADER, MISSING_CREDENTIALS, MALFORMED_HEADER,
-    DUPLICATE_HEADER, BAD_SIGNATURE, STALE_TIMESTAMP, BAD_CREDENTIALS, IP_DENIED,
-    MALFORMED_REQUEST,
-})
+REASONS = frozenset(
+    {
+        MISSING_SIGNATURE,
+        MISSING_HEADER,
+        MISSING_CREDENTIALS,
+        MALFORMED_HEADER,
+        DUPLICATE_HEADER,
+        BAD_SIGNATURE,
+        STALE_TIMESTAMP,
+        BAD_CREDENTIALS,
+        IP_DENIED,
+        MALFORMED_REQUEST,
+    }
+)
 
 _MAX_TIMESTAMP_DIGITS = 12
 
@@ -54,8 +63,15 @@ class Request:
     __slots__ = ("body", "client", "headers", "method", "now", "path", "query")
 
     def __init__(
-        self, *, method: str, path: str, query: str, headers: Headers, body: bytes,
-        client: str | None, now: float,
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        body: bytes,
+        client: str | None,
+        now: float,
     ) -> None:
         self.method = method
         self.path = path
@@ -116,6 +132,6 @@ def fresh_timestamp(value: bytes, *, now: float, tolerance: float) -> bytes:
     value = value.strip(b" \t")
     if not value.isdigit() or len(value) > _MAX_TIMESTAMP_DIGITS:
         raise Reject(MALFORMED_HEADER)
-    if abs(now - int(value)) > tolerance:
+    if not abs(now - int(value)) <= tolerance:  # written so that a NaN clock refuses
         raise Reject(STALE_TIMESTAMP)
     return value

@@ -34,10 +34,19 @@ class HmacVerifier:
     signs_body = True
 
     def __init__(
-        self, *, scheme: str, keys: list[bytes], header: str, algorithm: str = "sha256",
-        encoding: Encoding = "hex", prefix: str = "", signed: str = "{body}",
-        timestamp_header: str | None = None, id_header: str | None = None,
-        tolerance: float = 300.0, delivery_header: str | None = None,
+        self,
+        *,
+        scheme: str,
+        keys: list[bytes],
+        header: str,
+        algorithm: str = "sha256",
+        encoding: Encoding = "hex",
+        prefix: str = "",
+        signed: str = "{body}",
+        timestamp_header: str | None = None,
+        id_header: str | None = None,
+        tolerance: float = 300.0,
+        delivery_header: str | None = None,
     ) -> None:
         self.scheme = scheme
         self._macs = [hmac.new(key, digestmod=algorithm) for key in keys]
@@ -58,7 +67,7 @@ class HmacVerifier:
         given = single(headers, self._header, missing=MISSING_SIGNATURE)
         if not given.startswith(self._prefix):
             raise Reject(MALFORMED_HEADER)
-        given = given[len(self._prefix):]
+        given = given[len(self._prefix) :]
         if len(given) != self._length:
             raise Reject(MALFORMED_HEADER)
         if self._hex:
@@ -89,9 +98,10 @@ class HmacVerifier:
         if self._timestamp_header is not None:
             fields["timestamp"] = fresh_timestamp(
                 single(request.headers, self._timestamp_header),
-                now=request.now, tolerance=self._tolerance,
+                now=request.now,
+                tolerance=self._tolerance,
             )
-        if self._id_header is not None:
+        if self._id_header is not None and "id" in self._parts:
             fields["id"] = single(request.headers, self._id_header)
         return fields
 

@@ -12,6 +12,9 @@ from hookgate.auth.generic import HmacVerifier
 
 def github(*, keys: list[bytes]) -> HmacVerifier:
     return HmacVerifier(
-        scheme="github", keys=keys, header="x-hub-signature-256", prefix="sha256=",
+        scheme="github",
+        keys=keys,
+        header="x-hub-signature-256",
+        prefix="sha256=",
         delivery_header="x-github-delivery",
     )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import assert_never
 
 from hookgate.auth.base import (
+    IP_DENIED,
     MALFORMED_REQUEST,
     Headers,
     Reject,
@@ -66,15 +67,27 @@ class Guard:
         return self._needs_body
 
     def check(
-        self, *, method: str, path: str, query: str, headers: Headers, body: bytes,
-        client: str | None, now: float,
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        body: bytes,
+        client: str | None,
+        now: float,
     ) -> Rejection | None:
         """None = admitted (any one method admits; no methods admit all). Never raises."""
         if not self._verifiers:
             return None
         request = Request(
-            method=method, path=path, query=query, headers=headers, body=body,
-            client=client, now=now,
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            client=client,
+            now=now,
         )
         rejections: list[Rejection] = []
         for verifier in self._verifiers:
@@ -87,9 +100,7 @@ class Guard:
                 rejections.append(Rejection(reason=MALFORMED_REQUEST, scheme=verifier.scheme))
             else:
                 return None
-        # Report the most telling refusal: a bad signature says more than a header that
-        # another method would have needed.
-        return next((r for r in rejections if not r.reason.startswith("missing-")), rejections[0])
+        return min(rejections, key=_telling)
 
     def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
         """The provider's delivery id (or the caller's ``Idempotency-Key``), else None."""
@@ -104,6 +115,15 @@ class Guard:
             return None
 
 
+def _telling(rejection: Rejection) -> int:
+    """Rank refusals so the log shows the most telling one: something sent and found wrong
+    beats an address not on the list, which beats a header another method would have needed.
+    """
+    if rejection.reason.startswith("missing-"):
+        return 2
+    return 1 if rejection.reason == IP_DENIED else 0
+
+
 def _key(raw: bytes) -> str | None:
     text = raw.strip().decode("latin-1")
     return text if 0 < len(text) <= _MAX_ID else None
@@ -111,8 +131,9 @@ def _key(raw: bytes) -> str | None:
 
 def build_guard(auth: Sequence[AuthMethod]) -> Guard:
     """Resolve every secret now; ConfigError names a missing variable or file, not a value."""
-    return Guard([_build(method, where=f"auth[{i}] ({_tag(method)})")
-                  for i, method in enumerate(auth)])
+    return Guard(
+        [_build(method, where=f"auth[{i}] ({_tag(method)})") for i, method in enumerate(auth)]
+    )
 
 
 def _tag(method: AuthMethod) -> str:
@@ -125,8 +146,7 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, GithubAuth):
         return github(keys=resolve(method.secret, where=where))
     if isinstance(method, StripeAuth):
-        return StripeVerifier(keys=resolve(method.secret, where=where),
-                              tolerance=method.tolerance)
+        return StripeVerifier(keys=resolve(method.secret, where=where), tolerance=method.tolerance)
     if isinstance(method, ShopifyAuth):
         return shopify(keys=resolve(method.secret, where=where))
     if isinstance(method, SlackAuth):
@@ -135,16 +155,23 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
         return oih(keys=resolve(method.secret, where=where))
     if isinstance(method, HmacAuth):
         return HmacVerifier(
-            scheme="hmac", keys=resolve(method.secret, where=where), header=method.header,
-            algorithm=method.algorithm, encoding=method.encoding, prefix=method.prefix,
-            signed=method.signed, timestamp_header=method.timestamp_header,
-            id_header=method.id_header, tolerance=method.tolerance,
+            scheme="hmac",
+            keys=resolve(method.secret, where=where),
+            header=method.header,
+            algorithm=method.algorithm,
+            encoding=method.encoding,
+            prefix=method.prefix,
+            signed=method.signed,
+            timestamp_header=method.timestamp_header,
+            id_header=method.id_header,
+            tolerance=method.tolerance,
         )
     if isinstance(method, BearerAuth):
         return BearerVerifier(tokens=resolve(method.token, where=where))
     if isinstance(method, BasicAuth):
-        return BasicVerifier(username=method.username,
-                             passwords=resolve(method.password, where=where))
+        return BasicVerifier(
+            username=method.username, passwords=resolve(method.password, where=where)
+        )
     if isinstance(method, IpAuth):
         return IpVerifier(allow=method.allow, trusted_proxies=method.trusted_proxies)
     assert_never(method)

@@ -7,6 +7,7 @@ client. Entries left of it were written by the client itself and are never belie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from hookgate.auth.base import IP_DENIED, MALFORMED_HEADER, Headers, Reject, Request
@@ -19,8 +20,12 @@ def parse_networks(values: list[str]) -> list[Network]:
     return [ipaddress.ip_network(value, strict=False) for value in values]
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address:
-    """An address, with IPv4-mapped IPv6 (``::ffff:a.b.c.d``) taken as the IPv4 address."""
+    """An address, with IPv4-mapped IPv6 (``::ffff:a.b.c.d``) taken as the IPv4 address.
+
+    Cached: senders come from few addresses, and parsing is most of what this check costs.
+    """
     address = ipaddress.ip_address(text.strip())
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped

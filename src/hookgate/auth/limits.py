@@ -46,7 +46,12 @@ class MissThrottle:
     """
 
     def __init__(
-        self, *, free: int = 3, base: float = 0.1, cap: float = 2.0, decay: float = 10.0,
+        self,
+        *,
+        free: int = 3,
+        base: float = 0.1,
+        cap: float = 2.0,
+        decay: float = 10.0,
         max_addresses: int = 10_000,
     ) -> None:
         if free < 0 or base <= 0 or cap < base or decay <= 0 or max_addresses < 1:

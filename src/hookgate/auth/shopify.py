@@ -11,6 +11,9 @@ from hookgate.auth.generic import HmacVerifier
 
 def shopify(*, keys: list[bytes]) -> HmacVerifier:
     return HmacVerifier(
-        scheme="shopify", keys=keys, header="x-shopify-hmac-sha256", encoding="base64",
+        scheme="shopify",
+        keys=keys,
+        header="x-shopify-hmac-sha256",
+        encoding="base64",
         delivery_header="x-shopify-webhook-id",
     )

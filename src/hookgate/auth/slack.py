@@ -11,7 +11,11 @@ from hookgate.auth.generic import HmacVerifier
 
 def slack(*, keys: list[bytes], tolerance: float) -> HmacVerifier:
     return HmacVerifier(
-        scheme="slack", keys=keys, header="x-slack-signature", prefix="v0=",
-        signed="v0:{timestamp}:{body}", timestamp_header="x-slack-request-timestamp",
+        scheme="slack",
+        keys=keys,
+        header="x-slack-signature",
+        prefix="v0=",
+        signed="v0:{timestamp}:{body}",
+        timestamp_header="x-slack-request-timestamp",
         tolerance=tolerance,
     )

@@ -90,8 +90,10 @@ class StandardWebhooksVerifier:
                 symmetric.append(signature)
             elif version == b"v1a":
                 asymmetric.append(signature)
-        if not (self._hmac_matches(request, msg_id, timestamp, symmetric)
-                or self._ed25519_matches(request, msg_id, timestamp, asymmetric)):
+        if not (
+            self._hmac_matches(request, msg_id, timestamp, symmetric)
+            or self._ed25519_matches(request, msg_id, timestamp, asymmetric)
+        ):
             raise Reject(BAD_SIGNATURE)
 
     def delivery_id(self, headers: Headers, body: bytes) -> bytes | None:

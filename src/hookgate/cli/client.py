@@ -25,8 +25,11 @@ class AdminClient:
             )
         try:
             response = httpx.request(
-                method, self.url + path, headers={"authorization": f"Bearer {self.token}"},
-                timeout=30, **kwargs,
+                method,
+                self.url + path,
+                headers={"authorization": f"Bearer {self.token}"},
+                timeout=30,
+                **kwargs,
             )
         except httpx.TransportError as exc:
             raise click.ClickException(

@@ -21,19 +21,41 @@ def deliveries() -> None:
 @click.option("--cursor", help="Continue after a previous page.")
 @as_json
 @pass_client
-def list_(client: AdminClient, flow: str | None, status: str | None, limit: int,
-          cursor: str | None, json_out: bool) -> None:
+def list_(
+    client: AdminClient,
+    flow: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    json_out: bool,
+) -> None:
     """Newest first."""
-    params = {k: v for k, v in
-              {"flow": flow, "status": status, "limit": limit, "cursor": cursor}.items() if v}
+    params = {
+        k: v
+        for k, v in {"flow": flow, "status": status, "limit": limit, "cursor": cursor}.items()
+        if v
+    }
     page = client.request("GET", "/api/v1/deliveries", params=params)
     if json_out:
         emit_json(page)
         return
-    table(None, ["ID", "FLOW", "STATUS", "ATTEMPTS", "RECEIVED", "METHOD", "PATH", "LAST ERROR"], [
-        (d["id"], d["flow"], d["status"], d["attempts"], when(d["receivedAt"]), d["method"],
-         d["path"], d["lastError"]) for d in page["items"]
-    ])
+    table(
+        None,
+        ["ID", "FLOW", "STATUS", "ATTEMPTS", "RECEIVED", "METHOD", "PATH", "LAST ERROR"],
+        [
+            (
+                d["id"],
+                d["flow"],
+                d["status"],
+                d["attempts"],
+                when(d["receivedAt"]),
+                d["method"],
+                d["path"],
+                d["lastError"],
+            )
+            for d in page["items"]
+        ],
+    )
     if page["cursor"]:
         console.print(f"more: --cursor {page['cursor']}")
 
@@ -48,19 +70,38 @@ def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
     if json_out:
         emit_json(d)
         return
-    table(f"delivery {d['id']}", ["FIELD", "VALUE"], [
-        ("flow", d["flow"]), ("status", d["status"]), ("request id", d["requestId"]),
-        ("received", when(d["receivedAt"])), ("request", f"{d['method']} {d['path']}"
-                                              + (f"?{d['query']}" if d["query"] else "")),
-        ("source", d["source"]), ("size", d["size"]), ("last error", d["lastError"]),
-    ])
+    table(
+        f"delivery {d['id']}",
+        ["FIELD", "VALUE"],
+        [
+            ("flow", d["flow"]),
+            ("status", d["status"]),
+            ("request id", d["requestId"]),
+            ("received", when(d["receivedAt"])),
+            ("request", f"{d['method']} {d['path']}" + (f"?{d['query']}" if d["query"] else "")),
+            ("source", d["source"]),
+            ("size", d["size"]),
+            ("last error", d["lastError"]),
+        ],
+    )
     table("headers", ["NAME", "VALUE"], d["headers"])
     console.print(f"body ({d['bodyEncoding']}):")
     console.print(d["body"][:4096], markup=False, highlight=False)
-    table("attempts", ["#", "STARTED", "STATUS", "ERROR", "MS", "RESPONSE"], [
-        (a["number"], when(a["started_at"]), a["status_code"], a["error"], a["duration_ms"],
-         a["response"][:80]) for a in d["history"]
-    ])
+    table(
+        "attempts",
+        ["#", "STARTED", "STATUS", "ERROR", "MS", "RESPONSE"],
+        [
+            (
+                a["number"],
+                when(a["started_at"]),
+                a["status_code"],
+                a["error"],
+                a["duration_ms"],
+                a["response"][:80],
+            )
+            for a in d["history"]
+        ],
+    )
 
 
 @deliveries.command()
@@ -71,14 +112,24 @@ def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
 @click.option("--until", type=float, help="Received before (Unix time).")
 @as_json
 @pass_client
-def replay(client: AdminClient, ids: tuple[str, ...], flow: str | None, status: str | None,
-           since: float | None, until: float | None, json_out: bool) -> None:
+def replay(
+    client: AdminClient,
+    ids: tuple[str, ...],
+    flow: str | None,
+    status: str | None,
+    since: float | None,
+    until: float | None,
+    json_out: bool,
+) -> None:
     """Replay deliveries by id, or all matching --flow/--status/--since/--until."""
     if ids:
         body: dict[str, object] = {"ids": list(ids)}
     elif flow or status or since or until:
-        body = {k: v for k, v in {"flow": flow, "status": status, "since": since,
-                                   "until": until}.items() if v is not None}
+        body = {
+            k: v
+            for k, v in {"flow": flow, "status": status, "since": since, "until": until}.items()
+            if v is not None
+        }
     else:
         raise click.UsageError("give delivery ids, or --flow/--status/--since/--until")
     result = client.request("POST", "/api/v1/deliveries/replay", json=body)

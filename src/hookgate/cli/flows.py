@@ -22,8 +22,14 @@ def flows() -> None:
 
 
 @flows.command()
-@click.option("-f", "--file", "path", required=True, type=click.Path(path_type=Path),
-              help="Flow file (YAML) to apply.")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Flow file (YAML) to apply.",
+)
 @as_json
 @pass_client
 def apply(client: AdminClient, path: Path, json_out: bool) -> None:
@@ -51,9 +57,11 @@ def list_(client: AdminClient, json_out: bool) -> None:
     if json_out:
         emit_json(items)
         return
-    table(None, ["NAME", "ID", "MODE", "STATUS", "WORKERS", "URL"], [
-        (f["name"], f["id"], f["mode"], f["status"], _workers(f), f["url"]) for f in items
-    ])
+    table(
+        None,
+        ["NAME", "ID", "MODE", "STATUS", "WORKERS", "URL"],
+        [(f["name"], f["id"], f["mode"], f["status"], _workers(f), f["url"]) for f in items],
+    )
 
 
 def _workers(flow: dict[str, Any]) -> str:
@@ -72,13 +80,22 @@ def show(client: AdminClient, ref: str, json_out: bool) -> None:
         emit_json(flow)
         return
     workers = flow.get("workers") or {}
-    table(flow["name"], ["FIELD", "VALUE"], [
-        ("id", flow["id"]), ("url", flow["url"]), ("mode", flow["mode"]),
-        ("status", flow["status"]), ("workers ready/desired", _workers(flow)),
-        ("last error", workers.get("last_error")), ("last exit", workers.get("last_exit")),
-        ("created", when(flow["createdAt"])), ("updated", when(flow["updatedAt"])),
-        *sorted((k, v) for k, v in flow["spec"].items() if k not in ("name", "mode")),
-    ])
+    table(
+        flow["name"],
+        ["FIELD", "VALUE"],
+        [
+            ("id", flow["id"]),
+            ("url", flow["url"]),
+            ("mode", flow["mode"]),
+            ("status", flow["status"]),
+            ("workers ready/desired", _workers(flow)),
+            ("last error", workers.get("last_error")),
+            ("last exit", workers.get("last_exit")),
+            ("created", when(flow["createdAt"])),
+            ("updated", when(flow["updatedAt"])),
+            *sorted((k, v) for k, v in flow["spec"].items() if k not in ("name", "mode")),
+        ],
+    )
 
 
 def _action(name: str, method: str, suffix: str, done: str) -> click.Command:

@@ -15,10 +15,18 @@ from hookgate.errors import HookgateError
 
 
 @click.group()
-@click.option("--admin-url", default="http://127.0.0.1:8081", envvar="HOOKGATE_ADMIN_URL",
-              show_default=True, help="Admin API of the gateway to talk to.")
-@click.option("--token", envvar="HOOKGATE_ADMIN_TOKEN", help="Admin token (default: "
-              "HOOKGATE_ADMIN_TOKEN or the data directory's admin-token).")
+@click.option(
+    "--admin-url",
+    default="http://127.0.0.1:8081",
+    envvar="HOOKGATE_ADMIN_URL",
+    show_default=True,
+    help="Admin API of the gateway to talk to.",
+)
+@click.option(
+    "--token",
+    envvar="HOOKGATE_ADMIN_TOKEN",
+    help="Admin token (default: HOOKGATE_ADMIN_TOKEN or the data directory's admin-token).",
+)
 @click.option("--data-dir", envvar="HOOKGATE_DATA_DIR", help="Where to find admin-token.")
 @click.pass_context
 def cli(ctx: click.Context, admin_url: str, token: str | None, data_dir: str | None) -> None:
@@ -31,23 +39,41 @@ def cli(ctx: click.Context, admin_url: str, token: str | None, data_dir: str | N
 @click.option("--data-dir", help="Data directory (default ./hookgate-data).")
 @click.option("--listen", help="Public listener HOST:PORT (default 127.0.0.1:8080).")
 @click.option("--admin-listen", help="Admin listener HOST:PORT (default 127.0.0.1:8081).")
-@click.option("--database", help="sqlite:///path or postgresql://… (default: SQLite in the "
-              "data directory; env HOOKGATE_DATABASE_URL).")
+@click.option(
+    "--database",
+    help="sqlite:///path or postgresql://… (default: SQLite in the "
+    "data directory; env HOOKGATE_DATABASE_URL).",
+)
 @click.option("--public-url", help="Base URL printed for flows (default from --listen).")
 @click.option("--runtime", type=click.Choice(["local", "kubernetes"]), help="Where workers run.")
-@click.option("--log-format", type=click.Choice(["json", "console"]), help="Default: console "
-              "on a terminal, else JSON lines.")
-def serve(flows_file: str | None, data_dir: str | None, listen: str | None,
-          admin_listen: str | None, database: str | None, public_url: str | None,
-          runtime: str | None, log_format: str | None) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    help="Default: console on a terminal, else JSON lines.",
+)
+def serve(
+    flows_file: str | None,
+    data_dir: str | None,
+    listen: str | None,
+    admin_listen: str | None,
+    database: str | None,
+    public_url: str | None,
+    runtime: str | None,
+    log_format: str | None,
+) -> None:
     """Run the gateway: public /hook/* listener and admin API."""
     from hookgate.gateway import Gateway
 
     logs.configure(json=None if log_format is None else log_format == "json")
     try:
         settings = load_settings(
-            data_dir=data_dir, listen=listen, admin_listen=admin_listen, database=database,
-            public_url=public_url, flows_file=flows_file, runtime=runtime,
+            data_dir=data_dir,
+            listen=listen,
+            admin_listen=admin_listen,
+            database=database,
+            public_url=public_url,
+            flows_file=flows_file,
+            runtime=runtime,
         )
         _run(Gateway(settings).serve())
     except HookgateError as exc:

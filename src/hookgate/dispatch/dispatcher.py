@@ -36,10 +36,14 @@ STORE_BACKOFF = 1.0
 def _outbound(delivery: Delivery, flow: Flow) -> Outbound:
     headers = delivery_headers(delivery)
     if flow.spec.delivery == "envelope":
-        keep = [(k, v) for k, v in headers if k.startswith(("x-hookgate-", "idempotency-key",
-                                                             "x-request-id"))]
+        keep = [
+            (k, v)
+            for k, v in headers
+            if k.startswith(("x-hookgate-", "idempotency-key", "x-request-id"))
+        ]
         return Outbound(
-            method="POST", target="/",
+            method="POST",
+            target="/",
             headers=[*keep, ("content-type", "application/json")],
             body=msgspec.json.encode(envelope(delivery, flow_name=flow.name)),
         )
@@ -54,17 +58,29 @@ class FlowDispatcher:
         self.owner = owner
         self.flow = flow
         self.wake = asyncio.Event()
-        self.due_at: float | None = time.time()
+        self.pending = True
+        self.timer: float | None = None
         self.inflight: dict[Endpoint, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle_since = time.monotonic()
         self.wanted = 0
+        self.generation = 0
         self.task = asyncio.create_task(self._run(), name=f"dispatch-{flow.name}")
 
     def notify(self, at: float | None = None) -> None:
-        at = time.time() if at is None else at
-        self.due_at = at if self.due_at is None else min(self.due_at, at)
+        """Work is due now (``at`` None or past) or at ``at`` (a retry's backoff)."""
+        self.generation += 1
+        if at is None or at <= time.time():
+            self.pending = True
+        else:
+            self.timer = at if self.timer is None else min(self.timer, at)
         self.wake.set()
+
+    def _due(self) -> bool:
+        if self.timer is not None and self.timer <= time.time():
+            self.timer = None
+            self.pending = True
+        return self.pending
 
     @property
     def busy(self) -> int:
@@ -76,7 +92,7 @@ class FlowDispatcher:
             self.wake.clear()
             now = time.time()
             spec = self.flow.spec
-            due = self.due_at is not None and self.due_at <= now
+            due = self._due()
             endpoints = runtime.endpoints(self.flow.id)
             capacity = sum(e.capacity for e in endpoints)
             free = capacity - self.busy
@@ -86,7 +102,7 @@ class FlowDispatcher:
                 await self._want(max(self.wanted, 1))
             elif due and free <= 0 and self.wanted < spec.max_workers:
                 await self._want(min(spec.max_workers, len(endpoints) + 1))
-            if self.busy or (self.due_at is not None and self.due_at <= time.time()):
+            if self.busy or self.pending:
                 self.idle_since = time.monotonic()
             elif self.wanted and time.monotonic() - self.idle_since >= spec.idle_timeout:
                 await self._want(0)
@@ -94,12 +110,12 @@ class FlowDispatcher:
 
     async def _sleep(self) -> None:
         timeout = RESYNC
-        if self.due_at is not None:
-            timeout = min(timeout, max(0.0, self.due_at - time.time()))
+        if self.timer is not None:
+            timeout = min(timeout, max(0.0, self.timer - time.time()))
         if self.wanted and not self.busy:
             remaining = self.flow.spec.idle_timeout - (time.monotonic() - self.idle_since)
             timeout = min(timeout, max(0.01, remaining))
-        if self.due_at is not None and self.due_at <= time.time() and not self.wake.is_set():
+        if self.pending and not self.wake.is_set():
             timeout = min(timeout, 0.05 if self.owner.runtime.endpoints(self.flow.id) else 0.005)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
@@ -112,16 +128,18 @@ class FlowDispatcher:
 
     async def _lease(self, endpoints: list[Endpoint], free: int, now: float) -> None:
         spec = self.flow.spec
+        generation = self.generation
         try:
             batch = await self.owner.store.lease(
                 self.flow.id, limit=free, lease_for=spec.timeout + LEASE_MARGIN, now=now
             )
         except StoreError as exc:
             log.warning("lease failed", flow=self.flow.name, error=str(exc))
-            self.due_at = time.time() + STORE_BACKOFF
+            self.pending = False
+            self.notify(time.time() + STORE_BACKOFF)
             return
-        if len(batch) < free:
-            self.due_at = None
+        if len(batch) < free and generation == self.generation:
+            self.pending = False
         elif self.wanted < spec.max_workers and len(endpoints) >= self.wanted:
             await self._want(min(spec.max_workers, len(endpoints) + 1))
         for delivery in batch:
@@ -148,8 +166,11 @@ class FlowDispatcher:
     async def _record(self, delivery: Delivery, reply: Reply, started: float, took: float) -> None:
         spec = self.flow.spec
         attempt = Attempt(
-            number=delivery.attempts, started_at=started, duration_ms=round(took * 1000, 3),
-            status_code=reply.status, error=reply.error,
+            number=delivery.attempts,
+            started_at=started,
+            duration_ms=round(took * 1000, 3),
+            status_code=reply.status,
+            error=reply.error,
             response=reply.head.decode("utf-8", errors="replace"),
         )
         outcome = verdict(reply.status, attempt=delivery.attempts, policy=spec.retry)
@@ -161,22 +182,39 @@ class FlowDispatcher:
                 await store.complete(delivery, attempt)
             elif outcome is Verdict.DEAD:
                 await store.bury(delivery, attempt)
-                log.warning("delivery dead", flow=self.flow.name, delivery=delivery.id,
-                            attempt=delivery.attempts, status=reply.status, error=reply.error)
+                log.warning(
+                    "delivery dead",
+                    flow=self.flow.name,
+                    delivery=delivery.id,
+                    attempt=delivery.attempts,
+                    status=reply.status,
+                    error=reply.error,
+                )
             else:
                 now = time.time()
                 delay = next_delay(
-                    attempt=delivery.attempts, policy=spec.retry,
+                    attempt=delivery.attempts,
+                    policy=spec.retry,
                     retry_after=parse_retry_after(reply.header("retry-after"), now=now),
                 )
                 await store.retry(delivery, attempt, next_at=now + delay)
                 self.notify(now + delay)
-                log.info("delivery retry", flow=self.flow.name, delivery=delivery.id,
-                         attempt=delivery.attempts, status=reply.status, error=reply.error,
-                         retry_in=round(delay, 3))
+                log.info(
+                    "delivery retry",
+                    flow=self.flow.name,
+                    delivery=delivery.id,
+                    attempt=delivery.attempts,
+                    status=reply.status,
+                    error=reply.error,
+                    retry_in=round(delay, 3),
+                )
         except StoreError as exc:
-            log.error("cannot record delivery outcome; the lease will expire and it is retried",
-                      flow=self.flow.name, delivery=delivery.id, error=str(exc))
+            log.error(
+                "cannot record delivery outcome; the lease will expire and it is retried",
+                flow=self.flow.name,
+                delivery=delivery.id,
+                error=str(exc),
+            )
 
     async def stop(self, *, grace: float) -> None:
         self.task.cancel()
@@ -190,8 +228,13 @@ class FlowDispatcher:
 
 class Dispatcher:
     def __init__(
-        self, *, registry: FlowRegistry, store: Store, runtime: Runtime,
-        transport: WorkerTransport, metrics: Metrics,
+        self,
+        *,
+        registry: FlowRegistry,
+        store: Store,
+        runtime: Runtime,
+        transport: WorkerTransport,
+        metrics: Metrics,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -204,11 +247,11 @@ class Dispatcher:
         for flow in self.registry.flows():
             await self.flow_changed(flow.id)
 
-    def notify(self, flow_id: str) -> None:
-        """Work was queued for the flow (called by the ingress after the commit)."""
+    def notify(self, flow_id: str, at: float | None = None) -> None:
+        """Work is due for the flow at ``at`` (default now), e.g. the ingress committed some."""
         dispatcher = self.flows.get(flow_id)
         if dispatcher is not None:
-            dispatcher.notify()
+            dispatcher.notify(at)
 
     def inflight(self, endpoint: Endpoint) -> int:
         return sum(d.inflight.get(endpoint, 0) for d in self.flows.values())

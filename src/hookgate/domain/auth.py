@@ -116,16 +116,19 @@ class HmacAuth(_Signed, tag="hmac"):
         _check_header(self.header, "header")
         fields = {field for _, field in signed_parts(self.signed)}
         # A signature that leaves out the body, or a timestamp that is checked but not
-        # signed, would let a captured request be altered or replayed: refuse both.
+        # signed, would let a captured request be altered or replayed: refuse both. An id
+        # may go unsigned: it then only serves deduplication, as GitHub's does.
         if "body" not in fields:
             raise ValueError("signed must contain {body}, else the body could be altered")
+        if ("timestamp" in fields) != (self.timestamp_header is not None):
+            raise ValueError(
+                "{timestamp} in signed and timestamp_header go together: give both or neither"
+            )
+        if "id" in fields and self.id_header is None:
+            raise ValueError("{id} in signed needs id_header")
         for field, header in (("timestamp", self.timestamp_header), ("id", self.id_header)):
             if header is not None:
                 _check_header(header, f"{field}_header")
-            if (field in fields) != (header is not None):
-                raise ValueError(
-                    f"{{{field}}} in signed and {field}_header go together: give both or neither"
-                )
 
 
 class OihAuth(_Signed, tag="oih"):

@@ -29,7 +29,10 @@ def verdict(status_code: int | None, *, attempt: int, policy: RetryPolicy) -> Ve
 
 
 def next_delay(
-    *, attempt: int, policy: RetryPolicy, retry_after: float | None = None,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float:
     """Full-jitter exponential backoff, at least ``Retry-After`` when the worker gave one."""

@@ -12,31 +12,56 @@ from typing import Any
 
 from hookgate.domain.deliveries import Delivery
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "expect",
-})
-ADDED = frozenset({
-    "x-request-id", "x-hookgate-flow", "x-hookgate-delivery", "x-hookgate-attempt",
-    "idempotency-key", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
+ADDED = frozenset(
+    {
+        "x-request-id",
+        "x-hookgate-flow",
+        "x-hookgate-delivery",
+        "x-hookgate-attempt",
+        "idempotency-key",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+    }
+)
 
 
 def forward_headers(
-    headers: Iterable[tuple[str, str]], *, request_id: str, flow_id: str, client: str,
+    headers: Iterable[tuple[str, str]],
+    *,
+    request_id: str,
+    flow_id: str,
+    client: str,
     proto: str = "http",
 ) -> list[tuple[str, str]]:
     """The caller's headers (hop-by-hop and ``Connection``-named ones removed) plus ours."""
     pairs = list(headers)
     named = {
         token.strip().lower()
-        for name, value in pairs if name.lower() == "connection"
+        for name, value in pairs
+        if name.lower() == "connection"
         for token in value.split(",")
     }
     host = next((v for k, v in pairs if k.lower() == "host"), "")
     prior = next((v for k, v in pairs if k.lower() == "x-forwarded-for"), "")
     kept = [
-        (k, v) for k, v in pairs
+        (k, v)
+        for k, v in pairs
         if (low := k.lower()) not in HOP_BY_HOP and low not in named and low not in ADDED
     ]
     kept += [
@@ -51,8 +76,12 @@ def forward_headers(
 
 def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
     return [
-        *forward_headers(delivery.headers, request_id=delivery.request_id,
-                         flow_id=delivery.flow_id, client=delivery.source),
+        *forward_headers(
+            delivery.headers,
+            request_id=delivery.request_id,
+            flow_id=delivery.flow_id,
+            client=delivery.source,
+        ),
         ("x-hookgate-delivery", delivery.id),
         ("x-hookgate-attempt", str(delivery.attempts)),
         ("idempotency-key", delivery.idempotency_key),
@@ -61,9 +90,12 @@ def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
 
 def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
     """The Open Integration Hub message shape (``delivery: envelope``)."""
-    content_type = next(
-        (v for k, v in delivery.headers if k.lower() == "content-type"), ""
-    ).split(";")[0].strip().lower()
+    content_type = (
+        next((v for k, v in delivery.headers if k.lower() == "content-type"), "")
+        .split(";")[0]
+        .strip()
+        .lower()
+    )
     query = dict(urllib.parse.parse_qsl(delivery.query, keep_blank_values=True))
     data: Any
     if delivery.method in ("GET", "HEAD") or not delivery.body:
@@ -86,7 +118,8 @@ def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
         "url": delivery.path + (f"?{delivery.query}" if delivery.query else ""),
         "pathSuffix": delivery.path,
         "params": query,
-        "metadata": {"source": {"name": flow_name, "type": "webhook",
-                                "externalExecId": delivery.request_id}},
+        "metadata": {
+            "source": {"name": flow_name, "type": "webhook", "externalExecId": delivery.request_id}
+        },
         "attachments": [],
     }

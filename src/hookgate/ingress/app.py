@@ -36,15 +36,27 @@ class Forwarder(Protocol):
     """The sync proxy, as the ingress sees it: answer the caller with the flow's answer."""
 
     async def forward(
-        self, flow: Flow, scope: Scope, receive: Receive, send: Send, *,
-        request_id: str, sub_path: str, body: bytes | None,
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        request_id: str,
+        sub_path: str,
+        body: bytes | None,
     ) -> int:
         """Send the worker's answer to ``send``; return the status code sent."""
 
 
 class Ingress:
     def __init__(
-        self, *, registry: FlowRegistry, store: Store, metrics: Metrics, guards: Guards,
+        self,
+        *,
+        registry: FlowRegistry,
+        store: Store,
+        metrics: Metrics,
+        guards: Guards,
         forwarder: Forwarder | None = None,
         on_accepted: Callable[[str], None] = lambda _flow_id: None,
         ready: Callable[[], bool] = lambda: True,
@@ -67,7 +79,9 @@ class Ingress:
             await _respond(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
             ok = self.ready()
-            await _respond(send, 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}')
+            await _respond(
+                send, 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}'
+            )
         else:
             await _error(send, 404, "not found", new_id())
 
@@ -90,8 +104,14 @@ class Ingress:
         )
 
     async def _flow(
-        self, flow: Flow, scope: Scope, receive: Receive, send: Send,
-        request_id: str, sub_path: str, address: str,
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        sub_path: str,
+        address: str,
     ) -> int:
         spec = flow.spec
         method: str = scope["method"]
@@ -104,7 +124,9 @@ class Ingress:
         wait = guard.rate_limited()
         if wait is not None:
             retry_after = str(max(1, round(wait + 0.5))).encode()
-            await _error(send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)])
+            await _error(
+                send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)]
+            )
             return 429
         declared = _content_length(headers)
         if declared is not None and declared > spec.max_body:
@@ -142,17 +164,29 @@ class Ingress:
         return await self._accept(flow, scope, send, request_id, sub_path, body, address, guard)
 
     async def _accept(
-        self, flow: Flow, scope: Scope, send: Send, request_id: str, sub_path: str,
-        body: bytes, address: str, guard: Any,
+        self,
+        flow: Flow,
+        scope: Scope,
+        send: Send,
+        request_id: str,
+        sub_path: str,
+        body: bytes,
+        address: str,
+        guard: Any,
     ) -> int:
         now = time.time()
         delivery_id = new_id()
         request = Request(
-            id=delivery_id, request_id=request_id or delivery_id, flow_id=flow.id,
-            method=scope["method"], path=sub_path,
+            id=delivery_id,
+            request_id=request_id or delivery_id,
+            flow_id=flow.id,
+            method=scope["method"],
+            path=sub_path,
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
-            body=body, source=address, received_at=now,
+            body=body,
+            source=address,
+            received_at=now,
         )
         key = guard.dedupe_key(scope["headers"], body)
         try:
@@ -160,19 +194,26 @@ class Ingress:
                 request, dedupe_key=key, dedupe_until=now + flow.spec.dedupe_window
             )
         except StoreFull:
-            await _error(send, 503, "queue full, retry later", request.request_id,
-                         [(b"retry-after", b"5")])
+            await _error(
+                send, 503, "queue full, retry later", request.request_id, [(b"retry-after", b"5")]
+            )
             return 503
         except StoreError:
-            await _error(send, 503, "cannot store the request now, retry later",
-                         request.request_id, [(b"retry-after", RETRY_AFTER_STORE)])
+            await _error(
+                send,
+                503,
+                "cannot store the request now, retry later",
+                request.request_id,
+                [(b"retry-after", RETRY_AFTER_STORE)],
+            )
             return 503
         except asyncio.CancelledError:
             raise
         if not accepted.duplicate:
             self.on_accepted(flow.id)
         await _respond(
-            send, 202,
+            send,
+            202,
             b'{"requestId":' + _encode(accepted.request_id) + b',"status":"accepted"}',
             [(b"x-request-id", accepted.request_id.encode())],
         )
@@ -227,18 +268,28 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 async def _respond(
-    send: Send, status: int, body: bytes,
-    headers: list[tuple[bytes, bytes]] | None = None, *, head: bool = False,
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    head: bool = False,
 ) -> None:
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+        }
+    )
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def _error(
-    send: Send, status: int, message: str, request_id: str,
+    send: Send,
+    status: int,
+    message: str,
+    request_id: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Every error body is ``{"error": ..., "requestId": ...}`` (design §3)."""

@@ -53,9 +53,13 @@ class FlowGuard:
         if not self.enabled:
             return None
         rejection = self.auth.check(
-            method=scope["method"], path=scope["path"],
-            query=scope.get("query_string", b"").decode("latin-1"), headers=scope["headers"],
-            body=body, client=address or None, now=time.time(),
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=scope["headers"],
+            body=body,
+            client=address or None,
+            now=time.time(),
         )
         return None if rejection is None else f"{rejection.scheme}:{rejection.reason}"
 

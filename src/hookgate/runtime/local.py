@@ -9,8 +9,10 @@ ones drained and stopped), and stop surplus ones with SIGTERM, then SIGKILL afte
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import time
@@ -29,6 +31,9 @@ STOP_GRACE = 5.0
 RESTART_BACKOFF = (0.5, 30.0)
 STABLE_AFTER = 30.0
 POLL = 0.005
+# Workers die with the gateway, even on kill -9 (Linux parent-death signal via util-linux).
+SETPRIV = shutil.which("setpriv")
+ORPHAN_GUARD = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 
 def free_port() -> int:
@@ -51,6 +56,7 @@ class Worker:
         self.started_at = time.monotonic()
         self.endpoint = Endpoint("127.0.0.1", port, flow.spec.concurrency)
         self.logs: list[asyncio.Task[None]] = []
+        self.tail: collections.deque[str] = collections.deque(maxlen=3)
 
     @property
     def alive(self) -> bool:
@@ -71,7 +77,10 @@ class _Flow:
 
 class LocalRuntime:
     def __init__(
-        self, *, pid_file: Path | None = None, start_timeout: float = START_TIMEOUT,
+        self,
+        *,
+        pid_file: Path | None = None,
+        start_timeout: float = START_TIMEOUT,
         stop_grace: float = STOP_GRACE,
     ) -> None:
         self.pid_file = pid_file
@@ -144,7 +153,7 @@ class LocalRuntime:
         if missing > 0 and time.monotonic() >= state.not_before:
             await asyncio.gather(*(self._start(state) for _ in range(missing)))
             current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
-        surplus = current[state.desired:] if len(current) > state.desired else []
+        surplus = current[state.desired :] if len(current) > state.desired else []
         if sum(w.ready for w in current) >= state.desired or state.desired == 0:
             surplus += outdated
         if surplus:
@@ -176,8 +185,13 @@ class LocalRuntime:
         state.status.last_error = None
         self._report(state)
         self.on_ready(flow.id, time.monotonic() - started)
-        log.info("worker ready", flow=flow.name, pid=worker.process.pid, port=worker.port,
-                 seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "worker ready",
+            flow=flow.name,
+            pid=worker.process.pid,
+            port=worker.port,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _failed(self, state: _Flow, reason: str) -> None:
         state.failures += 1
@@ -189,8 +203,10 @@ class LocalRuntime:
 
     async def _exited(self, state: _Flow, worker: Worker) -> None:
         code = worker.process.returncode
-        reason = f"exited with code {code}" if code is not None and code >= 0 else (
-            f"killed by signal {-(code or 0)}"
+        reason = (
+            f"exited with code {code}"
+            if code is not None and code >= 0
+            else (f"killed by signal {-(code or 0)}")
         )
         await asyncio.gather(*worker.logs, return_exceptions=True)
         self._write_pids()
@@ -206,13 +222,24 @@ class LocalRuntime:
         command = flow.spec.worker.command
         if not command:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
+        if shutil.which(command[0]) is None:
+            raise WorkerStartFailed(f"cannot start {command[0]!r}: no such executable")
         port = free_port()
-        env = {**os.environ, **flow.spec.worker.env, "PORT": str(port),
-               "HOOKGATE_FLOW_ID": flow.id, "HOOKGATE_MODE": flow.mode.value}
+        env = {
+            **os.environ,
+            **flow.spec.worker.env,
+            "PORT": str(port),
+            "HOOKGATE_FLOW_ID": flow.id,
+            "HOOKGATE_MODE": flow.mode.value,
+        }
         try:
             process = await asyncio.create_subprocess_exec(
-                *command, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *ORPHAN_GUARD,
+                *command,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -232,16 +259,25 @@ class LocalRuntime:
                 continue
             if not line:
                 return
-            log.info("worker output", flow=flow.name, worker=worker.process.pid, stream=name,
-                     line=line.decode(errors="replace").rstrip())
+            worker.tail.append(line.decode(errors="replace").rstrip())
+            log.info(
+                "worker output",
+                flow=flow.name,
+                worker=worker.process.pid,
+                stream=name,
+                line=line.decode(errors="replace").rstrip(),
+            )
 
     async def _wait_ready(self, worker: Worker) -> None:
         deadline = time.monotonic() + self.start_timeout
         path = worker.spec.worker.readiness_path
         while time.monotonic() < deadline:
             if not worker.alive:
+                await asyncio.gather(*worker.logs, return_exceptions=True)
+                said = f": {worker.tail[-1]}" if worker.tail else ""
                 raise WorkerStartFailed(
                     f"worker exited with code {worker.process.returncode} before it was ready"
+                    + said
                 )
             if await _probe(worker.port, path):
                 return
@@ -311,7 +347,9 @@ async def _probe(port: int, path: str | None) -> bool:
     try:
         if path is None:
             return True
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+        )
         status_line = await asyncio.wait_for(reader.readline(), 2.0)
         parts = status_line.split()
         return len(parts) >= 2 and parts[1].startswith(b"2")

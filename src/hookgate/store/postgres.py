@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -74,14 +74,37 @@ _LEASE = sql.SQL(
     "  lease_until = %(until)s, updated_at = %(now)s"
     " FROM pick WHERE d.seq = pick.seq RETURNING {}"
 ).format(sql.SQL(_qualified("d", _FULL)))
+# One statement (one round trip, its own transaction): the guarded move, its attempt, and
+# for a retry the wake-up of every dispatcher.
+_FINISH = (
+    "WITH moved AS (UPDATE deliveries SET state = %(to)s,"
+    "  next_at = coalesce(%(next_at)s, next_at), lease_until = NULL,"
+    "  last_error = %(error)s, updated_at = %(now)s"
+    "  WHERE id = %(id)s AND state = 1 AND attempts = %(token)s RETURNING id, flow_id),"
+    " tried AS (INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
+    "  status_code, error, response)"
+    "  SELECT id, %(number)s, %(started)s, %(ms)s, %(status)s, %(aerr)s, %(resp)s FROM moved)"
+    " SELECT CASE WHEN %(notify)s THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
+)
 _NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
 
 
 def _summary(row: Sequence[Any]) -> Delivery:
     return Delivery(
-        id=row[0], request_id=row[1], flow_id=row[2], state=State(row[3]), attempts=row[4],
-        next_at=row[5], received_at=row[6], lease_until=row[7], last_error=row[8],
-        updated_at=row[9], method=row[10], path=row[11], query=row[12], source=row[13],
+        id=row[0],
+        request_id=row[1],
+        flow_id=row[2],
+        state=State(row[3]),
+        attempts=row[4],
+        next_at=row[5],
+        received_at=row[6],
+        lease_until=row[7],
+        last_error=row[8],
+        updated_at=row[9],
+        method=row[10],
+        path=row[11],
+        query=row[12],
+        source=row[13],
     )
 
 
@@ -94,9 +117,18 @@ def _full(row: Sequence[Any]) -> Delivery:
 
 def _row(request: Request) -> tuple[Any, ...]:
     return (
-        request.id, request.request_id, request.flow_id, request.received_at,
-        request.received_at, request.received_at, request.method, request.path, request.query,
-        msgspec.json.encode(request.headers), request.body, request.source,
+        request.id,
+        request.request_id,
+        request.flow_id,
+        request.received_at,
+        request.received_at,
+        request.received_at,
+        request.method,
+        request.path,
+        request.query,
+        msgspec.json.encode(request.headers),
+        request.body,
+        request.source,
     )
 
 
@@ -144,16 +176,22 @@ class PostgresStore:
         async with await self._connect() as conn:
             await self._migrate(conn)
         self._pool = AsyncConnectionPool(
-            self._conninfo, min_size=min(2, self.pool_size), max_size=self.pool_size,
-            kwargs={"autocommit": True}, open=False, name="hookgate",
+            self._conninfo,
+            min_size=min(2, self.pool_size),
+            max_size=self.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="hookgate",
         )
         try:
             await self._pool.open(wait=True, timeout=self.connect_timeout)
-        except PoolTimeout:
-            await self._pool.close()
-            self._pool = None
+            await self._recount()
+        except (PoolTimeout, StoreError) as exc:
+            pool, self._pool = self._pool, None
+            await pool.close()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreUnavailable(self._unreachable("no connection")) from None
-        await self._recount()
         self._tasks = [asyncio.create_task(self._ingest()), asyncio.create_task(self._recounter())]
 
     async def close(self) -> None:
@@ -184,7 +222,7 @@ class PostgresStore:
             raise StoreUnavailable(self._unreachable(exc)) from None
 
     def _unreachable(self, exc: object) -> str:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         return f"cannot reach PostgreSQL at {self.where}: {reason}"
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -262,10 +300,12 @@ class PostgresStore:
                 for item in batch:
                     await self._commit([item])
                 return
-            results = [
-                exc if isinstance(exc, StoreError)
-                else StoreError(f"PostgreSQL {self.where} could not store the request: {exc}")
-            ]
+            message = (
+                str(exc)
+                if isinstance(exc, StoreError)
+                else (f"PostgreSQL {self.where} refused the request: {exc}")
+            )
+            results = [StoreUnavailable(message)]
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue
@@ -304,8 +344,14 @@ class PostgresStore:
             " DO UPDATE SET request_id = excluded.request_id,"
             " delivery_id = excluded.delivery_id, expires_at = excluded.expires_at"
             " WHERE d.expires_at <= %s RETURNING 1",
-            [request.flow_id, item.key, request.request_id, request.id, item.until,
-             request.received_at],
+            [
+                request.flow_id,
+                item.key,
+                request.request_id,
+                request.id,
+                item.until,
+                request.received_at,
+            ],
         )
         if await cur.fetchone() is None:
             cur = await conn.execute(
@@ -345,8 +391,14 @@ class PostgresStore:
                 await conn.execute(
                     "INSERT INTO flows (id, name, spec, status, created_at, updated_at)"
                     " VALUES (%s, %s, %s::jsonb, %s, %s, %s)",
-                    [flow.id, flow.name, encode(flow.spec).decode(), flow.status.value,
-                     flow.created_at, flow.updated_at],
+                    [
+                        flow.id,
+                        flow.name,
+                        encode(flow.spec).decode(),
+                        flow.status.value,
+                        flow.created_at,
+                        flow.updated_at,
+                    ],
                 )
             except psycopg.errors.UniqueViolation:
                 raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
@@ -358,8 +410,13 @@ class PostgresStore:
                 cur = await conn.execute(
                     "UPDATE flows SET name = %s, spec = %s::jsonb, status = %s, updated_at = %s"
                     " WHERE id = %s",
-                    [flow.name, encode(flow.spec).decode(), flow.status.value, flow.updated_at,
-                     flow.id],
+                    [
+                        flow.name,
+                        encode(flow.spec).decode(),
+                        flow.status.value,
+                        flow.updated_at,
+                        flow.id,
+                    ],
                 )
             except psycopg.errors.UniqueViolation:
                 raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
@@ -390,8 +447,13 @@ class PostgresStore:
                 "SELECT id, spec::text, status, created_at, updated_at FROM flows ORDER BY name"
             )
             return [
-                Flow(id=r[0], spec=_spec_decoder.decode(r[1]), status=Status(r[2]),
-                     created_at=r[3], updated_at=r[4])
+                Flow(
+                    id=r[0],
+                    spec=_spec_decoder.decode(r[1]),
+                    status=Status(r[2]),
+                    created_at=r[3],
+                    updated_at=r[4],
+                )
                 for r in await cur.fetchall()
             ]
 
@@ -399,13 +461,13 @@ class PostgresStore:
     async def enqueue(
         self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
     ) -> Accepted:
+        if not self._tasks or self._closing:
+            raise StoreUnavailable("the store is not open")
         size = len(request.body)
         if self.queued_bytes + size > self.max_queued_bytes:
             raise StoreFull(
                 f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
             )
-        if not self._tasks or self._closing:
-            raise StoreUnavailable("the store is not open")
         item = _Pending(request, dedupe_key, dedupe_until)
         self._pending.put_nowait(item)
         result = await item.future
@@ -427,28 +489,26 @@ class PostgresStore:
     async def _finish(
         self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
     ) -> bool:
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn:
             cur = await conn.execute(
-                "WITH moved AS (UPDATE deliveries SET state = %(to)s,"
-                "  next_at = coalesce(%(next_at)s, next_at), lease_until = NULL,"
-                "  last_error = %(error)s, updated_at = %(now)s"
-                "  WHERE id = %(id)s AND state = 1 AND attempts = %(token)s RETURNING id)"
-                " INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
-                "  status_code, error, response)"
-                " SELECT id, %(number)s, %(started)s, %(ms)s, %(status)s, %(aerr)s, %(resp)s"
-                " FROM moved RETURNING 1",
+                _FINISH,
                 {
-                    "to": int(to), "next_at": next_at, "error": _describe(attempt),
+                    "to": int(to),
+                    "next_at": next_at,
+                    "error": _describe(attempt),
                     "now": attempt.started_at + attempt.duration_ms / 1000,
-                    "id": delivery.id, "token": delivery.attempts, "number": attempt.number,
-                    "started": attempt.started_at, "ms": attempt.duration_ms,
-                    "status": attempt.status_code, "aerr": attempt.error,
+                    "id": delivery.id,
+                    "token": delivery.attempts,
+                    "number": attempt.number,
+                    "started": attempt.started_at,
+                    "ms": attempt.duration_ms,
+                    "status": attempt.status_code,
+                    "aerr": attempt.error,
                     "resp": attempt.response,
+                    "notify": to is State.QUEUED,
                 },
             )
             moved = await cur.fetchone() is not None
-            if moved and to is State.QUEUED:
-                await conn.execute(_NOTIFY_QUEUE, [[delivery.flow_id]])
         return moved
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
@@ -521,12 +581,19 @@ class PostgresStore:
         async with self._conn() as conn:
             cur = await conn.execute(
                 "SELECT number, started_at, duration_ms, status_code, error, response"
-                " FROM attempts WHERE delivery_id = %s ORDER BY seq", [delivery_id],
+                " FROM attempts WHERE delivery_id = %s ORDER BY seq",
+                [delivery_id],
             )
             rows = await cur.fetchall()
         return [
-            Attempt(number=r[0], started_at=r[1], duration_ms=r[2], status_code=r[3],
-                    error=r[4], response=r[5])
+            Attempt(
+                number=r[0],
+                started_at=r[1],
+                duration_ms=r[2],
+                status_code=r[3],
+                error=r[4],
+                response=r[5],
+            )
             for r in rows
         ]
 
@@ -574,12 +641,12 @@ class PostgresStore:
         return int(row[0]) if row else 0
 
     # events ------------------------------------------------------------------------------
-    async def watch(self) -> AsyncIterator[tuple[str, str]]:
+    async def watch(self) -> AsyncGenerator[tuple[str, str], None]:
         """``("flow", id)`` when any gateway changed a flow, ``("queue", id)`` when work arrived.
 
         The first event is ``("listening", "")``: from then on nothing is missed, so that is the
         moment to reload caches. Ends when the store closes; raises ``StoreUnavailable`` when the
-        connection is lost (events may have been missed: watch again, which reloads).
+        connection is lost: events may have been missed, so watch again and reload on "listening".
         """
         async with await self._connect() as conn:
             try:

@@ -50,9 +50,20 @@ _FULL = _SUMMARY + ", headers, body"
 
 def _summary(row: Sequence[Any]) -> Delivery:
     return Delivery(
-        id=row[0], request_id=row[1], flow_id=row[2], state=State(row[3]), attempts=row[4],
-        next_at=row[5], received_at=row[6], lease_until=row[7], last_error=row[8],
-        updated_at=row[9], method=row[10], path=row[11], query=row[12], source=row[13],
+        id=row[0],
+        request_id=row[1],
+        flow_id=row[2],
+        state=State(row[3]),
+        attempts=row[4],
+        next_at=row[5],
+        received_at=row[6],
+        lease_until=row[7],
+        last_error=row[8],
+        updated_at=row[9],
+        method=row[10],
+        path=row[11],
+        query=row[12],
+        source=row[13],
     )
 
 
@@ -65,8 +76,11 @@ def _full(row: Sequence[Any]) -> Delivery:
 
 def _flow(row: Sequence[Any]) -> Flow:
     return Flow(
-        id=row[0], spec=_spec_decoder.decode(row[1]), status=Status(row[2]),
-        created_at=row[3], updated_at=row[4],
+        id=row[0],
+        spec=_spec_decoder.decode(row[1]),
+        status=Status(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
     )
 
 
@@ -100,9 +114,18 @@ _INSERT = (
 
 def _row(request: Request) -> tuple[Any, ...]:
     return (
-        request.id, request.request_id, request.flow_id, request.received_at,
-        request.received_at, request.received_at, request.method, request.path, request.query,
-        msgspec.json.encode(request.headers), request.body, request.source,
+        request.id,
+        request.request_id,
+        request.flow_id,
+        request.received_at,
+        request.received_at,
+        request.received_at,
+        request.method,
+        request.path,
+        request.query,
+        msgspec.json.encode(request.headers),
+        request.body,
+        request.source,
     )
 
 
@@ -261,8 +284,14 @@ class SQLiteStore:
                 conn.execute(
                     "INSERT INTO flows (id, name, spec, status, created_at, updated_at)"
                     " VALUES (?,?,?,?,?,?)",
-                    (flow.id, flow.name, encode(flow.spec), flow.status.value,
-                     flow.created_at, flow.updated_at),
+                    (
+                        flow.id,
+                        flow.name,
+                        encode(flow.spec),
+                        flow.status.value,
+                        flow.created_at,
+                        flow.updated_at,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
@@ -289,11 +318,13 @@ class SQLiteStore:
                 raise FlowNotFound(f"no flow with id {flow_id}")
             freed = conn.execute(
                 "SELECT coalesce(sum(length(body)), 0) FROM deliveries"
-                " WHERE flow_id = ? AND state IN (0, 1)", (flow_id,),
+                " WHERE flow_id = ? AND state IN (0, 1)",
+                (flow_id,),
             ).fetchone()[0]
             conn.execute(
                 "DELETE FROM attempts WHERE delivery_id IN"
-                " (SELECT id FROM deliveries WHERE flow_id = ?)", (flow_id,),
+                " (SELECT id FROM deliveries WHERE flow_id = ?)",
+                (flow_id,),
             )
             conn.execute("DELETE FROM deliveries WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM dedupe WHERE flow_id = ?", (flow_id,))
@@ -387,8 +418,15 @@ class SQLiteStore:
                 return False
             conn.execute(
                 "INSERT INTO attempts VALUES (?,?,?,?,?,?,?)",
-                (delivery.id, attempt.number, attempt.started_at, attempt.duration_ms,
-                 attempt.status_code, attempt.error, attempt.response),
+                (
+                    delivery.id,
+                    attempt.number,
+                    attempt.started_at,
+                    attempt.duration_ms,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.response,
+                ),
             )
             return True
 
@@ -463,11 +501,18 @@ class SQLiteStore:
         def run(conn: sqlite3.Connection) -> list[Attempt]:
             rows = conn.execute(
                 "SELECT number, started_at, duration_ms, status_code, error, response"
-                " FROM attempts WHERE delivery_id = ? ORDER BY rowid", (delivery_id,),
+                " FROM attempts WHERE delivery_id = ? ORDER BY rowid",
+                (delivery_id,),
             )
             return [
-                Attempt(number=r[0], started_at=r[1], duration_ms=r[2], status_code=r[3],
-                        error=r[4], response=r[5])
+                Attempt(
+                    number=r[0],
+                    started_at=r[1],
+                    duration_ms=r[2],
+                    status_code=r[3],
+                    error=r[4],
+                    response=r[5],
+                )
                 for r in rows
             ]
 
@@ -483,8 +528,8 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(
-                f"SELECT seq, {_SUMMARY} FROM deliveries WHERE {clause}"
-                f" ORDER BY seq DESC LIMIT ?", [*params, limit + 1],
+                f"SELECT seq, {_SUMMARY} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT ?",
+                [*params, limit + 1],
             ).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
@@ -509,9 +554,11 @@ class SQLiteStore:
     async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
         def run(conn: sqlite3.Connection) -> int:
             ids = [
-                row[0] for row in conn.execute(
+                row[0]
+                for row in conn.execute(
                     "SELECT id FROM deliveries WHERE flow_id = ? AND state = 2 AND updated_at < ?"
-                    " LIMIT ?", (flow_id, done_before, limit),
+                    " LIMIT ?",
+                    (flow_id, done_before, limit),
                 )
             ]
             marks = ",".join("?" * len(ids))
@@ -526,7 +573,8 @@ class SQLiteStore:
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
-    clauses, params = ["1"], []
+    clauses: list[str] = ["1"]
+    params: list[Any] = []
     if where.flow_id is not None:
         clauses.append("flow_id = ?")
         params.append(where.flow_id)

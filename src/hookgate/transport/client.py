@@ -18,7 +18,8 @@ class AiohttpTransport:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, use_dns_cache=True),
-                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             )
         return self._session
@@ -29,13 +30,19 @@ class AiohttpTransport:
         url = endpoint.base_url + request.target
         try:
             async with self._client().request(
-                request.method, url, headers=request.headers, data=request.body,
-                timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
+                request.method,
+                url,
+                headers=request.headers,
+                data=request.body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
             ) as response:
                 body = await response.content.read(max(RESPONSE_HEAD, keep_body))
                 return Reply(
-                    status=response.status, headers=list(response.headers.items()),
-                    head=body[:RESPONSE_HEAD], body=body[:keep_body],
+                    status=response.status,
+                    headers=list(response.headers.items()),
+                    head=body[:RESPONSE_HEAD],
+                    body=body[:keep_body],
                 )
         except TimeoutError:
             return Reply(status=None, error=f"no answer within {timeout:g}s")

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("target", metavar="MODULE:ATTR", help="e.g. orders:handle or app:app")
     parser.add_argument("--port", type=int, help="default: $PORT")
-    parser.add_argument("--host", help="default: $HOST, else 127.0.0.1")
+    parser.add_argument("--host", help="default: $HOST, else 0.0.0.0 in Kubernetes, else 127.0.0.1")
     args = parser.parse_args(argv)
     try:
         serve(_load(args.target), port=args.port, host=args.host)

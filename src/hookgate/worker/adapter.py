@@ -49,11 +49,10 @@ class HandlerApp:
             body=await _body(receive),
         )
         if self._is_async:
-            result = await self.handler(request)  # type: ignore[misc]
+            result = await cast(Callable[[Request], Awaitable[Result]], self.handler)(request)
         else:
-            result = await asyncio.to_thread(self.handler, request)
-            if inspect.isawaitable(result):
-                result = await result
+            returned = await asyncio.to_thread(self.handler, request)
+            result = await returned if inspect.isawaitable(returned) else returned
         await _send(to_response(result), send)
 
 

@@ -29,14 +29,13 @@ def serve(
 ) -> None:
     """Serve an ASGI app or a ``handle(request)`` function until SIGTERM/SIGINT.
 
-    ``port`` defaults to ``$PORT``; ``host`` to ``$HOST``, else ``127.0.0.1``. In a container,
-    set ``HOST=0.0.0.0`` so the pod's port is reachable.
+    ``port`` defaults to ``$PORT``; ``host`` to :func:`resolve_host`.
     """
     app, is_handler = as_asgi(app_or_handler)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            host=host or os.environ.get("HOST") or "127.0.0.1",
+            host=host or resolve_host(),
             port=resolve_port(port),
             loop="uvloop",
             http="httptools",
@@ -48,6 +47,14 @@ def serve(
     )
     with _absorb_stop_signals(server):
         server.run()
+
+
+def resolve_host() -> str:
+    """``$HOST``; else all interfaces inside a Kubernetes pod, where the kubelet probes and the
+    Service reach the pod's own IP; else loopback, where only the local gateway calls."""
+    if host := os.environ.get("HOST"):
+        return host
+    return "0.0.0.0" if "KUBERNETES_SERVICE_HOST" in os.environ else "127.0.0.1"
 
 
 def resolve_port(port: int | None) -> int:

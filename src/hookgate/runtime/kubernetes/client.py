@@ -26,7 +26,11 @@ from hookgate.runtime.kubernetes.names import MANAGER
 Object = dict[str, Any]
 
 KINDS: dict[str, Any] = {
-    "Service": Service, "Deployment": Deployment, "Job": Job, "Pod": Pod, "Event": Event,
+    "Service": Service,
+    "Deployment": Deployment,
+    "Job": Job,
+    "Pod": Pod,
+    "Event": Event,
     "Lease": Lease,
 }
 MAX_IN_FLIGHT = 16
@@ -43,12 +47,14 @@ def connect(*, kubeconfig: str | None = None, namespace: str | None = None) -> A
 
 def kubeconfig_for(server: str) -> AsyncClient:
     """A client for an unauthenticated API server URL (an emulator, ``kubectl proxy``)."""
-    config = KubeConfig.from_dict({
-        "clusters": [{"name": "api", "cluster": {"server": server}}],
-        "users": [{"name": "anonymous", "user": {}}],
-        "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous"}}],
-        "current-context": "api",
-    })
+    config = KubeConfig.from_dict(
+        {
+            "clusters": [{"name": "api", "cluster": {"server": server}}],
+            "users": [{"name": "anonymous", "user": {}}],
+            "contexts": [{"name": "api", "context": {"cluster": "api", "user": "anonymous"}}],
+            "current-context": "api",
+        }
+    )
     return AsyncClient(config, field_manager=MANAGER)
 
 
@@ -63,58 +69,96 @@ class Kube:
     async def apply(self, obj: Object) -> Object:
         """Server-side apply (create or update) with Hookgate as the field manager."""
         kind, name = obj["kind"], obj["metadata"]["name"]
-        async with self._slots, _translated("apply", kind, name):
-            result = await self.client.patch(
-                KINDS[kind], name, obj, namespace=self.namespace, patch_type=PatchType.APPLY,
-                field_manager=MANAGER, force=True,
-            )
+        async with self._slots:
+            with _translated("apply", kind, name):
+                result = await self.client.patch(
+                    KINDS[kind],
+                    name,
+                    obj,
+                    namespace=self.namespace,
+                    patch_type=PatchType.APPLY,
+                    field_manager=MANAGER,
+                    force=True,
+                )
         return _plain(result)
 
     async def create(self, obj: Object) -> Object:
         kind, name = obj["kind"], obj["metadata"]["name"]
-        async with self._slots, _translated("create", kind, name):
-            result = await self.client.create(KINDS[kind].from_dict(obj), namespace=self.namespace)
+        async with self._slots:
+            with _translated("create", kind, name):
+                result = await self.client.create(KINDS[kind].from_dict(obj))
         return _plain(result)
 
     async def merge(self, kind: str, name: str, patch: Object) -> Object:
         """A JSON merge patch; a ``metadata.resourceVersion`` in it makes it conditional."""
-        async with self._slots, _translated("patch", kind, name):
-            result = await self.client.patch(
-                KINDS[kind], name, patch, namespace=self.namespace, patch_type=PatchType.MERGE,
-            )
+        async with self._slots:
+            with _translated("patch", kind, name):
+                result = await self.client.patch(
+                    KINDS[kind],
+                    name,
+                    patch,
+                    namespace=self.namespace,
+                    patch_type=PatchType.MERGE,
+                )
         return _plain(result)
 
     async def get(self, kind: str, name: str) -> Object | None:
-        async with self._slots, _translated("get", kind, name, missing_ok=True):
-            return _plain(await self.client.get(KINDS[kind], name, namespace=self.namespace))
-        return None
+        async with self._slots:
+            with _translated("get", kind, name):
+                try:
+                    found = await self.client.get(KINDS[kind], name, namespace=self.namespace)
+                except httpx2.HTTPStatusError as exc:
+                    if exc.response.status_code != 404:
+                        raise
+                    return None
+        return _plain(found)
 
     async def delete(self, kind: str, name: str) -> None:
         """Delete now, dependents (a Job's pods) in the background; gone already is fine."""
-        async with self._slots, _translated("delete", kind, name, missing_ok=True):
-            await self.client.delete(
-                KINDS[kind], name, namespace=self.namespace, cascade=CascadeType.BACKGROUND,
-            )
+        async with self._slots:
+            with _translated("delete", kind, name):
+                try:
+                    await self.client.delete(
+                        KINDS[kind],
+                        name,
+                        namespace=self.namespace,
+                        cascade=CascadeType.BACKGROUND,
+                    )
+                except httpx2.HTTPStatusError as exc:
+                    if exc.response.status_code != 404:
+                        raise
 
     async def list(
-        self, kind: str, *, labels: dict[str, str] | None = None,
+        self,
+        kind: str,
+        *,
+        labels: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
     ) -> list[Object]:
-        async with self._slots, _translated("list", kind, ""):
-            return [
-                _plain(obj) async for obj in self.client.list(
-                    KINDS[kind], namespace=self.namespace, labels=labels, fields=fields,
+        async with self._slots:
+            with _translated("list", kind, ""):
+                found = self.client.list(
+                    KINDS[kind],
+                    namespace=self.namespace,
+                    labels=_any(labels),
+                    fields=_any(fields),
                 )
-            ]
+                return [_plain(obj) async for obj in found]
 
     async def watch(
-        self, kind: str, *, labels: dict[str, str] | None = None,
+        self,
+        kind: str,
+        *,
+        labels: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
     ) -> AsyncIterator[tuple[str, Object]]:
         """Watch events: first ``ADDED`` for every existing object, then changes."""
-        async with _translated("watch", kind, ""):
+        with _translated("watch", kind, ""):
             async for event, obj in self.client.watch(
-                KINDS[kind], namespace=self.namespace, labels=labels, fields=fields,
+                KINDS[kind],
+                namespace=self.namespace,
+                labels=_any(labels),
+                fields=_any(fields),
             ):
                 yield event, _plain(obj)
 
@@ -127,27 +171,27 @@ def _plain(obj: Any) -> Object:
     return result
 
 
+def _any(selector: dict[str, str] | None) -> dict[str, Any] | None:
+    """lightkube's selector types are invariant dicts of operators; plain strings are fine."""
+    return dict(selector) if selector else None
+
+
 class _translated:
-    """Turn lightkube/httpx errors into ``RuntimeFailure``; optionally swallow 404."""
+    """Turn lightkube/httpx errors raised inside the block into ``RuntimeFailure``."""
 
-    def __init__(self, verb: str, kind: str, name: str, *, missing_ok: bool = False) -> None:
+    def __init__(self, verb: str, kind: str, name: str) -> None:
         self.what = f"{verb} {kind}/{name}".rstrip("/")
-        self.missing_ok = missing_ok
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         return None
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if isinstance(exc, httpx2.HTTPStatusError):
-            code = exc.response.status_code
-            if code == 404 and self.missing_ok:
-                return True
             raise RuntimeFailure(f"{self.what}: {_reason(exc.response)}") from None
         if isinstance(exc, httpx2.HTTPError):
             raise RuntimeFailure(
                 f"{self.what}: cannot reach the Kubernetes API: {type(exc).__name__}: {exc}"
             ) from None
-        return False
 
 
 def _reason(response: httpx2.Response) -> str:

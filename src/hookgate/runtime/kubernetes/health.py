@@ -11,10 +11,17 @@ from typing import Any
 
 Object = dict[str, Any]
 
-BAD_WAITING = frozenset({
-    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
-    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
-})
+BAD_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
 
 
 def _conditions(obj: Object) -> dict[str, Object]:
@@ -51,7 +58,8 @@ def is_active(job: Object) -> bool:
 def restarts(pods: list[Object]) -> int:
     return sum(
         status.get("restartCount", 0)
-        for pod in pods for status in (pod.get("status") or {}).get("containerStatuses") or []
+        for pod in pods
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
     )
 
 
@@ -65,7 +73,10 @@ def last_exit(pods: list[Object]) -> str | None:
 
 
 def last_error(
-    *, pods: list[Object], jobs: list[Object], deployments: list[Object],
+    *,
+    pods: list[Object],
+    jobs: list[Object],
+    deployments: list[Object],
     warnings: list[Object],
 ) -> str | None:
     """The most telling current error of a flow's workers, in Kubernetes' own words."""

@@ -39,11 +39,11 @@ def base_name(flow: Flow) -> str:
 
 
 def job_name(flow: Flow, spec_hash: str) -> str:
-    return f"{base_name(flow)}-{spec_hash[:JOB_SUFFIX - 1]}"
+    return f"{base_name(flow)}-{spec_hash[: JOB_SUFFIX - 1]}"
 
 
 def selector(flow_id: str, *, instance: str) -> dict[str, str]:
-    """What selects a flow's pods: stable for the flow's life (Deployment selectors are immutable)."""
+    """What selects a flow's pods; stable for its life (Deployment selectors are immutable)."""
     return {"app.kubernetes.io/instance": instance, FLOW_LABEL: flow_key(flow_id)}
 
 

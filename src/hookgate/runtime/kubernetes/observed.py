@@ -82,6 +82,7 @@ class Observed:
     def warnings_for(self, prefix: str) -> list[Object]:
         """Warning events about objects whose name starts with the flow's base name."""
         return [
-            event for name, event in self.warnings.items()
+            event
+            for name, event in self.warnings.items()
             if name == prefix or name.startswith(prefix + "-")
         ]

@@ -26,11 +26,16 @@ DEFAULT_INSTANCE = "hookgate"
 
 def service(flow: Flow, *, namespace: str, instance: str = DEFAULT_INSTANCE) -> Object:
     port = {
-        "name": "http", "port": SERVICE_PORT, "targetPort": flow.spec.worker.port,
+        "name": "http",
+        "port": SERVICE_PORT,
+        "targetPort": flow.spec.worker.port,
         "protocol": "TCP",
     }
-    spec = {"type": "ClusterIP", "selector": names.selector(flow.id, instance=instance),
-            "ports": [port]}
+    spec = {
+        "type": "ClusterIP",
+        "selector": names.selector(flow.id, instance=instance),
+        "ports": [port],
+    }
     return _finish("v1", "Service", names.base_name(flow), flow, namespace, instance, spec)
 
 
@@ -40,8 +45,10 @@ def deployment(
     spec = {
         "replicas": replicas,
         "selector": {"matchLabels": names.selector(flow.id, instance=instance)},
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
         "template": pod_template(flow, instance=instance, restart="Always"),
     }
     return _finish("apps/v1", "Deployment", names.base_name(flow), flow, namespace, instance, spec)
@@ -69,12 +76,15 @@ def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
     if not worker.image:
         raise ConfigError(f"flow {flow.name!r}: the kubernetes runtime needs worker.image")
     env = {
-        **worker.env, "PORT": str(worker.port), "HOOKGATE_FLOW_ID": flow.id,
+        **worker.env,
+        "PORT": str(worker.port),
+        "HOOKGATE_FLOW_ID": flow.id,
         "HOOKGATE_MODE": flow.mode.value,
     }
     probe: Object = (
         {"httpGet": {"path": worker.readiness_path, "port": worker.port}}
-        if worker.readiness_path else {"tcpSocket": {"port": worker.port}}
+        if worker.readiness_path
+        else {"tcpSocket": {"port": worker.port}}
     )
     container: Object = {
         "name": "worker",
@@ -82,8 +92,7 @@ def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
         "ports": [{"name": "http", "containerPort": worker.port, "protocol": "TCP"}],
         "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
-        "securityContext": {"allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     if worker.resources:
         container["resources"] = worker.resources
@@ -104,8 +113,10 @@ def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
         pod["nodeSelector"] = dict(worker.node_selector)
     if worker.tolerations:
         pod["tolerations"] = list(worker.tolerations)
-    metadata = {"labels": names.labels(flow, instance=instance),
-                "annotations": {names.FLOW_ID_ANNOTATION: flow.id}}
+    metadata = {
+        "labels": names.labels(flow, instance=instance),
+        "annotations": {names.FLOW_ID_ANNOTATION: flow.id},
+    }
     return {"metadata": metadata, "spec": pod}
 
 
@@ -115,29 +126,33 @@ def desired(
     """What the flow should have with ``workers`` workers wanted now."""
     objects = [service(flow, namespace=namespace, instance=instance)]
     if flow.mode is Mode.SYNC:
-        objects.append(
-            deployment(flow, namespace=namespace, replicas=workers, instance=instance)
-        )
+        objects.append(deployment(flow, namespace=namespace, replicas=workers, instance=instance))
     elif workers > 0:
         objects.append(job(flow, namespace=namespace, workers=workers, instance=instance))
     return objects
 
 
-def render(
-    flows: list[Flow], namespace: str, *, instance: str = DEFAULT_INSTANCE
-) -> list[Object]:
+def render(flows: list[Flow], namespace: str, *, instance: str = DEFAULT_INSTANCE) -> list[Object]:
     """Every object the flows would get: sync at ``replicas``, async at ``max_workers``."""
     return [
-        obj for flow in flows
+        obj
+        for flow in flows
         for obj in desired(
-            flow, namespace=namespace, instance=instance,
+            flow,
+            namespace=namespace,
+            instance=instance,
             workers=flow.spec.replicas if flow.mode is Mode.SYNC else flow.spec.max_workers,
         )
     ]
 
 
 def _finish(
-    api_version: str, kind: str, name: str, flow: Flow, namespace: str, instance: str,
+    api_version: str,
+    kind: str,
+    name: str,
+    flow: Flow,
+    namespace: str,
+    instance: str,
     spec: Object,
 ) -> Object:
     obj: Object = {

@@ -1,0 +1,226 @@
+"""Level-based reconciliation of flows' objects: observe, diff, apply once per object.
+
+Watches keep ``Observed`` current on every replica; a periodic resync re-lists in case a
+watch missed something. A change to a flow's objects (or to what is wanted of the flow)
+queues the flow; a worker computes the desired objects, diffs them against what is observed
+and writes only the difference, so in steady state there are no writes at all. Only the
+leader writes. Failures are recorded on the flow and retried with capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from hookgate import logs
+from hookgate.domain.backoff import next_delay
+from hookgate.domain.flows import Flow, RetryPolicy
+from hookgate.domain.units import Duration
+from hookgate.errors import ConfigError, RuntimeFailure
+from hookgate.runtime.kubernetes import diff, specs
+from hookgate.runtime.kubernetes.client import Kube
+from hookgate.runtime.kubernetes.names import MANAGER, flow_key
+from hookgate.runtime.kubernetes.observed import WORKLOADS, Observed
+
+log = logs.get("hookgate.runtime.kubernetes")
+
+RETRY = RetryPolicy(max_attempts=1_000_000, backoff=Duration(1), max_backoff=Duration(60))
+WORKERS = 8
+JOB_PAUSE = 10.0
+JOB_PAUSE_MAX = 600.0
+WATCHED = (*WORKLOADS, "Pod", "Event")
+
+
+class Wanted:
+    """What is wanted of one flow: its spec and worker count, or nothing (removed)."""
+
+    def __init__(self, flow: Flow | None, workers: int) -> None:
+        self.flow = flow
+        self.workers = workers
+        self.error: str | None = None
+        self.failures = 0
+        self.job_failures = 0
+        self.job_not_before = 0.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        instance: str,
+        resync: float,
+        leading: Callable[[], bool],
+    ) -> None:
+        self.kube = kube
+        self.instance = instance
+        self.resync = resync
+        self.leading = leading
+        self.observed = Observed()
+        self.wanted: dict[str, Wanted] = {}
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # wanted state ----------------------------------------------------------------------
+    def want(self, flow: Flow, workers: int) -> str:
+        key = flow_key(flow.id)
+        wanted = self.wanted.get(key)
+        if wanted is None or wanted.flow is None or wanted.flow.spec != flow.spec:
+            wanted = self.wanted[key] = Wanted(flow, workers)
+        wanted.flow, wanted.workers = flow, workers
+        return key
+
+    def forget(self, flow_id: str) -> str:
+        key = flow_key(flow_id)
+        self.wanted[key] = Wanted(None, 0)
+        return key
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """List every kind once (so nothing is applied blindly), then watch and work."""
+        await self.relist()
+        labels = {"app.kubernetes.io/managed-by": MANAGER}
+        for kind in WATCHED:
+            selector = {"fields": {"type": "Warning"}} if kind == "Event" else {"labels": labels}
+            self._tasks.append(asyncio.create_task(self._watch(kind, **selector)))
+        self._tasks.append(asyncio.create_task(self._resync()))
+        self._tasks.extend(asyncio.create_task(self._work()) for _ in range(WORKERS))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def enqueue(self, key: str) -> None:
+        if key in self.wanted and key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def enqueue_all(self) -> None:
+        for key in list(self.wanted):
+            self.enqueue(key)
+
+    async def relist(self) -> None:
+        labels = {"app.kubernetes.io/managed-by": MANAGER}
+        for kind in (*WORKLOADS, "Pod"):
+            for key in self.observed.replace(kind, await self.kube.list(kind, labels=labels)):
+                self.enqueue(key)
+
+    # one flow --------------------------------------------------------------------------
+    async def reconcile(self, key: str) -> None:
+        """Converge one flow now (leader only); a failure is recorded and retried later."""
+        async with self._locks[key]:
+            wanted = self.wanted.get(key)
+            if wanted is None or not self.leading():
+                return
+            try:
+                await self._converge(key, wanted)
+            except (RuntimeFailure, ConfigError) as exc:
+                self._failed(key, wanted, exc)
+                return
+            wanted.error, wanted.failures = None, 0
+            if wanted.flow is None and not any(self.observed.objects(key, k) for k in WORKLOADS):
+                del self.wanted[key]
+
+    async def _converge(self, key: str, wanted: Wanted) -> None:
+        want = (
+            []
+            if wanted.flow is None
+            else specs.desired(
+                wanted.flow,
+                workers=wanted.workers,
+                namespace=self.kube.namespace,
+                instance=self.instance,
+            )
+        )
+        have = {kind: dict(self.observed.objects(key, kind)) for kind in WORKLOADS}
+        steps = diff.plan(want, have)
+        if steps.failed_job is not None and self._hold_failed_job(key, wanted):
+            steps = diff.Plan(
+                apply=[o for o in steps.apply if o["kind"] != "Job"],
+                delete=[d for d in steps.delete if d[0] != "Job"],
+            )
+        for kind, name in steps.delete:
+            await self.kube.delete(kind, name)
+            self.observed.drop(kind, have[kind][name])
+        for applied in await asyncio.gather(*(self.kube.apply(obj) for obj in steps.apply)):
+            self.observed.put(applied["kind"], applied)
+        if not steps.empty:
+            log.info(
+                "flow reconciled",
+                flow=key,
+                applied=[o["metadata"]["name"] for o in steps.apply],
+                deleted=[name for _, name in steps.delete],
+            )
+
+    def _hold_failed_job(self, key: str, wanted: Wanted) -> bool:
+        """Keep a failed Job (its error stays visible) for a doubling pause, then replace it."""
+        now = time.monotonic()
+        if not wanted.job_not_before:
+            wanted.job_failures += 1
+            delay = min(JOB_PAUSE_MAX, JOB_PAUSE * 2 ** (wanted.job_failures - 1))
+            wanted.job_not_before = now + delay
+            asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+            log.warning("job failed", flow=key, retry_in=delay)
+            return True
+        if now < wanted.job_not_before:
+            return True
+        wanted.job_not_before = 0.0
+        return False
+
+    def _failed(self, key: str, wanted: Wanted, exc: Exception) -> None:
+        wanted.error = str(exc)
+        log.warning("flow not reconciled", flow=key, error=str(exc), attempt=wanted.failures + 1)
+        if isinstance(exc, ConfigError):
+            return
+        wanted.failures += 1
+        delay = next_delay(attempt=wanted.failures, policy=RETRY)
+        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    # loops -----------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            await self.reconcile(key)
+
+    async def _watch(
+        self,
+        kind: str,
+        *,
+        labels: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                async for event, obj in self.kube.watch(kind, labels=labels, fields=fields):
+                    failures = 0
+                    key = (
+                        self.observed.drop(kind, obj)
+                        if event == "DELETED"
+                        else self.observed.put(kind, obj)
+                    )
+                    if key is not None and kind != "Pod":
+                        self.enqueue(key)
+            except RuntimeFailure as exc:
+                failures += 1
+                log.warning("watch failed", kind=kind, error=str(exc))
+                await asyncio.sleep(next_delay(attempt=failures, policy=RETRY))
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync)
+            try:
+                await self.relist()
+            except RuntimeFailure as exc:
+                log.warning("resync failed", error=str(exc))
+            self.enqueue_all()

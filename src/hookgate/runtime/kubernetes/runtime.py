@@ -1,0 +1,123 @@
+"""``KubernetesRuntime``: the ``Runtime`` protocol on Kubernetes (Services, Deployments, Jobs).
+
+``scale`` records what is wanted and, on the leader, converges the flow at once; the
+reconciler keeps converging it afterwards (drift, retries). ``endpoints`` and ``status``
+answer from the watched state without a request, on every replica. ``close`` leaves the
+workers running: they belong to the cluster, and another replica takes over the Lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from lightkube import AsyncClient
+
+from hookgate.domain.flows import Flow
+from hookgate.runtime.base import Endpoint, WorkerStatus
+from hookgate.runtime.kubernetes import health, names, specs
+from hookgate.runtime.kubernetes.client import Kube
+from hookgate.runtime.kubernetes.lease import LeaderElector
+from hookgate.runtime.kubernetes.reconciler import Reconciler
+
+RESYNC = 300.0
+LEASE_DURATION = 15
+
+
+def default_identity() -> str:
+    """The pod name in a cluster (``HOSTNAME``), plus the pid to tell processes apart."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}"
+
+
+class KubernetesRuntime:
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        client: AsyncClient,
+        instance: str = specs.DEFAULT_INSTANCE,
+        identity: str | None = None,
+        leader_election: bool = True,
+        lease_duration: int = LEASE_DURATION,
+        resync: float = RESYNC,
+    ) -> None:
+        self.namespace = namespace
+        self.instance = instance
+        self.kube = Kube(client, namespace=namespace)
+        self.elector: LeaderElector | None = None
+        if leader_election:
+            self.elector = LeaderElector(
+                kube=self.kube,
+                name=f"{instance}-reconciler",
+                identity=identity or default_identity(),
+                duration=lease_duration,
+                on_change=self._leadership_changed,
+            )
+        self.reconciler = Reconciler(
+            kube=self.kube,
+            instance=instance,
+            resync=resync,
+            leading=self.leading,
+        )
+
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.leading
+
+    async def start(self) -> None:
+        await self.reconciler.start()
+        if self.elector is not None:
+            await self.elector.start()
+
+    async def close(self) -> None:
+        if self.elector is not None:
+            await self.elector.close()
+        await self.reconciler.close()
+
+    async def scale(self, flow: Flow, workers: int) -> None:
+        await self.reconciler.reconcile(self.reconciler.want(flow, workers))
+
+    async def remove(self, flow_id: str) -> None:
+        await self.reconciler.reconcile(self.reconciler.forget(flow_id))
+
+    def endpoints(self, flow_id: str) -> list[Endpoint]:
+        wanted = self.reconciler.wanted.get(names.flow_key(flow_id))
+        if wanted is None or wanted.flow is None:
+            return []
+        ready = self._ready(flow_id)
+        if not ready:
+            return []
+        host = f"{names.base_name(wanted.flow)}.{self.namespace}.svc"
+        return [Endpoint(host, specs.SERVICE_PORT, ready * wanted.flow.spec.concurrency)]
+
+    def status(self, flow_id: str) -> WorkerStatus:
+        key = names.flow_key(flow_id)
+        wanted = self.reconciler.wanted.get(key)
+        observed = self.reconciler.observed
+        pods = list(observed.objects(key, "Pod").values())
+        desired = wanted.workers if wanted is not None and wanted.flow is not None else 0
+        ready = sum(health.is_ready(pod) for pod in pods)
+        error = wanted.error if wanted is not None else None
+        if error is None and ready < desired:
+            prefix = names.base_name(wanted.flow) if wanted and wanted.flow else ""
+            error = health.last_error(
+                pods=pods,
+                jobs=list(observed.objects(key, "Job").values()),
+                deployments=list(observed.objects(key, "Deployment").values()),
+                warnings=observed.warnings_for(prefix) if prefix else [],
+            )
+        return WorkerStatus(
+            desired=desired,
+            ready=ready,
+            starting=sum(health.is_starting(p) for p in pods),
+            restarts=health.restarts(pods),
+            last_error=error,
+            last_exit=health.last_exit(pods),
+        )
+
+    def _ready(self, flow_id: str) -> int:
+        pods = self.reconciler.observed.objects(names.flow_key(flow_id), "Pod").values()
+        return sum(health.is_ready(pod) for pod in pods)
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if leading:
+            self.reconciler.enqueue_all()
