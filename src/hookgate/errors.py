@@ -14,7 +14,9 @@ boundary of the module that imports the driver, so callers only ever catch what 
     ├── DeliveryNotFound       no delivery with that id (or it was purged)
     ├── WorkerError            a worker could not be used
     │   ├── WorkerStartFailed  the worker process/pod never became ready
-    │   └── WorkerUnreachable  connection refused / reset before an answer
+    │   ├── WorkerUnreachable  connection refused before anything was sent (safe to retry)
+    │   ├── WorkerTimeout      no answer within the flow's timeout
+    │   └── WorkerFailed       the worker broke the exchange (reset, invalid HTTP, died)
     └── RuntimeFailure         the runtime (processes, Kubernetes) refused an action
 """
 
@@ -66,6 +68,14 @@ class WorkerStartFailed(WorkerError):
 
 
 class WorkerUnreachable(WorkerError):
+    pass
+
+
+class WorkerTimeout(WorkerError):
+    pass
+
+
+class WorkerFailed(WorkerError):
     pass
 
 

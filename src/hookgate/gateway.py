@@ -29,7 +29,9 @@ from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
 from hookgate.errors import ConfigError, StoreError
 from hookgate.ingress import Ingress
 from hookgate.ingress.guards import FlowGuard, Guards
+from hookgate.ingress.protocol import BoundedHttpToolsProtocol
 from hookgate.metrics import Metrics
+from hookgate.proxy import SyncProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime
 from hookgate.runtime.local import LocalRuntime
@@ -106,12 +108,14 @@ class Gateway:
             transport=self.transport,
             metrics=self.metrics,
         )
+        self.proxy = SyncProxy(runtime=self.runtime, transport=self.transport)
         self.guards = Guards()
         self.ingress = Ingress(
             registry=self.registry,
             store=self.store,
             metrics=self.metrics,
             guards=self.guards,
+            forwarder=self.proxy,
             on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
         )
@@ -136,7 +140,7 @@ class Gateway:
             )
         await self.store.open()
         if isinstance(self.runtime, LocalRuntime):
-            self.runtime.inflight = self.dispatcher.inflight
+            self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
             self.runtime.on_ready = self._worker_ready
         await self.runtime.start()
         self.registry.subscribe(self._flow_changed)
@@ -242,7 +246,7 @@ class Gateway:
     async def serve(self) -> None:
         public, admin = await self.start()
         servers = [
-            _Server(_config(self.ingress, backlog=2048)),
+            _Server(_config(self.ingress, backlog=2048, http=BoundedHttpToolsProtocol)),
             _Server(_config(self.admin_app(), backlog=128)),
         ]
         loop = asyncio.get_running_loop()
@@ -279,11 +283,11 @@ class Gateway:
             )
 
 
-def _config(app: Any, *, backlog: int) -> uvicorn.Config:
+def _config(app: Any, *, backlog: int, http: Any = "httptools") -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="none",
-        http="httptools",
+        http=http,
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -1,8 +1,9 @@
 """The hot path. A raw ASGI callable, because framework routing halves throughput (design §7).
 
-``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → HEAD readiness → rate limit
-(429) → size (413, before reading when Content-Length says so, else while reading) →
-credentials (401) → async: commit to the store, then 202 / sync: hand to the proxy.
+``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → CORS preflight → size (413,
+before reading when Content-Length says so, else while reading) → credentials (401) → rate
+limit (429, charged to admitted requests only) → HEAD readiness → async: commit to the store,
+then 202 / sync: hand to the proxy (streamed when no scheme signs the body).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import msgspec
 from hookgate.domain.deliveries import Request, new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import StoreError, StoreFull
-from hookgate.ingress.guards import Guards
+from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
@@ -121,13 +122,6 @@ class Ingress:
         if cors is not None:
             await _respond(send, 204, b"", cors)
             return 204
-        wait = guard.rate_limited()
-        if wait is not None:
-            retry_after = str(max(1, round(wait + 0.5))).encode()
-            await _error(
-                send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)]
-            )
-            return 429
         declared = _content_length(headers)
         if declared is not None and declared > spec.max_body:
             await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
@@ -139,6 +133,8 @@ class Ingress:
             rejected = guard.check(scope, b"", address)
             if rejected:
                 return await self._unauthorized(flow, send, request_id, rejected)
+            if (limited := await _rate_limited(guard, send, request_id)) is not None:
+                return limited
             return await self.forwarder.forward(
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=None
             )
@@ -151,6 +147,8 @@ class Ingress:
         rejected = guard.check(scope, body, address)
         if rejected:
             return await self._unauthorized(flow, send, request_id, rejected)
+        if (limited := await _rate_limited(guard, send, request_id)) is not None:
+            return limited
         if method == "HEAD":
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
@@ -223,6 +221,16 @@ class Ingress:
         self.metrics.auth_failures.labels(flow.name, reason).inc()
         await _error(send, 401, "unauthorized", request_id)
         return 401
+
+
+async def _rate_limited(guard: FlowGuard, send: Send, request_id: str) -> int | None:
+    """Charged only for admitted requests, so strangers cannot drain a flow's bucket."""
+    wait = guard.rate_limited()
+    if wait is None:
+        return None
+    retry_after = str(max(1, round(wait + 0.5))).encode()
+    await _error(send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)])
+    return 429
 
 
 _DISCONNECTED = b"\x00disconnected"

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 
 import aiohttp
 
+from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
 from hookgate.transport.base import RESPONSE_HEAD, Outbound, Reply
+
+CHUNK = 64 * 1024
+
+
+class AiohttpUpstream:
+    """A worker's answer being streamed back: status and headers now, the body as it comes."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_chunked(CHUNK):
+                yield chunk
+        except TimeoutError:
+            raise WorkerTimeout("the worker stopped sending its answer") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise WorkerFailed(f"the worker broke off its answer: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        """Give the connection back when the answer was read, drop it when it was not."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class AiohttpTransport:
@@ -54,6 +83,39 @@ class AiohttpTransport:
             return Reply(status=None, error=f"invalid HTTP from worker: {exc.message}")
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
             return Reply(status=None, error=f"{type(exc).__name__}: {exc}")
+
+    async def stream(
+        self,
+        endpoint: Endpoint,
+        *,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterable[bytes],
+        timeout: float,
+    ) -> AiohttpUpstream:
+        """Send a request (body streamed) and return once the answer's head has arrived."""
+        try:
+            response = await self._client().request(
+                method,
+                endpoint.base_url + target,
+                headers=headers,
+                data=body,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=timeout),
+                allow_redirects=False,
+                compress=None,
+            )
+        except TimeoutError:
+            raise WorkerTimeout(f"no answer within {timeout:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise WorkerUnreachable(f"connection refused: {exc.os_error}") from None
+        except aiohttp.ServerDisconnectedError:
+            raise WorkerFailed("the worker closed the connection without answering") from None
+        except aiohttp.ClientResponseError as exc:
+            raise WorkerFailed(f"invalid HTTP from the worker: {exc.message}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise WorkerFailed(f"{type(exc).__name__}: {exc}") from None
+        return AiohttpUpstream(response)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,0 +1,5 @@
+"""Sync flows: the request goes to a running worker and its answer is streamed back."""
+
+from hookgate.proxy.forward import SyncProxy
+
+__all__ = ["SyncProxy"]

@@ -1,0 +1,280 @@
+"""The sync proxy: the caller's request to the least busy ready worker, its answer streamed back.
+
+Bodies are streamed both ways (a 1 GB upload or download never sits in memory), each worker
+has at most ``concurrency`` requests in flight, and when all are busy a request waits up to
+``queue_timeout`` in a bounded queue before ``503``. Failures map to design §3: no answer in
+``timeout`` → 504, a worker that fails → 502, a refused connection → one other replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any
+
+import msgspec
+
+from hookgate import logs
+from hookgate.domain.deliveries import new_id
+from hookgate.domain.flows import Flow
+from hookgate.domain.forwarding import forward_headers
+from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
+from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.transport.client import AiohttpTransport, AiohttpUpstream
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logs.get("hookgate.proxy")
+
+QUEUE_PER_SLOT = 4
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+class CallerGone(Exception):
+    """The caller disconnected; the worker side is cancelled."""
+
+
+class _Lane:
+    """Outstanding requests per endpoint of one flow, and the callers waiting for a slot."""
+
+    def __init__(self) -> None:
+        self.outstanding: dict[Endpoint, int] = {}
+        self.waiters = 0
+        self.freed = asyncio.Event()
+
+
+class SyncProxy:
+    def __init__(self, *, runtime: Runtime, transport: AiohttpTransport) -> None:
+        self.runtime = runtime
+        self.transport = transport
+        self._lanes: dict[str, _Lane] = {}
+
+    def inflight(self, endpoint: Endpoint) -> int:
+        return sum(lane.outstanding.get(endpoint, 0) for lane in self._lanes.values())
+
+    async def forward(
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        request_id: str,
+        sub_path: str,
+        body: bytes | None,
+    ) -> int:
+        request_id = request_id or new_id()
+        lane = self._lanes.setdefault(flow.id, _Lane())
+        endpoint = await self._slot(flow, lane)
+        if endpoint is None:
+            return await _fail(
+                send, 503, "no worker available, retry later", request_id, retry_after=True
+            )
+        tried: set[Endpoint] = set()
+        sent = False
+        try:
+            upstream: AiohttpUpstream | None = None
+            while upstream is None:
+                tried.add(endpoint)
+                try:
+                    upstream = await self._open(
+                        flow, scope, receive, endpoint, request_id, sub_path, body
+                    )
+                except WorkerUnreachable:
+                    other = self._pick(flow, lane, exclude=tried)
+                    if other is None or len(tried) > 1:
+                        raise
+                    self._release(lane, endpoint)
+                    endpoint = other
+                    self._take(lane, endpoint)
+            sent = True
+            return await self._relay(upstream, receive, send, request_id)
+        except CallerGone:
+            return 499
+        except WorkerError as exc:
+            if not sent:
+                return await self._failed(flow, send, request_id, exc)
+            log.warning(
+                "worker broke off its answer", flow=flow.name, request=request_id, error=str(exc)
+            )
+            return 502
+        finally:
+            self._release(lane, endpoint)
+
+    @staticmethod
+    async def _failed(flow: Flow, send: Send, request_id: str, exc: WorkerError) -> int:
+        log.warning("worker failed", flow=flow.name, request=request_id, error=str(exc))
+        if isinstance(exc, WorkerTimeout):
+            return await _fail(
+                send, 504, f"the flow did not answer within {flow.spec.timeout:g}s", request_id
+            )
+        if isinstance(exc, WorkerUnreachable):
+            return await _fail(
+                send, 503, "no worker available, retry later", request_id, retry_after=True
+            )
+        return await _fail(send, 502, f"the flow's worker failed: {exc}", request_id)
+
+    # choosing a worker -------------------------------------------------------------------
+    def _pick(
+        self, flow: Flow, lane: _Lane, *, exclude: Collection[Endpoint] = ()
+    ) -> Endpoint | None:
+        """The ready endpoint with the fewest outstanding requests that has a free slot."""
+        best: Endpoint | None = None
+        best_load = 0.0
+        for endpoint in self.runtime.endpoints(flow.id):
+            if endpoint in exclude:
+                continue
+            busy = lane.outstanding.get(endpoint, 0)
+            if busy >= endpoint.capacity:
+                continue
+            load = busy / endpoint.capacity
+            if best is None or load < best_load:
+                best, best_load = endpoint, load
+        return best
+
+    async def _slot(self, flow: Flow, lane: _Lane) -> Endpoint | None:
+        endpoint = self._pick(flow, lane)
+        if endpoint is None:
+            endpoints = self.runtime.endpoints(flow.id)
+            bound = max(1, sum(e.capacity for e in endpoints)) * QUEUE_PER_SLOT
+            if lane.waiters >= bound:
+                return None
+            deadline = time.monotonic() + flow.spec.queue_timeout
+            lane.waiters += 1
+            try:
+                while endpoint is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    lane.freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lane.freed.wait(), min(remaining, 0.05))
+                    endpoint = self._pick(flow, lane)
+            finally:
+                lane.waiters -= 1
+        self._take(lane, endpoint)
+        return endpoint
+
+    @staticmethod
+    def _take(lane: _Lane, endpoint: Endpoint) -> None:
+        lane.outstanding[endpoint] = lane.outstanding.get(endpoint, 0) + 1
+
+    @staticmethod
+    def _release(lane: _Lane, endpoint: Endpoint) -> None:
+        left = lane.outstanding.get(endpoint, 0) - 1
+        if left > 0:
+            lane.outstanding[endpoint] = left
+        else:
+            lane.outstanding.pop(endpoint, None)
+        lane.freed.set()
+
+    # the exchange ------------------------------------------------------------------------
+    async def _open(
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        endpoint: Endpoint,
+        request_id: str,
+        sub_path: str,
+        body: bytes | None,
+    ) -> AiohttpUpstream:
+        raw = scope["headers"]
+        client = scope.get("client")
+        headers = forward_headers(
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw],
+            request_id=request_id,
+            flow_id=flow.id,
+            client=client[0] if client else "",
+            proto=scope.get("scheme", "http"),
+        )
+        length = next((v for k, v in raw if k == b"content-length"), None)
+        payload: bytes | AsyncIterator[bytes]
+        if body is not None:
+            payload = body
+        else:
+            payload = _caller_body(receive)
+            if length is not None:
+                headers.append(("content-length", length.decode("latin-1")))
+        query = scope.get("query_string", b"")
+        target = sub_path + ("?" + query.decode("latin-1") if query else "")
+        return await self.transport.stream(
+            endpoint,
+            method=scope["method"],
+            target=target,
+            headers=headers,
+            body=payload,
+            timeout=flow.spec.timeout,
+        )
+
+    @staticmethod
+    async def _relay(
+        upstream: AiohttpUpstream, receive: Receive, send: Send, request_id: str
+    ) -> int:
+        """Stream the answer while watching for the caller hanging up (then drop the worker)."""
+        headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
+        if not any(k == b"x-request-id" for k, _ in headers):
+            headers.append((b"x-request-id", request_id.encode()))
+        watcher = asyncio.create_task(_hangup(receive))
+        try:
+            await send(
+                {"type": "http.response.start", "status": upstream.status, "headers": headers}
+            )
+            async for chunk in upstream.chunks():
+                if watcher.done():
+                    raise CallerGone
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return upstream.status
+        finally:
+            watcher.cancel()
+            upstream.close()
+
+
+async def _caller_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise CallerGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _hangup(receive: Receive) -> None:
+    """Returns when the caller disconnects (the request body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _fail(
+    send: Send, status: int, message: str, request_id: str, *, retry_after: bool = False
+) -> int:
+    body = msgspec.json.encode({"error": message, "requestId": request_id})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
