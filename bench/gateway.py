@@ -7,12 +7,12 @@ import os
 import secrets
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.context import REPO
 from bench.errors import BenchFailure
@@ -155,14 +155,23 @@ class Gateway:
     def hook_url(self, name: str) -> str:
         return f"{self.public}/hook/{self.flow_id(name)}"
 
-    def apply(self, flows: list[dict[str, Any]], *, chunk: int = 1000, parallel: int = 4) -> None:
-        """Register many flows through ``POST /api/v1/apply``, a chunk per request."""
-        chunks = [flows[i : i + chunk] for i in range(0, len(flows), chunk)]
-        with ThreadPoolExecutor(parallel) as pool:
-            for _ in pool.map(
-                lambda c: self.call("POST", "/api/v1/apply", json={"flows": c}), chunks
-            ):
-                pass
+    def accepted(self) -> int:
+        """Requests the gateway answered 202, from its ``hookgate_requests`` counter: exact,
+        unlike wrk's count, which misses the answers in flight when it stops."""
+        self.service.check_alive()
+        try:
+            answer = self.admin.get("/metrics")
+            answer.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise BenchFailure(f"admin API /metrics: {exc}") from exc
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(answer.text)
+                for sample in family.samples
+                if sample.name == "hookgate_requests_total" and sample.labels.get("status") == "202"
+            )
+        )
 
     def waiting(self, flow_id: str) -> int:
         """Deliveries of a flow still queued or leased (0 or 1: a page of one is enough)."""

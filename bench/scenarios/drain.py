@@ -45,9 +45,11 @@ def drain_rows(ctx: Context, *, database: str | None = None) -> tuple[list[Row],
         url = f"{gateway.public}/hook/{flow_id}"
         warm_up(url, record_file, timeout=30)
         target = wrk.Target(url=url, body=ctx.body_file(), headers=JSON)
+        accepted_before = gateway.accepted()
         enqueued_at = time.time()
-        accepted = enqueue_backlog(ctx, target, workdir=work)
+        enqueue_backlog(ctx, target, workdir=work)
         enqueue_done = time.time()
+        accepted = gateway.accepted() - accepted_before
         meter = Meter(gateway.pid).start()
         wait_drained(gateway, flow_id, record_file)
         usage = meter.stop()
@@ -58,8 +60,8 @@ def drain_rows(ctx: Context, *, database: str | None = None) -> tuple[list[Row],
     unique = len({d.delivery_id for d in received})
     if dead:
         raise BenchFailure("some deliveries went dead during the drain; see the worker's answers")
-    if unique < accepted:
-        raise BenchFailure(f"only {unique} of {accepted} accepted requests were delivered")
+    if unique != accepted:
+        raise BenchFailure(f"{unique} deliveries received for {accepted} accepted requests")
     last = max(d.at for d in received)
     backlog = [d for d in received if d.at > enqueue_done]
     duplicates = record.duplicates(received)
@@ -97,15 +99,14 @@ def drain_rows(ctx: Context, *, database: str | None = None) -> tuple[list[Row],
     return rows, {"flow": flows[0], "database": "postgresql" if database else "sqlite"}
 
 
-def enqueue_backlog(ctx: Context, target: wrk.Target, *, workdir: Path) -> int:
-    """Accepted requests: wrk runs of one second until the target backlog or the time is up."""
-    accepted = 0
+def enqueue_backlog(ctx: Context, target: wrk.Target, *, workdir: Path) -> None:
+    """wrk runs of one second until the target backlog is passed or the time is up."""
+    sent = 0
     started = time.monotonic()
-    while accepted < ctx.timing.backlog and time.monotonic() - started < ctx.timing.enqueue_s:
+    while sent < ctx.timing.backlog and time.monotonic() - started < ctx.timing.enqueue_s:
         run = wrk.run(target, seconds=1, workdir=workdir)
         load.check(run, case="enqueue")
-        accepted += run.requests
-    return accepted
+        sent += run.requests
 
 
 def warm_up(url: str, record_file: Path, *, timeout: float) -> None:

@@ -1,7 +1,7 @@
 """``postgres``: ingest and drain with the gateway on a fresh PostgreSQL database.
 
-The server is taken from ``$BENCH_POSTGRES_URL`` (default: the local one, user postgres); a
-database is created for the run and dropped afterwards.
+The server is taken from ``$BENCH_POSTGRES_URL`` (default: the local one, user postgres); each
+part gets a database of its own, created for it and dropped afterwards.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def run(ctx: Context) -> Outcome:
         work = ctx.workdir("postgres-ingest")
         with Gateway(workdir=work, flows=[flow("bench")], database=database) as gateway:
             accept = accept_row(ctx, gateway, case="1 KB JSON, async accept", workdir=work)
+    with fresh_database(server) as database:  # no backlog left over from the accept run
         drained, settings = drain_rows(ctx, database=database)
     for row in drained:
         row.case = f"drain: {row.case}"

@@ -26,7 +26,8 @@ from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.config import Address, Settings, admin_token, prepare_data_dir
 from hookgate.dispatch import Dispatcher
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
-from hookgate.errors import ConfigError, StoreError
+from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
+from hookgate.events import EventHub
 from hookgate.ingress import Ingress
 from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.ingress.protocol import BoundedHttpToolsProtocol
@@ -101,7 +102,9 @@ class Gateway:
         self.registry = FlowRegistry(self.store)
         self.runtime = build_runtime(settings)
         self.transport = AiohttpTransport()
+        self.events = EventHub()
         self.dispatcher = Dispatcher(
+            events=self.events,
             registry=self.registry,
             store=self.store,
             runtime=self.runtime,
@@ -116,6 +119,7 @@ class Gateway:
             metrics=self.metrics,
             guards=self.guards,
             forwarder=self.proxy,
+            events=self.events,
             on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
         )
@@ -124,10 +128,14 @@ class Gateway:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: IO[str] | None = None
+        self._specs: list[FlowSpec] = []
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
+        """Everything that can fail fast does, before anything listens: flow file, dirs, ports."""
         settings = self.settings
+        if settings.flows_file is not None:
+            self._specs = await self._read_flow_file(settings.flows_file)
         prepare_data_dir(settings.data_dir)
         self._lock = _lock(settings.data_dir)
         public = bind(settings.listen, "cannot listen on")
@@ -138,31 +146,71 @@ class Gateway:
                 f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
                 flush=True,
             )
-        await self.store.open()
+        return public, admin
+
+    async def boot(self) -> None:
+        """Open the store (waiting for a database that is down), load flows, start delivering.
+
+        Until this is done ``/readyz`` is false and ``/hook/*`` answers 503, never 404.
+        """
+        await self._open_store()
         if isinstance(self.runtime, LocalRuntime):
             self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
             self.runtime.on_ready = self._worker_ready
         await self.runtime.start()
         self.registry.subscribe(self._flow_changed)
         await self.registry.load()
-        if settings.flows_file is not None:
-            await self.apply_file(settings.flows_file)
+        for spec in self._specs:
+            self.validate(spec)
+        for spec in self._specs:
+            flow, outcome = await self.registry.apply(spec)
+            log.info("flow applied", flow=flow.name, outcome=outcome)
         await self.dispatcher.start()
-        self._tasks = [asyncio.create_task(self._stats()), asyncio.create_task(self._purge())]
+        self._tasks = [
+            asyncio.create_task(self._stats()),
+            asyncio.create_task(self._purge()),
+            asyncio.create_task(self._watch()),
+        ]
         self.ready = True
-        return public, admin
 
-    async def apply_file(self, path: Path) -> None:
+    async def _open_store(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.store.open()
+                return
+            except SchemaMismatch:
+                raise
+            except StoreUnavailable as exc:
+                if not self.settings.database.startswith("postgres"):
+                    raise
+                log.warning("database unavailable; retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _watch(self) -> None:
+        """Changes made by other gateways on the same database (PostgreSQL LISTEN/NOTIFY)."""
+        watch = getattr(self.store, "watch", None)
+        if watch is None:
+            return
+        while True:
+            try:
+                async for kind, subject in watch():
+                    if kind in ("listening", "flow"):
+                        await self.registry.load()
+                    elif kind == "queue":
+                        self.dispatcher.notify(subject)
+            except StoreError as exc:
+                log.warning("lost the database's change feed; reconnecting", error=str(exc))
+            await asyncio.sleep(1.0)
+
+    @staticmethod
+    async def _read_flow_file(path: Path) -> list[FlowSpec]:
         try:
             text = await asyncio.to_thread(path.read_text)
         except OSError as exc:
             raise ConfigError(f"cannot read flow file {path}: {exc.strerror}") from None
-        specs = parse_flow_file(text, source=str(path))
-        for spec in specs:
-            self.validate(spec)
-        for spec in specs:
-            flow, outcome = await self.registry.apply(spec)
-            log.info("flow applied", flow=flow.name, outcome=outcome)
+        return parse_flow_file(text, source=str(path))
 
     def validate(self, spec: FlowSpec) -> None:
         """Checks that need this gateway: secrets resolvable, a worker this runtime can run."""
@@ -252,19 +300,25 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self._announce()
         serving = [
             asyncio.create_task(servers[0].serve(sockets=[public])),
             asyncio.create_task(servers[1].serve(sockets=[admin])),
         ]
         stopper = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([*serving, stopper], return_when=asyncio.FIRST_COMPLETED)
+        booting = asyncio.create_task(self.boot())
+        await asyncio.wait([booting, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if booting.done() and booting.exception() is None:
+            self._announce()
+            await asyncio.wait([*serving, stopper], return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down: finishing in-flight requests")
         self.ready = False
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*serving, return_exceptions=True)
         stopper.cancel()
+        booting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await booting
         await self.close()
         log.info("stopped")
 

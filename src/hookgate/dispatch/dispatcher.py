@@ -20,10 +20,11 @@ from hookgate.domain.deliveries import Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import delivery_headers, envelope
 from hookgate.errors import StoreError
+from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Endpoint, Runtime
-from hookgate.store.base import Store
+from hookgate.store.base import QueueStats, Store
 from hookgate.transport.base import Outbound, Reply, WorkerTransport
 
 log = logs.get("hookgate.dispatch")
@@ -31,6 +32,7 @@ log = logs.get("hookgate.dispatch")
 LEASE_MARGIN = 5.0
 RESYNC = 2.0
 STORE_BACKOFF = 1.0
+STATS_TTL = 0.1
 
 
 def _outbound(delivery: Delivery, flow: Flow) -> Outbound:
@@ -99,7 +101,10 @@ class FlowDispatcher:
             if due and free > 0:
                 await self._lease(endpoints, free, now)
             elif due and not endpoints:
-                await self._want(max(self.wanted, 1))
+                if self.wanted or await self.owner.has_work(self.flow.id):
+                    await self._want(max(self.wanted, 1))
+                else:
+                    self.pending = False
             elif due and free <= 0 and self.wanted < spec.max_workers:
                 await self._want(min(spec.max_workers, len(endpoints) + 1))
             if self.busy or self.pending:
@@ -177,6 +182,18 @@ class FlowDispatcher:
         store, metrics = self.owner.store, self.owner.metrics
         metrics.delivery_seconds.labels(self.flow.name).observe(took)
         metrics.deliveries.labels(self.flow.name, outcome.value).inc()
+        self.owner.events.publish(
+            "delivery",
+            flowId=self.flow.id,
+            flow=self.flow.name,
+            deliveryId=delivery.id,
+            requestId=delivery.request_id,
+            attempt=delivery.attempts,
+            status=reply.status,
+            error=reply.error,
+            outcome=outcome.value,
+            ms=attempt.duration_ms,
+        )
         try:
             if outcome is Verdict.DONE:
                 await store.complete(delivery, attempt)
@@ -235,13 +252,33 @@ class Dispatcher:
         runtime: Runtime,
         transport: WorkerTransport,
         metrics: Metrics,
+        events: EventHub | None = None,
     ) -> None:
+        self.events = events or EventHub()
         self.registry = registry
         self.store = store
         self.runtime = runtime
         self.transport = transport
         self.metrics = metrics
         self.flows: dict[str, FlowDispatcher] = {}
+        self._stats: asyncio.Task[dict[str, QueueStats]] | None = None
+        self._stats_at = 0.0
+
+    async def has_work(self, flow_id: str) -> bool:
+        """Whether the store holds due work for the flow, before a worker is started for it.
+
+        One shared ``queue_stats`` query answers every flow asking within the same moment.
+        """
+        if self._stats is None or time.monotonic() - self._stats_at > STATS_TTL:
+            self._stats_at = time.monotonic()
+            self._stats = asyncio.ensure_future(self.store.queue_stats())
+        try:
+            stats = (await asyncio.shield(self._stats)).get(flow_id)
+        except StoreError:
+            self._stats = None
+            return True
+        due = stats.next_due_at if stats is not None else None
+        return due is not None and due <= time.time()
 
     async def start(self) -> None:
         for flow in self.registry.flows():

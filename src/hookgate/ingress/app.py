@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 import msgspec
 
+from hookgate import logs
 from hookgate.domain.deliveries import Request, new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import StoreError, StoreFull
+from hookgate.events import EventHub
 from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
@@ -31,6 +33,7 @@ JSON = (b"content-type", b"application/json")
 RETRY_AFTER_STORE = b"1"
 MAX_REQUEST_ID = 200
 _encode = msgspec.json.encode
+log = logs.get("hookgate.ingress")
 
 
 class Forwarder(Protocol):
@@ -61,6 +64,7 @@ class Ingress:
         forwarder: Forwarder | None = None,
         on_accepted: Callable[[str], None] = lambda _flow_id: None,
         ready: Callable[[], bool] = lambda: True,
+        events: EventHub | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -69,6 +73,7 @@ class Ingress:
         self.forwarder = forwarder
         self.on_accepted = on_accepted
         self.ready = ready
+        self.events = events or EventHub()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +95,16 @@ class Ingress:
         started = time.perf_counter()
         flow_id, _, sub_path = rest.partition("/")
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        request_id = _request_id(headers)
+        request_id = _request_id(headers) or new_id()
+        if not self.ready():
+            await _error(
+                send,
+                503,
+                "starting or stopping, retry later",
+                request_id,
+                [(b"retry-after", RETRY_AFTER_STORE)],
+            )
+            return
         flow = self.registry.get(flow_id)
         client = scope.get("client")
         address = client[0] if client else ""
@@ -100,8 +114,17 @@ class Ingress:
             return
         status = await self._flow(flow, scope, receive, send, request_id, "/" + sub_path, address)
         self.metrics.requests.labels(flow.name, str(status)).inc()
-        self.metrics.request_seconds.labels(flow.name, flow.mode.value).observe(
-            time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.metrics.request_seconds.labels(flow.name, flow.mode.value).observe(took)
+        self.events.publish(
+            "request",
+            flowId=flow.id,
+            flow=flow.name,
+            requestId=request_id,
+            status=status,
+            method=scope["method"],
+            path="/" + sub_path,
+            ms=round(took * 1000, 3),
         )
 
     async def _flow(
@@ -176,7 +199,7 @@ class Ingress:
         delivery_id = new_id()
         request = Request(
             id=delivery_id,
-            request_id=request_id or delivery_id,
+            request_id=request_id,
             flow_id=flow.id,
             method=scope["method"],
             path=sub_path,
@@ -213,14 +236,22 @@ class Ingress:
             send,
             202,
             b'{"requestId":' + _encode(accepted.request_id) + b',"status":"accepted"}',
-            [(b"x-request-id", accepted.request_id.encode())],
+            _accept_headers(accepted.request_id, guard.allowed_origin(scope["headers"])),
         )
         return 202
 
     async def _unauthorized(self, flow: Flow, send: Send, request_id: str, reason: str) -> int:
         self.metrics.auth_failures.labels(flow.name, reason).inc()
+        log.warning("request refused", flow=flow.name, request=request_id, reason=reason)
         await _error(send, 401, "unauthorized", request_id)
         return 401
+
+
+def _accept_headers(request_id: str, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", request_id.encode())]
+    if origin is not None:
+        headers.append((b"access-control-allow-origin", origin))
+    return headers
 
 
 async def _rate_limited(guard: FlowGuard, send: Send, request_id: str) -> int | None:

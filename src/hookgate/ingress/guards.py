@@ -39,12 +39,19 @@ class FlowGuard:
         """Seconds to wait before the next request is allowed, or None if it is allowed now."""
         return self.bucket.take(time.monotonic()) if self.bucket else None
 
-    def preflight(self, method: str, headers: Headers) -> Headers | None:
-        """CORS preflight answer headers when the flow allows the origin, else None."""
-        if method != "OPTIONS" or not self.cors_origins:
+    def allowed_origin(self, headers: Headers) -> bytes | None:
+        """The caller's ``Origin`` when the flow's CORS settings allow it."""
+        if not self.cors_origins:
             return None
         origin = next((v for k, v in headers if k == b"origin"), None)
         if origin is None or not (origin in self.cors_origins or b"*" in self.cors_origins):
+            return None
+        return origin
+
+    def preflight(self, method: str, headers: Headers) -> Headers | None:
+        """CORS preflight answer headers when the flow allows the origin, else None."""
+        origin = self.allowed_origin(headers) if method == "OPTIONS" else None
+        if origin is None:
             return None
         return [(b"access-control-allow-origin", origin), *self.cors_headers]
 

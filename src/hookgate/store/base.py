@@ -44,10 +44,20 @@ class Page(msgspec.Struct, frozen=True):
     cursor: str | None
 
 
+class DeliveryRecord(msgspec.Struct, frozen=True):
+    """A delivery with its body and every attempt at it: what ``hookgate db copy`` moves."""
+
+    delivery: Delivery
+    attempts: list[Attempt]
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at, for ``hookgate db status``."""
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:
@@ -109,3 +119,18 @@ class Store(Protocol):
     # hygiene -----------------------------------------------------------------------------
     async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` DONE deliveries of a flow finished before ``done_before``."""
+
+    # moving between stores ---------------------------------------------------------------
+    async def count_deliveries(self) -> dict[str, dict[State, int]]:
+        """Per flow id, how many deliveries are in each state (states with none are left out)."""
+
+    async def export_deliveries(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        """Oldest first, whole (body, headers, state, attempts); the cursor continues, or None."""
+
+    async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
+        """Insert as they are, in one transaction; ids already present are skipped.
+
+        Returns how many were inserted. Queued ones wake the dispatchers like an enqueue.
+        """
