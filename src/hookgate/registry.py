@@ -7,6 +7,7 @@ Listeners (the dispatcher, the runtime) hear of every change and reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -91,6 +92,10 @@ class FlowRegistry:
         if spec.name in self._by_name:
             return await self.replace(spec.name, spec)
         return await self.create(spec), "created"
+
+    async def apply_all(self, specs: list[FlowSpec]) -> list[tuple[Flow, Outcome]]:
+        """Apply many flows at once; their writes share the store's group commits."""
+        return list(await asyncio.gather(*(self.apply(spec) for spec in specs)))
 
     async def set_status(self, ref: str, status: Status) -> Flow:
         current = self.find(ref)

@@ -98,15 +98,17 @@ class FlowDispatcher:
             endpoints = runtime.endpoints(self.flow.id)
             capacity = sum(e.capacity for e in endpoints)
             free = capacity - self.busy
-            if due and free > 0:
-                await self._lease(endpoints, free, now)
-            elif due and not endpoints:
+            if due and endpoints:
+                # Lease in batches: wait for half the slots to free up while busy.
+                if free > 0 and (self.busy == 0 or free * 2 >= capacity):
+                    await self._lease(endpoints, free, now)
+                elif free <= 0 and self.wanted < spec.max_workers:
+                    await self._want(min(spec.max_workers, len(endpoints) + 1))
+            elif due:
                 if self.wanted or await self.owner.has_work(self.flow.id):
                     await self._want(max(self.wanted, 1))
                 else:
                     self.pending = False
-            elif due and free <= 0 and self.wanted < spec.max_workers:
-                await self._want(min(spec.max_workers, len(endpoints) + 1))
             if self.busy or self.pending:
                 self.idle_since = time.monotonic()
             elif self.wanted and time.monotonic() - self.idle_since >= spec.idle_timeout:
@@ -114,6 +116,9 @@ class FlowDispatcher:
             await self._sleep()
 
     async def _sleep(self) -> None:
+        if not (self.pending or self.busy or self.wanted or self.timer is not None):
+            await self.wake.wait()
+            return
         timeout = RESYNC
         if self.timer is not None:
             timeout = min(timeout, max(0.0, self.timer - time.time()))
