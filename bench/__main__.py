@@ -75,6 +75,8 @@ def main(
         write_summary(console)
     if failures:
         console.print(f"[red bold]{len(failures)} scenario(s) failed:[/] {', '.join(failures)}")
+        if not keep:
+            console.print("the temporary files are removed; rerun with --keep to read the logs")
         sys.exit(1)
 
 

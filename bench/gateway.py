@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.context import REPO
 from bench.errors import BenchFailure
@@ -72,7 +71,7 @@ class Gateway:
             name="hookgate",
             command=self._command(),
             log=workdir / "hookgate.log",
-            env={**os.environ, **self.env, "HOOKGATE_ADMIN_TOKEN": self.token},
+            env={**_inherited(), **self.env, "HOOKGATE_ADMIN_TOKEN": self.token},
             cwd=workdir,
         )
         self.admin = httpx.Client(
@@ -155,24 +154,6 @@ class Gateway:
     def hook_url(self, name: str) -> str:
         return f"{self.public}/hook/{self.flow_id(name)}"
 
-    def accepted(self) -> int:
-        """Requests the gateway answered 202, from its ``hookgate_requests`` counter: exact,
-        unlike wrk's count, which misses the answers in flight when it stops."""
-        self.service.check_alive()
-        try:
-            answer = self.admin.get("/metrics")
-            answer.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise BenchFailure(f"admin API /metrics: {exc}") from exc
-        return int(
-            sum(
-                sample.value
-                for family in text_string_to_metric_families(answer.text)
-                for sample in family.samples
-                if sample.name == "hookgate_requests_total" and sample.labels.get("status") == "202"
-            )
-        )
-
     def waiting(self, flow_id: str) -> int:
         """Deliveries of a flow still queued or leased (0 or 1: a page of one is enough)."""
         return sum(
@@ -185,3 +166,9 @@ class Gateway:
             )
             for status in ("queued", "leased")
         )
+
+
+def _inherited() -> dict[str, str]:
+    """This environment without ``HOOKGATE_*``: a developer's own settings (a database URL, a
+    data directory) must not leak into a benchmark gateway."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOOKGATE_")}

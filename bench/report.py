@@ -69,13 +69,20 @@ def markdown(runs: dict[str, Run], order: list[str]) -> str:
             f"`{run.command}` — {run.started}"
             f"{' (quick)' if run.quick else ''} — {machine.get('cpu')}, "
             f"{machine.get('usable_cores') or machine.get('cores')} cores, "
-            f"Linux {machine.get('kernel')}, Python {machine.get('python')}\n",
+            f"Linux {machine.get('kernel')}, Python {machine.get('python')}"
+            f"{_ceiling(run)}\n",
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "|".join("---" if c in ("case", "note") else "---:" for c in COLUMNS) + "|",
             *("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in run.rows),
             "",
         ]
     return "\n".join(parts)
+
+
+def _ceiling(run: Run) -> str:
+    if run.ceiling_rps is None or run.scenario == "ceiling":
+        return ""
+    return f"; ceiling in the same run {run.ceiling_rps:,.0f} req/s"
 
 
 def rewrite(path: Path, runs: dict[str, Run], order: list[str]) -> None:

@@ -25,6 +25,7 @@ except ImportError:
     psutil = None  # type: ignore[assignment]
 
 WORKER_MODULE = "bench.workers.recorder"
+SETTLE_S = 0.3
 
 
 def run(ctx: Context) -> Outcome:
@@ -60,18 +61,21 @@ def run(ctx: Context) -> Outcome:
 
 
 def wait_no_worker(gateway_pid: int, *, timeout: float) -> None:
+    """Until the gateway has no worker process left, not even an unreaped one, and has had
+    :data:`SETTLE_S` to notice: a try measures a cold start, not a stop still under way."""
     deadline = time.monotonic() + timeout
     while worker_running(gateway_pid):
         if time.monotonic() > deadline:
             raise BenchFailure(f"the idle worker was not stopped within {timeout:.0f} s")
         time.sleep(0.05)
+    time.sleep(SETTLE_S)
 
 
 def worker_running(gateway_pid: int) -> bool:
     assert psutil is not None
     for child in psutil.Process(gateway_pid).children(recursive=True):
         try:
-            if WORKER_MODULE in " ".join(child.cmdline()):
+            if child.status() == psutil.STATUS_ZOMBIE or WORKER_MODULE in " ".join(child.cmdline()):
                 return True
         except psutil.NoSuchProcess:
             continue

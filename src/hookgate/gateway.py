@@ -41,7 +41,7 @@ from hookgate.transport.client import AiohttpTransport
 
 log = logs.get("hookgate")
 
-STATS_EVERY = 2.0
+STATS_EVERY = 5.0
 PURGE_EVERY = 60.0
 
 
@@ -64,7 +64,6 @@ def bind(address: Address, what: str) -> socket.socket:
         sock.close()
         raise ConfigError(f"{what} {address}: {exc.strerror}") from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -83,9 +82,11 @@ def _lock(directory: Path) -> IO[str]:
 
 def build_runtime(settings: Settings) -> Runtime:
     if settings.runtime == "kubernetes":
-        from hookgate.runtime.kubernetes import KubernetesRuntime
+        from hookgate.runtime.kubernetes import KubernetesRuntime, connect
 
-        runtime: Runtime = KubernetesRuntime(namespace=settings.namespace)
+        runtime: Runtime = KubernetesRuntime(
+            namespace=settings.namespace, client=connect(namespace=settings.namespace)
+        )
         return runtime
     return LocalRuntime(pid_file=settings.data_dir / "worker-pids")
 
@@ -162,8 +163,7 @@ class Gateway:
         await self.registry.load()
         for spec in self._specs:
             self.validate(spec)
-        for spec in self._specs:
-            flow, outcome = await self.registry.apply(spec)
+        for flow, outcome in await self.registry.apply_all(self._specs):
             log.info("flow applied", flow=flow.name, outcome=outcome)
         await self.dispatcher.start()
         self._tasks = [
@@ -214,7 +214,10 @@ class Gateway:
 
     def validate(self, spec: FlowSpec) -> None:
         """Checks that need this gateway: secrets resolvable, a worker this runtime can run."""
-        FlowGuard(spec)
+        try:
+            FlowGuard(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"flow {spec.name!r}: {exc}") from None
         if self.settings.runtime == "local" and not spec.worker.command:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.command is needed by the local runtime"
@@ -268,6 +271,10 @@ class Gateway:
                         await asyncio.sleep(0)
 
     def admin_app(self) -> Any:
+        from starlette.routing import Mount
+
+        from hookgate.console import Console
+
         api = AdminAPI(
             registry=self.registry,
             store=self.store,
@@ -276,8 +283,24 @@ class Gateway:
             workers=self.runtime.status,
             on_queued=self.dispatcher.notify,
             validate=self.validate,
+            events=self.events,
+            stopping=self._stop,
         )
-        return create_admin_app(api, token=self.token)
+        console = Console(
+            token=self.token,
+            registry=self.registry,
+            store=self.store,
+            metrics=self.metrics,
+            public_url=self.settings.public_url,
+            workers=self.runtime.status,
+            on_queued=self.dispatcher.notify,
+            live=api.events,
+            stopping=self._stop,
+        )
+        console.start()
+        return create_admin_app(
+            api, token=self.token, extra_routes=[Mount("/console", app=console.app())]
+        )
 
     async def close(self) -> None:
         self.ready = False
@@ -316,11 +339,15 @@ class Gateway:
             server.should_exit = True
         await asyncio.gather(*serving, return_exceptions=True)
         stopper.cancel()
-        booting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await booting
+        if not booting.done():
+            booting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await booting
+        failure = None if booting.cancelled() else booting.exception()
         await self.close()
         log.info("stopped")
+        if failure is not None:
+            raise failure
 
     def _announce(self) -> None:
         s = self.settings
@@ -342,6 +369,7 @@ def _config(app: Any, *, backlog: int, http: Any = "httptools") -> uvicorn.Confi
         app,
         loop="none",
         http=http,
+        proxy_headers=False,
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -71,3 +71,15 @@ class Metrics:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
             registry=r,
         )
+        self.store_commit_batch = Histogram(
+            "hookgate_store_commit_batch",
+            "Writes grouped into one store commit (one fsync).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "hookgate_store_commit_seconds",
+            "Time to run and commit one group of store writes.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )

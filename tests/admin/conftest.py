@@ -1,4 +1,4 @@
-"""One gateway for the whole admin API module; each test uses its own flow names."""
+"""One gateway for all admin API tests; each test uses its own flow names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import GatewayProcess
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(tmp_path_factory.mktemp("admin") / "data").start()
     yield gw

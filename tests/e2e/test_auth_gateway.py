@@ -7,7 +7,6 @@ import hmac
 from typing import Any
 
 import httpx
-
 from tests.conftest import GatewayProcess
 
 SECRET = "It's a Secret to Everybody"
@@ -119,3 +118,16 @@ def test_flow_whose_secret_is_missing_is_refused_with_the_variable_named(
     assert answer.status_code == 422
     assert "NOT_SET_ANYWHERE" in answer.json()["error"]
     assert gateway.admin("GET", "/api/v1/flows/nosecret").status_code == 404
+
+
+def test_cors_preflight_from_a_strange_origin_or_method_is_refused_not_stored(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    url = gateway.hook("limited")
+    for origin, method in (("https://evil.example", "POST"), ("https://app.example", "DELETE")):
+        answer = httpx.options(url, headers={"origin": origin,
+                                             "access-control-request-method": method})
+        assert answer.status_code == 403
+        assert "access-control-allow-origin" not in answer.headers
+    assert stored_count(gateway, "limited") == 0

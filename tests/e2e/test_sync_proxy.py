@@ -308,3 +308,47 @@ def test_too_many_headers_get_431(gateway_factory: Any) -> None:
     answer = httpx.get(gateway.hook("api"), headers=headers)
     assert answer.status_code == 431
     assert answer.json()["error"] == "request header fields too large"
+
+
+def test_streamed_upload_over_max_body_gets_413(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(sync_flow(replicas=1, extra="    max_body: 100"))
+    ready(gateway, 1)
+
+    def chunks() -> Any:
+        for _ in range(50):
+            yield b"x" * 100
+
+    answer = httpx.post(gateway.hook("api"), content=chunks())
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "body larger than 100 bytes"
+    assert httpx.post(gateway.hook("api"), content=b"x" * 100).status_code == 200
+
+
+def test_path_encoding_and_callers_idempotency_key_reach_the_worker(
+    gateway_factory: Any,
+) -> None:
+    gateway: GatewayProcess = gateway_factory(sync_flow(replicas=1))
+    ready(gateway, 1)
+    answer = httpx.get(gateway.hook("api") + "/a%2Fb/c?q=%2F&r=1",
+                       headers={"idempotency-key": "caller-key"})
+    echo = answer.json()
+    assert echo["path"] in ("/a%2Fb/c", "/a/b/c")
+    assert echo["query"] == "q=%2F&r=1"
+    assert echo["headers"]["idempotency-key"] == "caller-key"
+
+
+def test_workers_do_not_inherit_the_gateways_secrets(gateway_factory: Any, tmp_path: Path) -> None:
+    worker = tmp_path / "env_worker.py"
+    worker.write_text(
+        "import os\nfrom hookgate.worker import serve\n"
+        "serve(lambda request: {k: v for k, v in os.environ.items()})\n"
+    )
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(command=worker, replicas=1), env={"GATEWAY_ONLY_SECRET": "s3cret"})
+    ready(gateway, 1)
+    env = httpx.get(gateway.hook("api")).json()
+    assert "GATEWAY_ONLY_SECRET" not in env
+    assert "HOOKGATE_ADMIN_TOKEN" not in env
+    assert env["X"] == "1"
+    assert env["HOOKGATE_MODE"] == "sync"
+    assert env["HOOKGATE_FLOW_ID"] == gateway.flow("api")["id"]

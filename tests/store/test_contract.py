@@ -19,6 +19,8 @@ from hookgate.domain.flows import (
 )
 from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
 from hookgate.store.base import DeliveryFilter, Store
+from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
+from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 
 from .conftest import Backend, attempt_for, make_request
 
@@ -377,3 +379,63 @@ async def test_two_leasers_never_get_the_same_delivery(backend: Backend, where: 
     finally:
         await one.close()
         await two.close()
+
+
+# moving between stores ---------------------------------------------------------------------
+async def test_schema_version_is_this_hookgates_after_open(backend: Backend, store: Store) -> None:
+    assert (
+        await store.schema_version()
+        == {"sqlite": SQLITE_SCHEMA, "postgres": PG_SCHEMA}[backend.name]
+    )
+
+
+async def test_export_then_import_moves_deliveries_whole(backend: Backend, store: Store) -> None:
+    body = bytes(range(256)) + b"\x00"
+    requests = [
+        make_request("f1", body=body, headers=[("x-a", "1"), ("x-a", "2")], received_at=NOW + i)
+        for i in range(5)
+    ]
+    await store.enqueue(make_request("f2", received_at=NOW))
+    for request in requests:
+        await store.enqueue(request)
+    done, dead, waiting, leased = await store.lease("f1", limit=4, lease_for=LEASE, now=NOW + 9)
+    assert await store.complete(done, attempt_for(done, at=NOW + 10))
+    assert await store.bury(dead, attempt_for(dead, at=NOW + 10, status=400))
+    assert await store.retry(waiting, attempt_for(waiting, at=NOW + 10, status=503), next_at=NOW)
+    counts = await store.count_deliveries()
+    assert counts == {
+        "f1": {State.QUEUED: 2, State.LEASED: 1, State.DONE: 1, State.DEAD: 1},
+        "f2": {State.QUEUED: 1},
+    }
+
+    records, cursor = [], None
+    while True:
+        page, cursor = await store.export_deliveries(limit=2, cursor=cursor)
+        records += page
+        if cursor is None:
+            break
+    assert [r.delivery.id for r in records][1:] == [r.id for r in requests]
+    by_id = {r.delivery.id: r for r in records}
+    assert by_id[dead.id].delivery == await store.get_delivery(dead.id)
+    assert by_id[dead.id].attempts == await store.attempts(dead.id)
+    assert by_id[requests[4].id].attempts == []
+
+    target = backend.store(backend.namespace())
+    await target.open()
+    try:
+        assert await target.import_deliveries(records[:3]) == 3
+        assert await target.import_deliveries(records) == len(records) - 3
+        assert await target.import_deliveries(records) == 0
+        assert await target.count_deliveries() == counts
+        for record in records:
+            assert await target.get_delivery(record.delivery.id) == record.delivery
+            assert await target.attempts(record.delivery.id) == record.attempts
+        assert await target.queue_stats() == await store.queue_stats()
+        again = await target.lease("f1", limit=5, lease_for=LEASE, now=NOW + 10 + LEASE)
+        assert {(d.id, d.attempts) for d in again} == {
+            (waiting.id, 2),
+            (leased.id, 2),
+            (requests[4].id, 1),
+        }
+    finally:
+        await target.close()

@@ -1,19 +1,26 @@
-"""The admin REST API under ``/api/v1`` and ``/metrics``, on its own listener, bearer-protected."""
+"""The admin REST API under ``/api/v1`` and ``/metrics``, on its own listener, bearer-protected.
+
+The console shares the listener under ``/console`` and guards itself with sessions, so the
+bearer check leaves that prefix alone.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, cast
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookgate.admin.openapi import openapi_document
@@ -28,25 +35,40 @@ from hookgate.errors import (
     HookgateError,
     StoreError,
 )
+from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
 from hookgate.store.base import DeliveryFilter, Store
 
 MAX_PAGE = 1000
+HEARTBEAT = 15.0
 
 
 class Bearer:
     """Admit only ``Authorization: Bearer <token>``; the token is kept hashed, compared in
     constant time, and a miss says nothing about why."""
 
-    def __init__(self, app: ASGIApp, *, token: str, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        open_paths: frozenset[str],
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.digest = hashlib.sha256(token.encode()).digest()
         self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
+
+    def _open(self, path: str) -> bool:
+        return path in self.open_paths or any(
+            path == prefix or path.startswith(prefix + "/") for prefix in self.open_prefixes
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+        if scope["type"] == "http" and not self._open(scope["path"]):
             presented = b""
             for name, value in scope["headers"]:
                 if name == b"authorization" and value[:7].lower() == b"bearer ":
@@ -101,7 +123,11 @@ class AdminAPI:
         workers: Callable[[str], WorkerStatus],
         on_queued: Callable[[str], None],
         validate: Callable[[FlowSpec], None],
+        events: EventHub,
+        stopping: asyncio.Event | None = None,
     ) -> None:
+        self.hub = events
+        self.stopping = stopping or asyncio.Event()
         self.registry = registry
         self.store = store
         self.metrics = metrics
@@ -126,6 +152,7 @@ class AdminAPI:
             Route("/api/v1/deliveries/replay", e(self.replay), methods=["POST"]),
             Route("/api/v1/deliveries/{id}", e(self.get_delivery), methods=["GET"]),
             Route("/api/v1/deliveries/{id}", e(self.delete_delivery), methods=["DELETE"]),
+            Route("/api/v1/events", e(self.events), methods=["GET"]),
             Route("/metrics", self.prometheus),
         ]
 
@@ -157,24 +184,25 @@ class AdminAPI:
         if not isinstance(items, list):
             raise ConfigError("expected a JSON object with a `flows` list")
         specs = [spec_from_object(item, where=f"flows[{i}]") for i, item in enumerate(items)]
-        names = [s.name for s in specs]
-        duplicated = {n for n in names if names.count(n) > 1}
+        duplicated = sorted(n for n, c in Counter(s.name for s in specs).items() if c > 1)
         if duplicated:
-            raise ConfigError(f"flow {sorted(duplicated)[0]!r} is declared twice")
+            raise ConfigError(f"flow {duplicated[0]!r} is declared twice")
         for spec in specs:
             self.validate(spec)
-        results = []
-        for spec in specs:
-            flow, outcome = await self.registry.apply(spec)
-            results.append(
-                {
-                    "name": flow.name,
-                    "id": flow.id,
-                    "outcome": outcome,
-                    "url": f"{self.public_url}/hook/{flow.id}",
-                }
-            )
-        return JSONResponse({"items": results})
+        applied = await self.registry.apply_all(specs)
+        return JSONResponse(
+            {
+                "items": [
+                    {
+                        "name": flow.name,
+                        "id": flow.id,
+                        "outcome": outcome,
+                        "url": f"{self.public_url}/hook/{flow.id}",
+                    }
+                    for flow, outcome in applied
+                ]
+            }
+        )
 
     async def get_flow(self, request: Request) -> Response:
         return JSONResponse(self._view(request.path_params["ref"]))
@@ -267,12 +295,51 @@ class AdminAPI:
             self.on_queued(flow.id)
         return JSONResponse({"replayed": count})
 
+    # live events ------------------------------------------------------------------------
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: every request and delivery attempt, of one flow or all."""
+        ref = request.query_params.get("flow")
+        flow_id = self.registry.find(ref).id if ref else None
+        return StreamingResponse(
+            self._stream(flow_id),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    async def _stream(self, flow_id: str | None) -> AsyncIterator[bytes]:
+        """Subscribed before the first byte goes out, so a client that has seen the opening
+        ``subscribed`` event misses nothing; ends when the gateway shuts down, so no open
+        stream holds the shutdown up."""
+        events = cast(AsyncGenerator[Any, None], self.hub.subscribe(flow_id=flow_id))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        try:
+            yield b"event: subscribed\ndata: {}\n\n"
+            while True:
+                done, _ = await asyncio.wait(
+                    {pending, stop}, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop in done:
+                    return
+                if pending in done:
+                    yield b"data: " + msgspec.json.encode(pending.result()) + b"\n\n"
+                    pending = asyncio.ensure_future(anext(events))
+                else:
+                    yield b": keep-alive\n\n"
+        finally:
+            stop.cancel()
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+            await events.aclose()
+
     async def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_admin_app(
-    api: AdminAPI, *, token: str, extra_routes: list[Route] | None = None
+    api: AdminAPI, *, token: str, extra_routes: list[BaseRoute] | None = None
 ) -> ASGIApp:
     app = Starlette(routes=[*api.routes(), *(extra_routes or [])])
-    return Bearer(app, token=token, open_paths=frozenset())
+    return Bearer(app, token=token, open_paths=frozenset(), open_prefixes=("/console",))

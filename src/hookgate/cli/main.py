@@ -8,8 +8,11 @@ import click
 
 from hookgate import __version__, logs
 from hookgate.cli.client import AdminClient
+from hookgate.cli.db import db
 from hookgate.cli.deliveries import deliveries
 from hookgate.cli.flows import flows
+from hookgate.cli.k8s import k8s
+from hookgate.cli.tail import tail
 from hookgate.config import load_settings
 from hookgate.errors import HookgateError
 
@@ -100,6 +103,9 @@ def version() -> None:
 
 cli.add_command(flows)
 cli.add_command(deliveries)
+cli.add_command(tail)
+cli.add_command(db)
+cli.add_command(k8s)
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ ADDED = frozenset(
         "x-hookgate-flow",
         "x-hookgate-delivery",
         "x-hookgate-attempt",
-        "idempotency-key",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
@@ -75,9 +74,10 @@ def forward_headers(
 
 
 def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
+    """Async: Hookgate's ``Idempotency-Key`` (the delivery id) replaces a caller's own."""
     return [
         *forward_headers(
-            delivery.headers,
+            [(k, v) for k, v in delivery.headers if k.lower() != "idempotency-key"],
             request_id=delivery.request_id,
             flow_id=delivery.flow_id,
             client=delivery.source,

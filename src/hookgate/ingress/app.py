@@ -80,6 +80,10 @@ class Ingress:
             return
         path: str = scope["path"]
         if path.startswith("/hook/"):
+            raw = scope.get("raw_path")
+            if isinstance(raw, bytes) and raw.startswith(b"/hook/"):
+                # Keep the sub-path's percent-encoding: workers may sign or route on it.
+                path = raw.decode("latin-1")
             await self._hook(scope, receive, send, path[6:])
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
@@ -142,6 +146,9 @@ class Ingress:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         guard = self.guards.for_flow(flow)
         cors = guard.preflight(method, headers)
+        if cors == []:
+            await _error(send, 403, "CORS preflight refused for this origin or method", request_id)
+            return 403
         if cors is not None:
             await _respond(send, 204, b"", cors)
             return 204
@@ -250,7 +257,7 @@ class Ingress:
 def _accept_headers(request_id: str, origin: bytes | None) -> list[tuple[bytes, bytes]]:
     headers = [(b"x-request-id", request_id.encode())]
     if origin is not None:
-        headers.append((b"access-control-allow-origin", origin))
+        headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
     return headers
 
 

@@ -27,13 +27,16 @@ class FlowGuard:
         self.bucket = TokenBucket(limit.rate, limit.burst) if limit else None
         cors = spec.cors
         self.cors_origins = {o.encode() for o in cors.allow_origins} if cors else set()
-        self.cors_headers: Headers = []
+        self.cors_methods = {m.upper().encode() for m in cors.allow_methods} if cors else set()
+        self.cors_headers: Headers = [(b"vary", b"Origin")]
         if cors:
-            self.cors_headers = [
+            self.cors_headers += [
                 (b"access-control-allow-methods", ", ".join(cors.allow_methods).encode()),
-                (b"access-control-allow-headers", ", ".join(cors.allow_headers).encode()),
                 (b"access-control-max-age", str(int(cors.max_age)).encode()),
             ]
+            if cors.allow_headers:
+                allowed = ", ".join(cors.allow_headers).encode()
+                self.cors_headers.append((b"access-control-allow-headers", allowed))
 
     def rate_limited(self) -> float | None:
         """Seconds to wait before the next request is allowed, or None if it is allowed now."""
@@ -49,10 +52,17 @@ class FlowGuard:
         return origin
 
     def preflight(self, method: str, headers: Headers) -> Headers | None:
-        """CORS preflight answer headers when the flow allows the origin, else None."""
-        origin = self.allowed_origin(headers) if method == "OPTIONS" else None
-        if origin is None:
+        """For a CORS preflight on a flow with CORS settings: the answer's headers when the
+        origin and the requested method are allowed, an empty list when they are not (403).
+        None when this is not a preflight (an OPTIONS request is then like any other)."""
+        if method != "OPTIONS" or not self.cors_origins:
             return None
+        wanted = next((v for k, v in headers if k == b"access-control-request-method"), None)
+        if wanted is None:
+            return None
+        origin = self.allowed_origin(headers)
+        if origin is None or wanted.upper() not in self.cors_methods:
+            return []
         return [(b"access-control-allow-origin", origin), *self.cors_headers]
 
     def check(self, scope: dict[str, Any], body: bytes, address: str) -> str | None:

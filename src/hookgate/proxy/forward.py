@@ -31,6 +31,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logs.get("hookgate.proxy")
 
 QUEUE_PER_SLOT = 4
+SMALL_ANSWER = 256 * 1024
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -47,6 +48,10 @@ HOP_BY_HOP = frozenset(
 
 class CallerGone(Exception):
     """The caller disconnected; the worker side is cancelled."""
+
+
+class BodyTooLarge(Exception):
+    """A streamed upload went past the flow's ``max_body``; the worker side is cancelled."""
 
 
 class _Lane:
@@ -106,6 +111,12 @@ class SyncProxy:
             return await self._relay(upstream, receive, send, request_id)
         except CallerGone:
             return 499
+        except BodyTooLarge:
+            if sent:
+                return 413
+            return await _fail(
+                send, 413, f"body larger than {flow.spec.max_body} bytes", request_id
+            )
         except WorkerError as exc:
             if not sent:
                 return await self._failed(flow, send, request_id, exc)
@@ -208,7 +219,7 @@ class SyncProxy:
         if body is not None:
             payload = body
         else:
-            payload = _caller_body(receive)
+            payload = _caller_body(receive, flow.spec.max_body)
             if length is not None:
                 headers.append(("content-length", length.decode("latin-1")))
         query = scope.get("query_string", b"")
@@ -230,6 +241,16 @@ class SyncProxy:
         headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
         if not any(k == b"x-request-id" for k, _ in headers):
             headers.append((b"x-request-id", request_id.encode()))
+        if upstream.length is not None and upstream.length <= SMALL_ANSWER:
+            try:
+                body = await upstream.read()
+            finally:
+                upstream.close()
+            await send(
+                {"type": "http.response.start", "status": upstream.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": body})
+            return upstream.status
         watcher = asyncio.create_task(_hangup(receive))
         try:
             await send(
@@ -246,12 +267,16 @@ class SyncProxy:
             upstream.close()
 
 
-async def _caller_body(receive: Receive) -> AsyncIterator[bytes]:
+async def _caller_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise CallerGone
         chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
         if chunk:
             yield chunk
         if not message.get("more_body", False):

@@ -31,6 +31,22 @@ STOP_GRACE = 5.0
 RESTART_BACKOFF = (0.5, 30.0)
 STABLE_AFTER = 30.0
 POLL = 0.005
+# Workers see only these of the gateway's variables (never its secrets) plus worker.env.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
 # Workers die with the gateway, even on kill -9 (Linux parent-death signal via util-linux).
 SETPRIV = shutil.which("setpriv")
 ORPHAN_GUARD = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
@@ -226,7 +242,7 @@ class LocalRuntime:
             raise WorkerStartFailed(f"cannot start {command[0]!r}: no such executable")
         port = free_port()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")},
             **flow.spec.worker.env,
             "PORT": str(port),
             "HOOKGATE_FLOW_ID": flow.id,

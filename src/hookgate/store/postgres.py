@@ -34,7 +34,7 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from hookgate.store.base import Accepted, DeliveryFilter, Page, QueueStats
+from hookgate.store.base import Accepted, DeliveryFilter, DeliveryRecord, Page, QueueStats
 
 SCHEMA_VERSION = 1
 BATCH = 4096
@@ -129,6 +129,28 @@ def _row(request: Request) -> tuple[Any, ...]:
         msgspec.json.encode(request.headers),
         request.body,
         request.source,
+    )
+
+
+def _record_row(d: Delivery) -> tuple[Any, ...]:
+    """The columns of ``_FULL``, in order, for a delivery copied from another store."""
+    return (
+        d.id,
+        d.request_id,
+        d.flow_id,
+        int(d.state),
+        d.attempts,
+        d.next_at,
+        d.received_at,
+        d.lease_until,
+        d.last_error,
+        d.updated_at,
+        d.method,
+        d.path,
+        d.query,
+        d.source,
+        msgspec.json.encode(d.headers),
+        d.body,
     )
 
 
@@ -639,6 +661,88 @@ class PostgresStore:
                 [flow_id],
             )
         return int(row[0]) if row else 0
+
+    # moving between stores ---------------------------------------------------------------
+    async def count_deliveries(self) -> dict[str, dict[State, int]]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT flow_id, state, count(*) FROM deliveries GROUP BY flow_id, state"
+            )
+            rows = await cur.fetchall()
+        counts: dict[str, dict[State, int]] = {}
+        for flow_id, state, count in rows:
+            counts.setdefault(flow_id, {})[State(state)] = count
+        return counts
+
+    async def export_deliveries(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT seq, {} FROM deliveries WHERE seq > %s ORDER BY seq LIMIT %s"
+                ).format(sql.SQL(_FULL)),
+                [int(cursor or 0), limit],
+            )
+            rows = await cur.fetchall()
+            cur = await conn.execute(
+                "SELECT delivery_id, number, started_at, duration_ms, status_code, error, response"
+                " FROM attempts WHERE delivery_id = ANY(%s) ORDER BY seq",
+                [[row[1] for row in rows]],
+            )
+            tried = await cur.fetchall()
+        history: dict[str, list[Attempt]] = {}
+        for r in tried:
+            history.setdefault(r[0], []).append(
+                Attempt(
+                    number=r[1],
+                    started_at=r[2],
+                    duration_ms=r[3],
+                    status_code=r[4],
+                    error=r[5],
+                    response=r[6],
+                )
+            )
+        records = [DeliveryRecord(_full(row[1:]), history.get(row[1], [])) for row in rows]
+        return records, str(rows[-1][0]) if len(rows) == limit else None
+
+    async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
+        """COPY the ones not present yet; one transaction, so a failed batch leaves nothing."""
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id FROM deliveries WHERE id = ANY(%s)",
+                [[r.delivery.id for r in records]],
+            )
+            present = {row[0] for row in await cur.fetchall()}
+            fresh = [r for r in records if r.delivery.id not in present]
+            async with conn.cursor().copy(
+                sql.SQL("COPY deliveries ({}) FROM STDIN").format(sql.SQL(_FULL))
+            ) as copy:
+                for record in fresh:
+                    await copy.write_row(_record_row(record.delivery))
+            async with conn.cursor().copy(
+                "COPY attempts (delivery_id, number, started_at, duration_ms, status_code,"
+                " error, response) FROM STDIN"
+            ) as copy:
+                for record in fresh:
+                    for a in record.attempts:
+                        await copy.write_row(
+                            (
+                                record.delivery.id,
+                                a.number,
+                                a.started_at,
+                                a.duration_ms,
+                                a.status_code,
+                                a.error,
+                                a.response,
+                            )
+                        )
+            pending = [
+                r.delivery for r in fresh if r.delivery.state in (State.QUEUED, State.LEASED)
+            ]
+            await conn.execute(_NOTIFY_QUEUE, [sorted({d.flow_id for d in pending})])
+        self.queued_bytes += sum(len(d.body) for d in pending)
+        return len(fresh)
 
     # events ------------------------------------------------------------------------------
     async def watch(self) -> AsyncGenerator[tuple[str, str], None]:

@@ -33,7 +33,7 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from hookgate.store.base import Accepted, DeliveryFilter, Page, QueueStats
+from hookgate.store.base import Accepted, DeliveryFilter, DeliveryRecord, Page, QueueStats
 
 T = TypeVar("T")
 BATCH = 2048
@@ -195,6 +195,9 @@ class SQLiteStore:
             conn.executescript(
                 f"BEGIN IMMEDIATE; {script.read_text()}; PRAGMA user_version={step}; COMMIT;"
             )
+
+    async def schema_version(self) -> int:
+        return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -570,6 +573,102 @@ class SQLiteStore:
             return len(ids)
 
         return await self._write(run)
+
+    # moving between stores ---------------------------------------------------------------
+    async def count_deliveries(self) -> dict[str, dict[State, int]]:
+        def run(conn: sqlite3.Connection) -> dict[str, dict[State, int]]:
+            counts: dict[str, dict[State, int]] = {}
+            for flow_id, state, count in conn.execute(
+                "SELECT flow_id, state, count(*) FROM deliveries GROUP BY flow_id, state"
+            ):
+                counts.setdefault(flow_id, {})[State(state)] = count
+            return counts
+
+        return await self._read(run)
+
+    async def export_deliveries(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        def run(conn: sqlite3.Connection) -> tuple[list[DeliveryRecord], str | None]:
+            rows = conn.execute(
+                f"SELECT seq, {_FULL} FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?",
+                (int(cursor or 0), limit),
+            ).fetchall()
+            ids = [row[1] for row in rows]
+            history: dict[str, list[Attempt]] = {}
+            for r in conn.execute(
+                "SELECT delivery_id, number, started_at, duration_ms, status_code, error,"
+                f" response FROM attempts WHERE delivery_id IN ({','.join('?' * len(ids))})"
+                " ORDER BY rowid",
+                ids,
+            ):
+                history.setdefault(r[0], []).append(
+                    Attempt(
+                        number=r[1],
+                        started_at=r[2],
+                        duration_ms=r[3],
+                        status_code=r[4],
+                        error=r[5],
+                        response=r[6],
+                    )
+                )
+            records = [DeliveryRecord(_full(row[1:]), history.get(row[1], [])) for row in rows]
+            return records, str(rows[-1][0]) if len(rows) == limit else None
+
+        return await self._read(run)
+
+    async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
+            inserted = queued = 0
+            for record in records:
+                d = record.delivery
+                cur = conn.execute(
+                    f"INSERT INTO deliveries ({_FULL}) VALUES ({','.join('?' * 16)})"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (
+                        d.id,
+                        d.request_id,
+                        d.flow_id,
+                        int(d.state),
+                        d.attempts,
+                        d.next_at,
+                        d.received_at,
+                        d.lease_until,
+                        d.last_error,
+                        d.updated_at,
+                        d.method,
+                        d.path,
+                        d.query,
+                        d.source,
+                        msgspec.json.encode(d.headers),
+                        d.body,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    continue
+                conn.executemany(
+                    "INSERT INTO attempts VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (
+                            d.id,
+                            a.number,
+                            a.started_at,
+                            a.duration_ms,
+                            a.status_code,
+                            a.error,
+                            a.response,
+                        )
+                        for a in record.attempts
+                    ],
+                )
+                inserted += 1
+                if d.state in (State.QUEUED, State.LEASED):
+                    queued += len(d.body)
+            return inserted, queued
+
+        inserted, queued = await self._write(run)
+        self.queued_bytes += queued
+        return inserted
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:

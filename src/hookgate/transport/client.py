@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 
 import aiohttp
+import yarl
 
 from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
@@ -21,6 +22,20 @@ class AiohttpUpstream:
         self._response = response
         self.status = response.status
         self.headers: list[tuple[bytes, bytes]] = list(response.raw_headers)
+
+    @property
+    def length(self) -> int | None:
+        """The declared body size, None for a streamed (chunked or close-delimited) answer."""
+        return self._response.content_length
+
+    async def read(self) -> bytes:
+        """The whole body; for answers whose declared size is small."""
+        try:
+            return await self._response.content.read()
+        except TimeoutError:
+            raise WorkerTimeout("the worker stopped sending its answer") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise WorkerFailed(f"the worker broke off its answer: {type(exc).__name__}") from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -56,7 +71,7 @@ class AiohttpTransport:
     async def send(
         self, endpoint: Endpoint, request: Outbound, *, timeout: float, keep_body: int = 0
     ) -> Reply:
-        url = endpoint.base_url + request.target
+        url = yarl.URL(endpoint.base_url + request.target, encoded=True)
         try:
             async with self._client().request(
                 request.method,
@@ -98,7 +113,7 @@ class AiohttpTransport:
         try:
             response = await self._client().request(
                 method,
-                endpoint.base_url + target,
+                yarl.URL(endpoint.base_url + target, encoded=True),
                 headers=headers,
                 data=body,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=timeout),
@@ -114,6 +129,9 @@ class AiohttpTransport:
         except aiohttp.ClientResponseError as exc:
             raise WorkerFailed(f"invalid HTTP from the worker: {exc.message}") from None
         except (aiohttp.ClientError, OSError) as exc:
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, (aiohttp.ClientError, OSError)):
+                raise cause from None  # raised by the caller's body iterator: theirs to handle
             raise WorkerFailed(f"{type(exc).__name__}: {exc}") from None
         return AiohttpUpstream(response)
 

@@ -17,13 +17,13 @@ from .conftest import Emulator, make_flow, names_of, writes
 WORKLOADS = {"services", "deployments", "jobs"}
 
 
-async def quiet(cluster: Emulator, *, period: float = 0.3) -> int:
-    """Wait until the emulator saw no request for ``period``; returns the request count."""
+async def settled(cluster: Emulator, *, period: float = 0.3) -> int:
+    """Wait until nothing was written for ``period``; returns the request count then."""
     count = -1
-    while count != len(list(cluster)):
-        count = len(list(cluster))
+    while count != len(writes(cluster)):
+        count = len(writes(cluster))
         await asyncio.sleep(period)
-    return count
+    return len(list(cluster))
 
 
 async def test_steady_state_makes_no_writes_and_only_resync_lists(
@@ -33,12 +33,12 @@ async def test_steady_state_makes_no_writes_and_only_resync_lists(
     flows = [make_flow(f"steady-{i}", "sync" if i % 2 else "async") for i in range(20)]
     for flow in flows:
         await runtime.scale(flow, 2)
-    mark = await quiet(cluster)
+    mark = await settled(cluster)
 
     await asyncio.sleep(1.0)  # several resyncs go by
     for flow in flows:  # and the gateway re-asserts what it wants, as it does on restart
         await runtime.scale(flow, 2)
-    await quiet(cluster)
+    await asyncio.sleep(0.5)
 
     later = list(cluster)[mark:]
     workload = [r for r in later if r.resource is not None and r.resource.plural in WORKLOADS]

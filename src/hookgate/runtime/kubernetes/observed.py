@@ -35,9 +35,6 @@ class Observed:
         flow = self._by_flow.get(key)
         return flow.get(kind, {}) if flow is not None else {}
 
-    def keys(self) -> set[str]:
-        return set(self._by_flow)
-
     def put(self, kind: str, obj: Object) -> str | None:
         """Record an added/changed object; returns the flow it belongs to, if any."""
         if kind == "Event":

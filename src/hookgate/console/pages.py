@@ -1,0 +1,298 @@
+"""The console's pages and actions; each takes the request and the signed-in session."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from hookgate.console import render
+from hookgate.console.rates import Rates
+from hookgate.console.sessions import Session
+from hookgate.domain.deliveries import State
+from hookgate.domain.flows import Flow, Mode, Status, to_builtins
+from hookgate.errors import DeliveryNotFound
+from hookgate.registry import FlowRegistry
+from hookgate.runtime.base import WorkerStatus
+from hookgate.store.base import DeliveryFilter, QueueStats, Store
+
+PAGE = 50
+RECENT = 20
+NOTICES = {
+    "started": "Flow {name} started.",
+    "stopped": "Flow {name} stopped: its URL answers 404 until it is started again.",
+    "replayed": "{n} deliveries queued for replay.",
+    "deleted": "{n} deliveries deleted.",
+}
+
+
+class Render(Protocol):
+    def __call__(
+        self,
+        request: Request,
+        name: str,
+        *,
+        session: Session | None = ...,
+        status_code: int = ...,
+        **context: Any,
+    ) -> Response: ...
+
+
+class Pages:
+    def __init__(
+        self,
+        *,
+        render: Render,
+        registry: FlowRegistry,
+        store: Store,
+        rates: Rates,
+        public_url: str,
+        workers: Callable[[str], WorkerStatus],
+        on_queued: Callable[[str], None],
+    ) -> None:
+        self.render = render
+        self.registry = registry
+        self.store = store
+        self.rates = rates
+        self.public_url = public_url
+        self.workers = workers
+        self.on_queued = on_queued
+
+    # flows -------------------------------------------------------------------------------
+    def _row(self, flow: Flow, stats: dict[str, QueueStats], now: float) -> dict[str, Any]:
+        workers = self.workers(flow.id)
+        queued = stats.get(flow.id)
+        rate = self.rates.rate(flow.name, now=now)
+        return {
+            "id": flow.id,
+            "name": flow.name,
+            "mode": flow.mode.value,
+            "status": flow.status.value,
+            "url": f"{self.public_url}/hook/{flow.id}",
+            "ready": workers.ready,
+            "desired": workers.desired,
+            "depth": queued.depth + queued.leased if queued else 0,
+            "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
+            "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
+        }
+
+    async def _rows(self) -> list[dict[str, Any]]:
+        stats = await self.store.queue_stats()
+        now = time.time()
+        return [self._row(flow, stats, now) for flow in self.registry.flows()]
+
+    async def flows(self, request: Request, session: Session) -> Response:
+        return self.render(
+            request,
+            "flows.html",
+            session=session,
+            flows=await self._rows(),
+            notice=_notice(request),
+        )
+
+    async def flow_stats(self, request: Request, session: Session) -> Response:
+        return JSONResponse({"items": await self._rows()})
+
+    async def flow(self, request: Request, session: Session) -> Response:
+        flow = self.registry.find(request.path_params["ref"])
+        recent: list[Any] = []
+        if flow.mode is Mode.ASYNC:
+            page = await self.store.list_deliveries(
+                DeliveryFilter(flow_id=flow.id), limit=RECENT, cursor=None
+            )
+            recent = page.items
+        stats = await self.store.queue_stats()
+        return self.render(
+            request,
+            "flow.html",
+            session=session,
+            flow=self._row(flow, stats, time.time()),
+            workers=self.workers(flow.id),
+            config=render.config_text(to_builtins(flow.spec)),
+            recent=recent,
+            notice=_notice(request),
+        )
+
+    async def start(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.RUNNING, "started")
+
+    async def stop(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.STOPPED, "stopped")
+
+    async def _set_status(self, request: Request, status: Status, done: str) -> Response:
+        flow = await self.registry.set_status(request.path_params["ref"], status)
+        return _done(request, {"done": done, "name": flow.name}, "/console/flows")
+
+    # one delivery ------------------------------------------------------------------------
+    async def delivery(self, request: Request, session: Session) -> Response:
+        delivery = await self.store.get_delivery(request.path_params["id"])
+        attempts = await self.store.attempts(delivery.id)
+        flow = self.registry.get(delivery.flow_id)
+        content_type = render.header(delivery.headers, "content-type")
+        return self.render(
+            request,
+            "delivery.html",
+            session=session,
+            delivery=delivery,
+            state=delivery.state.label,
+            flow=flow,
+            headers=render.headers(delivery.headers),
+            body=render.body(delivery.body, content_type=content_type),
+            attempts=sorted(attempts, key=lambda a: a.started_at),
+            verification=_verification(flow),
+            dedupe=_dedupe(flow, delivery.headers),
+            notice=_notice(request),
+        )
+
+    async def raw_body(self, request: Request, session: Session) -> Response:
+        """Always a download: a stored body must never run as a page on the admin origin."""
+        delivery = await self.store.get_delivery(request.path_params["id"])
+        return Response(
+            delivery.body,
+            media_type="application/octet-stream",
+            headers={
+                "content-disposition": f'attachment; filename="delivery-{delivery.id}.bin"',
+                "cache-control": "no-store",
+            },
+        )
+
+    async def replay_one(self, request: Request, session: Session) -> Response:
+        delivery_id = request.path_params["id"]
+        if not await self.store.replay([delivery_id], now=time.time()):
+            delivery = await self.store.get_delivery(delivery_id)
+            raise ValueError(
+                f"delivery {delivery_id} is {delivery.state.label}: only dead or done "
+                "deliveries can be replayed"
+            )
+        self._notify()
+        return _done(request, {"done": "replayed", "n": "1"}, f"/console/deliveries/{delivery_id}")
+
+    async def delete_one(self, request: Request, session: Session) -> Response:
+        delivery_id = request.path_params["id"]
+        if not await self.store.delete_deliveries([delivery_id]):
+            raise DeliveryNotFound(f"no delivery {delivery_id}")
+        return _done(request, {"done": "deleted", "n": "1"}, "/console/dead")
+
+    # dead letters ------------------------------------------------------------------------
+    async def dead(self, request: Request, session: Session) -> Response:
+        params = request.query_params
+        where = self._filter(params.get)
+        page = await self.store.list_deliveries(
+            where, limit=PAGE, cursor=params.get("cursor") or None
+        )
+        names = {flow.id: flow.name for flow in self.registry.flows()}
+        chosen = {k: params.get(k, "") for k in ("flow", "since", "until")}
+        chosen["status"] = params.get("status", "dead")
+        more = {**chosen, "cursor": page.cursor} if page.cursor else None
+        return self.render(
+            request,
+            "dead.html",
+            session=session,
+            items=page.items,
+            names=names,
+            flows=self.registry.flows(),
+            states=[s.label for s in State],
+            chosen=chosen,
+            more=urlencode(more) if more else "",
+            notice=_notice(request),
+        )
+
+    async def replay_many(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        now = time.time()
+        if form.get("all") == "1":
+            count = await self.store.replay_matching(self._filter(form.get), now=now)
+        else:
+            count = await self.store.replay(_ids(form), now=now)
+        self._notify()
+        return _done(request, {"done": "replayed", "n": str(count)}, _back(form))
+
+    async def delete_many(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        count = await self.store.delete_deliveries(_ids(form))
+        return _done(request, {"done": "deleted", "n": str(count)}, _back(form))
+
+    def _filter(self, get: Callable[[str], Any]) -> DeliveryFilter:
+        flow, status = get("flow") or "", get("status") or "dead"
+        return DeliveryFilter(
+            flow_id=self.registry.find(flow).id if flow else None,
+            state=None if status == "any" else State.from_label(status),
+            since=_moment(get("since"), "since"),
+            until=_moment(get("until"), "until"),
+        )
+
+    def _notify(self) -> None:
+        for flow in self.registry.flows():
+            self.on_queued(flow.id)
+
+
+def _ids(form: FormData) -> list[str]:
+    ids = [v for v in form.getlist("id") if isinstance(v, str) and v]
+    if not ids:
+        raise ValueError("select at least one delivery first")
+    return ids
+
+
+def _back(form: FormData) -> str:
+    fields = ("flow", "status", "since", "until")
+    query = {k: v for k in fields if isinstance(v := form.get(k), str)}
+    return "/console/dead?" + urlencode(query)
+
+
+def _moment(value: Any, what: str) -> float | None:
+    """A ``datetime-local`` value, read as UTC (the console shows every time in UTC)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{what}: expected a date and time like 2026-01-31T14:00") from None
+    return moment.replace(tzinfo=moment.tzinfo or datetime.UTC).timestamp()
+
+
+def _done(request: Request, notice: dict[str, str], target: str) -> Response:
+    if "x-csrf-token" in request.headers:
+        return JSONResponse({"ok": True, "message": NOTICES[notice["done"]].format(**notice)})
+    separator = "&" if "?" in target else "?"
+    return RedirectResponse(f"{target}{separator}{urlencode(notice)}", status_code=303)
+
+
+def _notice(request: Request) -> str:
+    params = request.query_params
+    template = NOTICES.get(params.get("done", ""))
+    if template is None:
+        return ""
+    count = params.get("n", "")
+    return template.format(name=params.get("name", ""), n=count if count.isdigit() else "")
+
+
+def _verification(flow: Flow | None) -> str:
+    if flow is None:
+        return "unknown (the flow is gone)"
+    if not flow.spec.auth:
+        return "none configured: the flow accepts requests without checking them"
+    kinds = ", ".join(to_builtins(method)["type"] for method in flow.spec.auth)
+    return f"passed ({kinds}); requests that fail it are answered 401 and never stored"
+
+
+def _dedupe(flow: Flow | None, headers: list[tuple[str, str]]) -> str:
+    key = render.header(headers, "idempotency-key")
+    window = "" if flow is None else f" within {_duration(flow.spec.dedupe_window)}"
+    given = f"Idempotency-Key {key!r}; " if key else ""
+    return (
+        f"{given}first copy, stored; later copies with the same delivery id{window} get this "
+        "request's id and are not stored again"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:.0f}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,138 @@
+"""How stored things are shown: bodies that never freeze a page, secrets that never show.
+
+A body is shown as pretty JSON, text or a hex dump, and only its first part: a 50 MB upload
+or binary garbage costs the browser at most ``SHOWN`` bytes, with a link to the raw bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime
+import json
+from typing import Any
+
+import msgspec
+import yaml
+
+SHOWN = 256 * 1024
+HEX_SHOWN = 16 * 1024
+MASK = "••••••"
+SECRET_FIELDS = frozenset({"secret", "token", "password"})
+SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"x-api-key", b"x-auth-token"}
+)
+
+
+class Body(msgspec.Struct, frozen=True):
+    kind: str  # "json" | "text" | "hex" | "empty"
+    text: str
+    size: int
+    shown: int
+    content_type: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.shown < self.size
+
+
+def body(raw: bytes, *, content_type: str = "") -> Body:
+    if not raw:
+        return Body(kind="empty", text="", size=0, shown=0, content_type=content_type)
+    head = raw[:SHOWN]
+    text = _text(head, final=len(raw) <= SHOWN)
+    if text is None:
+        shown = raw[:HEX_SHOWN]
+        return Body(
+            kind="hex",
+            text=hexdump(shown),
+            size=len(raw),
+            shown=len(shown),
+            content_type=content_type,
+        )
+    kind = "text"
+    if len(raw) <= SHOWN and ("json" in content_type or text.lstrip()[:1] in ("{", "[")):
+        try:
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+            kind = "json"
+        except ValueError:
+            pass
+    return Body(kind=kind, text=text, size=len(raw), shown=len(head), content_type=content_type)
+
+
+def _text(data: bytes, *, final: bool) -> str | None:
+    """UTF-8 without NULs, else None; a character cut at the end of a prefix is dropped."""
+    if b"\x00" in data:
+        return None
+    try:
+        text: str = codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+    except UnicodeDecodeError:
+        return None
+    return text
+
+
+def hexdump(data: bytes) -> str:
+    lines = []
+    for offset in range(0, len(data), 16):
+        chunk = data[offset : offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        printable = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}  {hexes:<47}  {printable}")
+    return "\n".join(lines)
+
+
+def headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Credentials in headers are shown by kind and length only."""
+    shown = []
+    for name, value in pairs:
+        if name.lower().encode() in SECRET_HEADERS:
+            scheme = value.split(" ", 1)[0] + " " if " " in value else ""
+            value = f"{scheme}{MASK} ({len(value)} characters, hidden)"
+        shown.append((name, value))
+    return shown
+
+
+def header(pairs: list[tuple[str, str]], name: str) -> str:
+    return next((v for k, v in pairs if k.lower() == name), "")
+
+
+def masked(value: Any, *, field: str = "") -> Any:
+    """A flow's configuration with every secret reference and worker env value masked."""
+    if isinstance(value, dict):
+        return {
+            k: ({e: MASK for e in v} if k == "env" and isinstance(v, dict) else masked(v, field=k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(v, field=field) for v in value]
+    if field in SECRET_FIELDS and value is not None:
+        return MASK
+    return value
+
+
+def config_text(spec: dict[str, Any]) -> str:
+    """The spec as YAML, as a flow file would say it: unset (null) fields left out."""
+    return yaml.safe_dump(_set(masked(spec)), sort_keys=False, allow_unicode=True)
+
+
+def _set(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _set(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set(v) for v in value]
+    return value
+
+
+def when(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+def size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000 or unit == "MB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"

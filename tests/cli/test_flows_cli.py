@@ -1,0 +1,109 @@
+"""``hookgate flows …`` and ``hookgate version`` against a running gateway."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from tests.cli.conftest import Cli, entry, flow_file
+from tests.conftest import GatewayProcess
+
+from hookgate import __version__
+
+
+def cells(line: str) -> list[str]:
+    """The cells of one row of a rich table."""
+    return [cell.strip() for cell in re.split("[┃│]", line)]
+
+
+def test_version(cli: Cli) -> None:
+    assert cli.ok("version").strip() == f"hookgate {__version__}"
+
+
+def test_apply_reports_created_updated_unchanged(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, contacts = names
+    path = flow_file(tmp_path / "flows.yaml", entry(orders), entry(contacts))
+    out = cli.ok("flows", "apply", "-f", str(path))
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    for name, line in zip((orders, contacts), lines, strict=True):
+        flow = gateway.flow(name)
+        assert line.split() == ["flow", name, "created", flow["url"]]
+
+    flow_file(path, entry(orders, extra="    timeout: 10s\n"), entry(contacts))
+    out = cli.ok("flows", "apply", "--file", str(path))
+    assert f"flow {orders} updated" in out
+    assert f"flow {contacts} unchanged" in out
+    assert gateway.flow(orders)["spec"]["timeout"] == 10
+
+    items = cli.json("flows", "apply", "-f", str(path))["items"]
+    assert [(i["name"], i["outcome"]) for i in items] == [
+        (orders, "unchanged"),
+        (contacts, "unchanged"),
+    ]
+    assert {i["id"] for i in items} == {gateway.flow(orders)["id"], gateway.flow(contacts)["id"]}
+
+
+def test_list_shows_name_id_mode_status_and_url(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, contacts = names
+    cli.ok(
+        "flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders), entry(contacts)))
+    )
+    cli.ok("flows", "stop", contacts)
+    header, _rule, *rows = cli.ok("flows", "list").splitlines()
+    assert cells(header)[:4] == ["NAME", "ID", "MODE", "STATUS"]
+    assert cells(header)[-1] == "URL"
+    by_name = {cells(row)[0]: cells(row) for row in rows}
+    for name, status in ((orders, "running"), (contacts, "stopped")):
+        flow = gateway.flow(name)
+        assert by_name[name][1:4] == [flow["id"], "async", status]
+        assert by_name[name][-1] == flow["url"]
+
+    listed = {f["name"]: f for f in cli.json("flows", "list")}
+    assert listed[orders]["id"] == gateway.flow(orders)["id"]
+    assert listed[contacts]["status"] == "stopped"
+    assert listed[orders]["url"] == gateway.flow(orders)["url"]
+
+
+def test_show_by_name_and_by_id(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, _ = names
+    cli.ok("flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders))))
+    flow = gateway.flow(orders)
+    by_name = cli.json("flows", "show", orders)
+    by_id = cli.json("flows", "show", flow["id"])
+    assert by_name["id"] == by_id["id"] == flow["id"]
+    assert by_name["spec"] == by_id["spec"] == flow["spec"]
+    text = cli.ok("flows", "show", flow["id"])
+    assert orders in text
+    assert flow["url"] in text
+    assert "running" in text
+
+
+def test_stop_start_delete_by_name_and_by_id(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, contacts = names
+    cli.ok(
+        "flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders), entry(contacts)))
+    )
+    flow = gateway.flow(orders)
+
+    assert "stopped" in cli.ok("flows", "stop", orders)
+    assert httpx.post(flow["url"]).status_code == 404
+    assert cli.json("flows", "start", flow["id"])["status"] == "running"
+    assert httpx.post(flow["url"]).status_code == 202
+    assert cli.json("flows", "stop", flow["id"])["status"] == "stopped"
+    assert f"flow {orders} started" in cli.ok("flows", "start", orders)
+
+    assert f"flow {orders} deleted" in cli.ok("flows", "delete", orders)
+    assert cli.json("flows", "delete", gateway.flow(contacts)["id"])["deleted"] is True
+    remaining = {f["name"] for f in cli.json("flows", "list")}
+    assert not remaining & {orders, contacts}
+    assert httpx.post(flow["url"]).status_code == 404

@@ -1,0 +1,161 @@
+"""The console over plain HTTP: sign-in, session cookie, CSRF, clear messages for bad input."""
+
+from __future__ import annotations
+
+import httpx
+from tests.conftest import TOKEN, GatewayProcess
+from tests.console.conftest import csrf_of, post_order, sign_in
+from tests.e2e.helpers import eventually
+
+
+def test_pages_need_a_session_and_send_you_to_sign_in(gateway: GatewayProcess) -> None:
+    response = httpx.get(gateway.admin_base + "/console/flows")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/console/signin?reason=signin&next=")
+    page = httpx.get(gateway.admin_base + response.headers["location"])
+    assert "Sign in with the admin token" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_the_bearer_token_does_not_open_the_console(gateway: GatewayProcess) -> None:
+    response = gateway.admin("GET", "/console/flows")
+    assert response.status_code == 303
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_scoped_to_the_console(
+    gateway: GatewayProcess,
+) -> None:
+    with httpx.Client(base_url=gateway.admin_base) as client:
+        response = sign_in(client)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/console/flows"
+        cookie = next(
+            c for c in response.headers.get_list("set-cookie") if "hookgate_session=" in c
+        )
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert "Path=/console" in cookie
+        assert TOKEN not in cookie
+        assert "orders" in client.get("/console/flows").text
+
+
+def test_wrong_token_is_refused_with_a_clear_message(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.admin_base) as client:
+        response = sign_in(client, token="not-the-token")
+        assert response.status_code == 401
+        assert "Wrong admin token" in response.text
+        assert "hookgate_session" not in response.headers.get("set-cookie", "")
+
+
+def test_sign_in_without_its_csrf_token_is_refused(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.admin_base) as client:
+        response = client.post("/console/signin", data={"token": TOKEN})
+        assert response.status_code == 403
+        assert "sign-in form had expired" in response.text
+
+
+def test_an_unknown_or_expired_session_says_so(gateway: GatewayProcess) -> None:
+    with httpx.Client(
+        base_url=gateway.admin_base, cookies={"hookgate_session": "long-gone"}
+    ) as client:
+        response = client.get("/console/flows/orders")
+        assert response.status_code == 303
+        assert "reason=expired" in response.headers["location"]
+        assert "next=%2Fconsole%2Fflows%2Forders" in response.headers["location"]
+        assert "session has expired" in client.get(response.headers["location"]).text
+        scripted = client.get("/console/flows/stats", headers={"accept": "application/json"})
+        assert scripted.status_code == 401
+        assert "session has expired" in scripted.json()["error"]
+
+
+def test_state_changes_need_the_csrf_token(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    missing = browser_client.post("/console/flows/orders/stop")
+    assert missing.status_code == 403
+    assert "security (CSRF) token" in missing.text
+    wrong = browser_client.post("/console/flows/orders/stop", headers={"x-csrf-token": "x"})
+    assert wrong.status_code == 403
+    assert gateway.flow("orders")["status"] == "running"
+
+    csrf = csrf_of(browser_client.get("/console/flows").text)
+    stopped = browser_client.post("/console/flows/orders/stop", data={"csrf": csrf})
+    assert stopped.status_code == 303
+    assert gateway.flow("orders")["status"] == "stopped"
+    assert "stopped" in browser_client.get(stopped.headers["location"]).text
+    started = browser_client.post("/console/flows/orders/start", headers={"x-csrf-token": csrf})
+    assert started.json() == {"ok": True, "message": "Flow orders started."}
+    assert gateway.flow("orders")["status"] == "running"
+
+
+def test_sign_out_ends_the_session(gateway: GatewayProcess) -> None:
+    with httpx.Client(base_url=gateway.admin_base) as client:
+        sign_in(client)
+        csrf = csrf_of(client.get("/console/flows").text)
+        cookie = client.cookies["hookgate_session"]
+        out = client.post("/console/signout", data={"csrf": csrf})
+        assert out.headers["location"] == "/console/signin?reason=signedout"
+    again = httpx.get(gateway.admin_base + "/console/flows", cookies={"hookgate_session": cookie})
+    assert "reason=expired" in again.headers["location"]
+
+
+def test_a_purged_delivery_is_a_clear_404(browser_client: httpx.Client) -> None:
+    response = browser_client.get("/console/deliveries/0123456789abcdef0123456789abcdef")
+    assert response.status_code == 404
+    assert "no longer exists" in response.text
+
+
+def _dead_delivery(gateway: GatewayProcess, body: bytes, content_type: str) -> str:
+    request_id = post_order(gateway, body, headers={"content-type": content_type})
+
+    def dead() -> str | None:
+        items = gateway.admin("GET", "/api/v1/deliveries?flow=orders&status=dead").json()
+        return next((d["id"] for d in items["items"] if d["requestId"] == request_id), None)
+
+    found: str = eventually(dead)
+    return found
+
+
+def test_binary_and_large_bodies_are_shown_in_part_with_a_download(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    garbage = bytes(range(256)) * 4096  # 1 MiB, with NULs: not text
+    delivery = _dead_delivery(gateway, garbage, "application/octet-stream")
+    page = browser_client.get(f"/console/deliveries/{delivery}")
+    assert page.status_code == 200
+    assert "shown as hex" in page.text
+    assert "only the first 16.4 KB are shown" in page.text
+    assert len(page.text) < 200_000
+    assert "00000000  00 01 02 03" in page.text
+    raw = browser_client.get(f"/console/deliveries/{delivery}/body")
+    assert raw.content == garbage
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["content-disposition"].startswith("attachment;")
+
+
+def test_a_delivery_shows_json_masked_credentials_and_verdicts(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    delivery = _dead_delivery(gateway, b'{"order":7,"note":"<b>hi</b>"}', "application/json")
+    page = browser_client.get(f"/console/deliveries/{delivery}").text
+    assert "shown as json" in page
+    assert "&#34;order&#34;: 7" in page
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page
+    assert "orders-secret-token" not in page
+    assert "Bearer ••••••" in page
+    assert "passed (bearer)" in page
+    assert "HTTP 400" in page
+
+
+def test_flow_configuration_masks_secrets(browser_client: httpx.Client) -> None:
+    page = browser_client.get("/console/flows/orders").text
+    assert "token: ••••••" in page
+    assert "FLAKY_STATUS: ••••••" in page
+    assert "ORDERS_TOKEN" not in page
+    assert browser_client.get("/console/flows/nosuch").status_code == 404
+
+
+def test_events_stream_needs_the_bearer_token_on_the_api(gateway: GatewayProcess) -> None:
+    response = httpx.get(gateway.admin_base + "/api/v1/events?flow=orders")
+    assert response.status_code == 401
+    assert gateway.admin("GET", "/api/v1/events?flow=nosuch").status_code == 404

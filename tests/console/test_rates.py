@@ -1,0 +1,34 @@
+"""Requests per minute and error rate come from the Prometheus counters."""
+
+from __future__ import annotations
+
+from hookgate.console.rates import Rates
+from hookgate.metrics import Metrics
+
+
+def test_rates_over_the_last_minute() -> None:
+    metrics = Metrics()
+    rates = Rates(metrics.registry)
+    assert rates.rate("orders", now=1000.0).per_minute is None
+    rates.sample(now=1000.0)
+    metrics.requests.labels("orders", "202").inc(8)
+    metrics.requests.labels("orders", "401").inc(2)
+    metrics.deliveries.labels("orders", "done").inc(6)
+    metrics.deliveries.labels("orders", "retry").inc(4)
+    metrics.requests.labels("other", "202").inc(100)
+    rate = rates.rate("orders", now=1030.0)
+    assert rate.per_minute == 20.0
+    assert rate.error_rate == 6 / 20
+
+
+def test_samples_older_than_the_window_are_not_the_base() -> None:
+    metrics = Metrics()
+    rates = Rates(metrics.registry)
+    rates.sample(now=0.0)
+    metrics.requests.labels("orders", "202").inc(50)
+    rates.sample(now=100.0)
+    metrics.requests.labels("orders", "202").inc(6)
+    rate = rates.rate("orders", now=130.0)
+    assert rate.per_minute == 12.0
+    assert rate.error_rate == 0.0
+    assert rates.rate("idle", now=130.0).error_rate is None
