@@ -34,15 +34,16 @@ from hookgate.ingress.protocol import BoundedHttpToolsProtocol
 from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import Runtime
+from hookgate.runtime.base import Runtime, WorkerStatus
 from hookgate.runtime.local import LocalRuntime
-from hookgate.store import open_store
+from hookgate.store import QueueStats, open_store
 from hookgate.transport.client import AiohttpTransport
 
 log = logs.get("hookgate")
 
 STATS_EVERY = 5.0
 PURGE_EVERY = 60.0
+FULL_PURGE_EVERY = 60
 
 
 class _Server(uvicorn.Server):
@@ -159,8 +160,11 @@ class Gateway:
             self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
             self.runtime.on_ready = self._worker_ready
         await self.runtime.start()
-        self.registry.subscribe(self._flow_changed)
         await self.registry.load()
+        self.registry.subscribe(self._flow_changed)
+        for flow in self.registry.flows():
+            if flow.mode is Mode.SYNC and flow.running:
+                await self.runtime.scale(flow, flow.spec.replicas)
         for spec in self._specs:
             self.validate(spec)
         for flow, outcome in await self.registry.apply_all(self._specs):
@@ -243,27 +247,57 @@ class Gateway:
         self.dispatcher.notify(flow_id)
 
     async def _stats(self) -> None:
+        """Queue and worker gauges, and a safety net that wakes flows with due work.
+
+        Only flows with something to report are visited, so 100,000 idle flows cost nothing.
+        """
+        reported: set[str] = set()
         while True:
             with contextlib.suppress(StoreError):
                 stats = await self.store.queue_stats()
                 now = time.time()
-                for flow in self.registry.flows():
-                    s = stats.get(flow.id)
+                watched = (
+                    stats.keys()
+                    | reported
+                    | self.dispatcher.flows.keys()
+                    | {f.id for f in self.registry.by_id.values() if f.mode is Mode.SYNC}
+                )
+                for flow_id in watched:
+                    flow = self.registry.get(flow_id)
+                    if flow is None:
+                        continue
+                    s = stats.get(flow_id)
                     if s is not None and s.next_due_at is not None and s.next_due_at <= now:
-                        self.dispatcher.notify(flow.id, s.next_due_at)
-                    self.metrics.queue_depth.labels(flow.name).set(s.depth + s.leased if s else 0)
-                    oldest = now - s.oldest_received_at if s and s.oldest_received_at else 0
-                    self.metrics.queue_oldest_seconds.labels(flow.name).set(oldest)
-                    status = self.runtime.status(flow.id)
-                    self.metrics.workers.labels(flow.name, "ready").set(status.ready)
-                    self.metrics.workers.labels(flow.name, "starting").set(status.starting)
+                        self.dispatcher.notify(flow_id, s.next_due_at)
+                    self._report(flow.name, self.runtime.status(flow_id), s, now)
+                reported = set(watched)
             await asyncio.sleep(STATS_EVERY)
 
+    def _report(
+        self, name: str, workers: WorkerStatus, queue: QueueStats | None, now: float
+    ) -> None:
+        metrics = self.metrics
+        metrics.queue_depth.labels(name).set(queue.depth + queue.leased if queue else 0)
+        oldest = queue.oldest_received_at if queue else None
+        metrics.queue_oldest_seconds.labels(name).set(now - oldest if oldest else 0)
+        metrics.workers.labels(name, "ready").set(workers.ready)
+        metrics.workers.labels(name, "starting").set(workers.starting)
+
     async def _purge(self) -> None:
-        """Retention: done deliveries go after the flow's ``retention``, in small batches."""
+        """Retention: done deliveries go after the flow's ``retention``, in small batches.
+
+        Every minute for the flows that had work here, every hour for all of them.
+        """
+        rounds = 0
         while True:
             await asyncio.sleep(PURGE_EVERY)
-            for flow in self.registry.flows():
+            everyone = rounds % FULL_PURGE_EVERY == 0
+            rounds += 1
+            flow_ids = list(self.registry.by_id if everyone else self.dispatcher.flows)
+            for flow_id in flow_ids:
+                flow = self.registry.get(flow_id)
+                if flow is None:
+                    continue
                 with contextlib.suppress(StoreError):
                     while await self.store.purge(
                         flow_id=flow.id, done_before=time.time() - flow.spec.retention

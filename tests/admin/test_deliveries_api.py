@@ -218,6 +218,7 @@ def test_replay_starts_a_new_series_of_attempts_and_keeps_history(
     assert replayed.json() == {"replayed": 1}
     # The worker still answers 500, so the new series ends dead again after its one attempt.
     second = eventually(lambda: history("dead", 2), timeout=20)
+    assert first is not None and second is not None
     assert second[0] == first[0]
     assert [(a["number"], a["status_code"]) for a in second] == [(1, 500), (1, 500)]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from tests.conftest import TOKEN, GatewayProcess
 from tests.console.conftest import csrf_of, post_order, sign_in
@@ -159,3 +161,57 @@ def test_events_stream_needs_the_bearer_token_on_the_api(gateway: GatewayProcess
     response = httpx.get(gateway.admin_base + "/api/v1/events?flow=orders")
     assert response.status_code == 401
     assert gateway.admin("GET", "/api/v1/events?flow=nosuch").status_code == 404
+
+
+def test_dead_letters_filter_replay_all_matching_and_delete(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    first = _dead_delivery(gateway, b"first", "text/plain")
+    second = _dead_delivery(gateway, b"second", "text/plain")
+    listing = browser_client.get("/console/dead", params={"flow": "orders"})
+    assert first in listing.text and second in listing.text
+    assert "Nothing matches" in browser_client.get("/console/dead?since=2999-01-01T00:00").text
+    bad = browser_client.get("/console/dead?since=yesterday")
+    assert bad.status_code == 400
+    assert "since: expected a date and time" in bad.text
+
+    csrf = csrf_of(listing.text)
+    nothing = browser_client.post("/console/dead/delete", data={"csrf": csrf})
+    assert nothing.status_code == 400
+    assert "select at least one delivery" in nothing.text
+    deleted = browser_client.post("/console/dead/delete", data={"csrf": csrf, "id": [first]})
+    assert deleted.headers["location"].endswith("done=deleted&n=1")
+    assert browser_client.get(f"/console/deliveries/{first}").status_code == 404
+
+    replayed = browser_client.post(
+        "/console/dead/replay",
+        data={"csrf": csrf, "all": "1", "flow": "orders", "status": "dead"},
+    )
+    assert replayed.status_code == 303
+    count = int(replayed.headers["location"].rsplit("n=", 1)[1])
+    assert count >= 1
+    assert (
+        f"{count} deliveries queued for replay."
+        in browser_client.get(replayed.headers["location"]).text
+    )
+
+    def replayed_and_dead_again() -> bool:
+        delivery = gateway.admin("GET", f"/api/v1/deliveries/{second}").json()
+        return delivery["status"] == "dead" and len(delivery["history"]) == 2
+
+    eventually(replayed_and_dead_again)
+
+
+def test_an_open_event_stream_does_not_hold_up_shutdown(gateway_factory: Any) -> None:
+    gw = gateway_factory()
+    with httpx.stream(
+        "GET",
+        gw.admin_base + "/api/v1/events",
+        headers={"authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    ) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "event: subscribed"
+        # uvicorn would wait 30 s for an open response; the stream must end on SIGTERM instead.
+        assert gw.stop(timeout=20) == 0
+        assert list(lines)[-1:] in ([], [""])

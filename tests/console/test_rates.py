@@ -9,14 +9,16 @@ from hookgate.metrics import Metrics
 def test_rates_over_the_last_minute() -> None:
     metrics = Metrics()
     rates = Rates(metrics.registry)
-    assert rates.rate("orders", now=1000.0).per_minute is None
+    assert rates.rates(now=1000.0) is None
     rates.sample(now=1000.0)
     metrics.requests.labels("orders", "202").inc(8)
     metrics.requests.labels("orders", "401").inc(2)
     metrics.deliveries.labels("orders", "done").inc(6)
     metrics.deliveries.labels("orders", "retry").inc(4)
     metrics.requests.labels("other", "202").inc(100)
-    rate = rates.rate("orders", now=1030.0)
+    found = rates.rates(now=1030.0)
+    assert found is not None
+    rate = found["orders"]
     assert rate.per_minute == 20.0
     assert rate.error_rate == 6 / 20
 
@@ -28,7 +30,9 @@ def test_samples_older_than_the_window_are_not_the_base() -> None:
     metrics.requests.labels("orders", "202").inc(50)
     rates.sample(now=100.0)
     metrics.requests.labels("orders", "202").inc(6)
-    rate = rates.rate("orders", now=130.0)
+    found = rates.rates(now=130.0)
+    assert found is not None
+    rate = found["orders"]
     assert rate.per_minute == 12.0
     assert rate.error_rate == 0.0
-    assert rates.rate("idle", now=130.0).error_rate is None
+    assert "idle" not in found

@@ -80,7 +80,7 @@ def test_hookgate_headers_are_added_and_cannot_be_spoofed_by_the_caller() -> Non
             ("X-Hookgate-Flow", "spoofed"),
             ("X-Hookgate-Delivery", "spoofed"),
             ("X-Hookgate-Attempt", "99"),
-            ("Idempotency-Key", "spoofed"),
+            ("Idempotency-Key", "caller-key"),
             ("X-Forwarded-Proto", "spoofed"),
             ("X-Forwarded-Host", "spoofed"),
         ],
@@ -91,8 +91,10 @@ def test_hookgate_headers_are_added_and_cannot_be_spoofed_by_the_caller() -> Non
     assert got["x-forwarded-for"] == ["203.0.113.9"]
     assert got["x-forwarded-proto"] == ["https"]
     assert got["x-forwarded-host"] == ["hooks.example:8443"]
-    for absent in ("x-hookgate-delivery", "x-hookgate-attempt", "idempotency-key"):
+    for absent in ("x-hookgate-delivery", "x-hookgate-attempt"):
         assert absent not in got
+    # A sync worker sees the caller's own Idempotency-Key.
+    assert got["idempotency-key"] == ["caller-key"]
 
 
 def test_x_forwarded_for_is_appended_to() -> None:
@@ -141,6 +143,13 @@ def test_delivery_headers_carry_delivery_attempt_and_a_constant_idempotency_key(
     assert first["x-forwarded-for"] == "192.0.2.7"
     assert first["x-custom"] == "yes"
     assert "connection" not in first
+
+
+def test_an_async_delivery_replaces_the_callers_idempotency_key() -> None:
+    stored = delivery()
+    stored.headers.append(("Idempotency-Key", "caller-key"))
+    keys = [v for k, v in delivery_headers(stored) if k.lower() == "idempotency-key"]
+    assert keys == [stored.id]
 
 
 ENVELOPE_KEYS = {

@@ -120,8 +120,6 @@ async def test_sigterm_exits_0_and_every_202_before_it_is_stored(gateway_factory
     assert all(o.status == 503 and o.retry_after for o in refused), refused[:3]
     assert [o.request_id for o in refused if o.request_id in stored] == []
     assert max(stored.values()) == 1
-    logs = gateway.logs()
-    assert "shutting down" in logs and '"stopped"' in logs
 
 
 def samples(gateway: GatewayProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -165,3 +163,17 @@ def test_metrics_count_requests_by_flow_and_status_and_show_queue_depth(
         return samples(gateway).get(key)
 
     assert eventually(lambda: depth() == 3.0, timeout=10)
+
+
+def test_a_flow_file_this_runtime_cannot_run_is_refused(gateway_factory: Any) -> None:
+    flows = FLOWS + "  - name: pods-only\n    mode: async\n    worker: {image: example/w:1}\n"
+    gateway: GatewayProcess = gateway_factory(flows, start=False)
+    done = refused(gateway)
+    assert "flow 'pods-only'" in done.stderr
+    assert "worker.command" in done.stderr
+    assert "Traceback" not in done.stderr
+    # Nothing of the file was applied: a later good start shows no half-applied flows.
+    assert gateway.flows_file is not None
+    gateway.flows_file.write_text(FLOWS.replace("orders", "other"))
+    names = {f["name"] for f in gateway.start().admin("GET", "/api/v1/flows").json()["items"]}
+    assert names == {"other"}

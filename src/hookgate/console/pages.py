@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from hookgate.console import render
-from hookgate.console.rates import Rates
+from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain.deliveries import State
 from hookgate.domain.flows import Flow, Mode, Status, to_builtins
@@ -24,6 +24,8 @@ from hookgate.store.base import DeliveryFilter, QueueStats, Store
 
 PAGE = 50
 RECENT = 20
+UNKNOWN = Rate(per_minute=None, error_rate=None)
+QUIET = Rate(per_minute=0.0, error_rate=None)
 NOTICES = {
     "started": "Flow {name} started.",
     "stopped": "Flow {name} stopped: its URL answers 404 until it is started again.",
@@ -65,10 +67,12 @@ class Pages:
         self.on_queued = on_queued
 
     # flows -------------------------------------------------------------------------------
-    def _row(self, flow: Flow, stats: dict[str, QueueStats], now: float) -> dict[str, Any]:
+    def _row(
+        self, flow: Flow, stats: dict[str, QueueStats], rates: dict[str, Rate] | None
+    ) -> dict[str, Any]:
         workers = self.workers(flow.id)
         queued = stats.get(flow.id)
-        rate = self.rates.rate(flow.name, now=now)
+        rate = UNKNOWN if rates is None else rates.get(flow.name, QUIET)
         return {
             "id": flow.id,
             "name": flow.name,
@@ -84,8 +88,8 @@ class Pages:
 
     async def _rows(self) -> list[dict[str, Any]]:
         stats = await self.store.queue_stats()
-        now = time.time()
-        return [self._row(flow, stats, now) for flow in self.registry.flows()]
+        rates = self.rates.rates(now=time.time())
+        return [self._row(flow, stats, rates) for flow in self.registry.flows()]
 
     async def flows(self, request: Request, session: Session) -> Response:
         return self.render(
@@ -112,7 +116,7 @@ class Pages:
             request,
             "flow.html",
             session=session,
-            flow=self._row(flow, stats, time.time()),
+            flow=self._row(flow, stats, self.rates.rates(now=time.time())),
             workers=self.workers(flow.id),
             config=render.config_text(to_builtins(flow.spec)),
             recent=recent,

@@ -75,17 +75,21 @@ class Rates:
         while self._samples and self._samples[0][0] < now - KEEP:
             self._samples.popleft()
 
-    def rate(self, flow: str, *, now: float) -> Rate:
-        """Over the last minute (or since sampling began); unknown until two samples exist."""
-        current = totals(self._registry).get(flow, Totals())
+    def rates(self, *, now: float) -> dict[str, Rate] | None:
+        """Per flow name, over the last minute (or since sampling began); a flow missing from
+        the answer had no traffic. None until there is a sample to compare with."""
         base = next((s for s in self._samples if s[0] >= now - WINDOW), None)
         if base is None or now - base[0] < 1.0:
-            return Rate(per_minute=None, error_rate=None)
-        before = base[1].get(flow, Totals())
-        requests = current.requests - before.requests
-        events = requests + current.attempts - before.attempts
-        errors = current.errors - before.errors
-        return Rate(
-            per_minute=requests * 60.0 / (now - base[0]),
-            error_rate=errors / events if events else None,
-        )
+            return None
+        elapsed = now - base[0]
+        out = {}
+        for flow, current in totals(self._registry).items():
+            before = base[1].get(flow, Totals())
+            requests = current.requests - before.requests
+            events = requests + current.attempts - before.attempts
+            errors = current.errors - before.errors
+            out[flow] = Rate(
+                per_minute=requests * 60.0 / elapsed,
+                error_rate=errors / events if events else None,
+            )
+        return out

@@ -60,7 +60,7 @@ class FlowDispatcher:
         self.owner = owner
         self.flow = flow
         self.wake = asyncio.Event()
-        self.pending = True
+        self.pending = False
         self.timer: float | None = None
         self.inflight: dict[Endpoint, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -286,14 +286,28 @@ class Dispatcher:
         return due is not None and due <= time.time()
 
     async def start(self) -> None:
-        for flow in self.registry.flows():
-            await self.flow_changed(flow.id)
+        """Loops start for the flows with work waiting; the others start on their first notify."""
+        try:
+            stats = await self.store.queue_stats()
+        except StoreError as exc:
+            log.warning("cannot read the queue at start; waiting for work", error=str(exc))
+            return
+        for flow_id, queued in stats.items():
+            self.notify(flow_id, queued.next_due_at)
 
     def notify(self, flow_id: str, at: float | None = None) -> None:
-        """Work is due for the flow at ``at`` (default now), e.g. the ingress committed some."""
+        """Work is due for the flow at ``at`` (default now), e.g. the ingress committed some.
+
+        A flow's delivery loop exists only once it has had work, so 100,000 idle flows cost
+        nothing.
+        """
         dispatcher = self.flows.get(flow_id)
-        if dispatcher is not None:
-            dispatcher.notify(at)
+        if dispatcher is None:
+            flow = self.registry.get(flow_id)
+            if flow is None or not flow.running or flow.mode is not Mode.ASYNC:
+                return
+            dispatcher = self.flows[flow_id] = FlowDispatcher(self, flow)
+        dispatcher.notify(at)
 
     def inflight(self, endpoint: Endpoint) -> int:
         return sum(d.inflight.get(endpoint, 0) for d in self.flows.values())
@@ -309,13 +323,13 @@ class Dispatcher:
                 if flow is not None:
                     await self.runtime.scale(current.flow, 0)
             return
-        if current is None:
-            self.flows[flow_id] = FlowDispatcher(self, flow)
-        else:
+        if current is not None:
             current.flow = flow
             if current.wanted:
                 await self.runtime.scale(flow, current.wanted)
             current.notify()
+        elif await self.has_work(flow_id):
+            self.notify(flow_id)
 
     async def close(self, *, grace: float = 10.0) -> None:
         await asyncio.gather(*(d.stop(grace=grace) for d in self.flows.values()))
