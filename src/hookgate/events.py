@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 QUEUE = 1000
@@ -29,7 +29,9 @@ class EventHub:
                     queue.get_nowait()
             queue.put_nowait(event)
 
-    async def subscribe(self, *, flow_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(
+        self, *, flow_id: str | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events from now on, optionally of one flow only, until the consumer stops."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
         self._subscribers.add(queue)

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
+from starlette.routing import Mount
 
 from hookgate import logs
 from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.config import Address, Settings, admin_token, prepare_data_dir
+from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
@@ -37,6 +39,7 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime, WorkerStatus
 from hookgate.runtime.local import LocalRuntime
 from hookgate.store import QueueStats, open_store
+from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import AiohttpTransport
 
 log = logs.get("hookgate")
@@ -131,6 +134,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: IO[str] | None = None
         self._specs: list[FlowSpec] = []
+        self._console: Console | None = None
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
@@ -159,6 +163,9 @@ class Gateway:
         if isinstance(self.runtime, LocalRuntime):
             self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
             self.runtime.on_ready = self._worker_ready
+            self.runtime.on_failed = self._worker_failed
+        if isinstance(self.store, SQLiteStore):
+            self.store.on_commit = self._committed
         await self.runtime.start()
         await self.registry.load()
         self.registry.subscribe(self._flow_changed)
@@ -244,7 +251,17 @@ class Gateway:
         flow = self.registry.get(flow_id)
         if flow is not None:
             self.metrics.cold_start_seconds.labels(flow.name).observe(seconds)
+            self.metrics.worker_starts.labels(flow.name, "ok").inc()
         self.dispatcher.notify(flow_id)
+
+    def _worker_failed(self, flow_id: str, reason: str) -> None:
+        flow = self.registry.get(flow_id)
+        if flow is not None:
+            self.metrics.worker_starts.labels(flow.name, "failed").inc()
+
+    def _committed(self, operations: int, seconds: float) -> None:
+        self.metrics.store_commit_batch.observe(operations)
+        self.metrics.store_commit_seconds.observe(seconds)
 
     async def _stats(self) -> None:
         """Queue and worker gauges, and a safety net that wakes flows with due work.
@@ -305,10 +322,6 @@ class Gateway:
                         await asyncio.sleep(0)
 
     def admin_app(self) -> Any:
-        from starlette.routing import Mount
-
-        from hookgate.console import Console
-
         api = AdminAPI(
             registry=self.registry,
             store=self.store,
@@ -331,7 +344,7 @@ class Gateway:
             live=api.events,
             stopping=self._stop,
         )
-        console.start()
+        self._console = console
         return create_admin_app(
             api, token=self.token, extra_routes=[Mount("/console", app=console.app())]
         )
@@ -354,6 +367,8 @@ class Gateway:
             _Server(_config(self.ingress, backlog=2048, http=BoundedHttpToolsProtocol)),
             _Server(_config(self.admin_app(), backlog=128)),
         ]
+        if self._console is not None:
+            self._console.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)

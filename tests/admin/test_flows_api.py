@@ -190,10 +190,6 @@ def test_unknown_things_are_404(gateway: GatewayProcess, method: str, path: str)
     error(gateway.admin(method, path, json=body), 404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: unknown admin routes / wrong methods get Starlette's text/plain, not JSON",
-)
 @pytest.mark.parametrize(
     "method, path, status",
     [("GET", "/api/v1/nothing-here", 404), ("PATCH", "/api/v1/flows", 405)],

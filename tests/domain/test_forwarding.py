@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -174,7 +175,6 @@ def shaped(message: dict[str, Any]) -> dict[str, Any]:
     assert message["metadata"] == {
         "source": {"name": "shop-orders", "type": "webhook", "externalExecId": "req-9"}
     }
-    assert message["attachments"] == []
     return message
 
 
@@ -244,4 +244,18 @@ def test_envelope_of_a_binary_body_is_still_valid_json() -> None:
             flow_name="shop-orders",
         )
     )
-    assert isinstance(message["data"], dict)
+    assert message["data"] == {}
+    (attachment,) = message["attachments"]
+    assert base64.b64decode(attachment["content"]) == bytes(range(256))
+    assert attachment["contentType"] == "application/octet-stream"
+    assert attachment["size"] == 256
+
+
+def test_envelope_form_fields_are_utf8() -> None:
+    message = envelope(
+        delivery(body="name=Ren%C3%A9&city=K%C3%B6ln&raw=Müller".encode(),
+                 content_type="application/x-www-form-urlencoded"),
+        flow_name="shop-orders",
+    )
+    assert message["data"] == {"name": "René", "city": "Köln", "raw": "Müller"}
+    assert message["attachments"] == []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import GatewayProcess
 from tests.e2e.helpers import eventually
@@ -46,6 +47,18 @@ def test_a_port_in_use_is_one_clear_message(gateway_factory: Any) -> None:
         assert "Traceback" not in done.stderr
     # The refusals left the data directory usable.
     assert gateway.start().flow("orders")["status"] == "running"
+
+
+@pytest.mark.parametrize("option", ["--listen", "--admin-listen"])
+@pytest.mark.parametrize("value", ["127.0.0.1:http", "127.0.0.1:70000", "localhost:"])
+def test_a_malformed_address_is_one_clear_message(
+    gateway_factory: Any, option: str, value: str
+) -> None:
+    gateway: GatewayProcess = gateway_factory(FLOWS, start=False, args=[option, value])
+    done = refused(gateway)
+    assert option in done.stderr
+    assert repr(value) in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_data_dir_that_is_not_writable_is_one_clear_message(

@@ -128,7 +128,8 @@ def test_stopped_flow_has_no_workers_and_answers_404(gateway_factory: Any) -> No
 def test_streaming_upload_and_download(gateway_factory: Any, tmp_path: Path) -> None:
     worker = tmp_path / "stream_worker.py"
     worker.write_text(STREAM_WORKER)
-    gateway: GatewayProcess = gateway_factory(sync_flow(command=worker, replicas=1))
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(command=worker, replicas=1, extra="    max_body: 100MB"))
     ready(gateway, 1)
     url = gateway.hook("api")
     size = 64 * 1024 * 1024

@@ -12,12 +12,13 @@ import hashlib
 import hmac
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -310,7 +311,7 @@ class AdminAPI:
         """Subscribed before the first byte goes out, so a client that has seen the opening
         ``subscribed`` event misses nothing; ends when the gateway shuts down, so no open
         stream holds the shutdown up."""
-        events = cast(AsyncGenerator[Any, None], self.hub.subscribe(flow_id=flow_id))
+        events = self.hub.subscribe(flow_id=flow_id)
         stop = asyncio.ensure_future(self.stopping.wait())
         pending = asyncio.ensure_future(anext(events))
         await asyncio.sleep(0)
@@ -338,8 +339,17 @@ class AdminAPI:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer JSON too, like every other admin error."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_admin_app(
     api: AdminAPI, *, token: str, extra_routes: list[BaseRoute] | None = None
 ) -> ASGIApp:
-    app = Starlette(routes=[*api.routes(), *(extra_routes or [])])
+    app = Starlette(
+        routes=[*api.routes(), *(extra_routes or [])],
+        exception_handlers={HTTPException: _http_error},
+    )
     return Bearer(app, token=token, open_paths=frozenset(), open_prefixes=("/console",))

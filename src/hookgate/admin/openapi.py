@@ -148,6 +148,26 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": flow_ok, **errors},
             },
         },
+        "/api/v1/events": {
+            "get": {
+                "summary": "Live requests and delivery outcomes as server-sent events",
+                "parameters": [
+                    {
+                        "name": "flow",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "flow name or id (default: all flows)",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An event stream: one JSON object per `data:`",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors,
+                },
+            }
+        },
         "/api/v1/deliveries": {
             "get": {
                 "summary": "List deliveries, newest first",

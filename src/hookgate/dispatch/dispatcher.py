@@ -187,18 +187,6 @@ class FlowDispatcher:
         store, metrics = self.owner.store, self.owner.metrics
         metrics.delivery_seconds.labels(self.flow.name).observe(took)
         metrics.deliveries.labels(self.flow.name, outcome.value).inc()
-        self.owner.events.publish(
-            "delivery",
-            flowId=self.flow.id,
-            flow=self.flow.name,
-            deliveryId=delivery.id,
-            requestId=delivery.request_id,
-            attempt=delivery.attempts,
-            status=reply.status,
-            error=reply.error,
-            outcome=outcome.value,
-            ms=attempt.duration_ms,
-        )
         try:
             if outcome is Verdict.DONE:
                 await store.complete(delivery, attempt)
@@ -237,6 +225,19 @@ class FlowDispatcher:
                 delivery=delivery.id,
                 error=str(exc),
             )
+        # Published once the store has the outcome, so readers see it.
+        self.owner.events.publish(
+            "delivery",
+            flowId=self.flow.id,
+            flow=self.flow.name,
+            deliveryId=delivery.id,
+            requestId=delivery.request_id,
+            attempt=delivery.attempts,
+            status=reply.status,
+            error=reply.error,
+            outcome=outcome.value,
+            ms=attempt.duration_ms,
+        )
 
     async def stop(self, *, grace: float) -> None:
         self.task.cancel()

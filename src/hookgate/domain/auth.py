@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from hookgate.domain.units import Duration
+from hookgate.domain.units import Duration, seconds
 
 SecretRefs = str | list[str]
 
@@ -80,7 +80,7 @@ class _Signed(_Method):
 class StandardWebhooksAuth(_Signed, tag="standard-webhooks"):
     """Standard Webhooks v1 (``whsec_`` HMAC secrets) and v1a (``whpk_`` ed25519 keys)."""
 
-    tolerance: Duration = Duration(300)
+    tolerance: Duration = seconds(300)
 
 
 class GithubAuth(_Signed, tag="github"):
@@ -88,7 +88,7 @@ class GithubAuth(_Signed, tag="github"):
 
 
 class StripeAuth(_Signed, tag="stripe"):
-    tolerance: Duration = Duration(300)
+    tolerance: Duration = seconds(300)
 
 
 class ShopifyAuth(_Signed, tag="shopify"):
@@ -96,7 +96,7 @@ class ShopifyAuth(_Signed, tag="shopify"):
 
 
 class SlackAuth(_Signed, tag="slack"):
-    tolerance: Duration = Duration(300)
+    tolerance: Duration = seconds(300)
 
 
 class HmacAuth(_Signed, tag="hmac"):
@@ -109,7 +109,7 @@ class HmacAuth(_Signed, tag="hmac"):
     signed: str = "{body}"
     timestamp_header: str | None = None
     id_header: str | None = None
-    tolerance: Duration = Duration(300)
+    tolerance: Duration = seconds(300)
 
     def __post_init__(self) -> None:
         super().__post_init__()

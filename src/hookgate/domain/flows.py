@@ -10,7 +10,7 @@ import enum
 import hashlib
 import re
 import secrets
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -21,6 +21,9 @@ from hookgate.errors import ConfigError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 FLOW_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Mode(enum.StrEnum):
@@ -113,9 +116,9 @@ class FlowSpec(_Spec):
     name: str
     mode: Mode
     worker: WorkerSpec
-    concurrency: int = 8
-    max_workers: int = 4
-    replicas: int = 1
+    concurrency: AtLeastOne = 8
+    max_workers: AtLeastOne = 4
+    replicas: AtLeastOne = 1
     idle_timeout: Duration = seconds(30)
     timeout: Duration = seconds(30)
     queue_timeout: Duration = seconds(1)
@@ -135,9 +138,6 @@ class FlowSpec(_Spec):
                 "name must be 1-63 lowercase letters, digits, '.', '_' or '-', "
                 f"starting and ending with a letter or digit; got {self.name!r}"
             )
-        for field in ("concurrency", "max_workers", "replicas"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be at least 1")
         if self.timeout <= 0:
             raise ValueError("timeout must be above 0")
 
@@ -214,9 +214,11 @@ def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
         node = yaml.compose(text, Loader=_LOADER)
         raise ConfigError(_located(source, data, node, str(exc))) from None
     seen: set[str] = set()
-    for spec in specs:
+    for index, spec in enumerate(specs):
         if spec.name in seen:
-            raise ConfigError(f"{source}: flow {spec.name!r} is declared twice")
+            node = yaml.compose(text, Loader=_LOADER)
+            line = _line_of(node, [("flows", None), ("", index)])
+            raise ConfigError(f"{source}:{line}: flow {spec.name!r} is declared twice")
         seen.add(spec.name)
     return specs
 

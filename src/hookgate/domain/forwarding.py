@@ -5,6 +5,7 @@ Used by both the sync proxy and async deliveries, so a worker sees one shape (de
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.parse
 from collections.abc import Iterable
@@ -89,30 +90,41 @@ def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
 
 
 def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
-    """The Open Integration Hub message shape (``delivery: envelope``)."""
-    content_type = (
-        next((v for k, v in delivery.headers if k.lower() == "content-type"), "")
-        .split(";")[0]
-        .strip()
-        .lower()
-    )
+    """The Open Integration Hub message shape (``delivery: envelope``).
+
+    ``data`` is the parsed JSON or form body (the query for GET), or ``{"raw": text}``; a body
+    that is not UTF-8 text travels whole, base64-encoded, as the one attachment.
+    """
+    content_type = next((v for k, v in delivery.headers if k.lower() == "content-type"), "")
+    kind = content_type.split(";")[0].strip().lower()
     query = dict(urllib.parse.parse_qsl(delivery.query, keep_blank_values=True))
-    data: Any
-    if delivery.method in ("GET", "HEAD") or not delivery.body:
-        data = query
-    elif content_type == "application/json" or content_type.endswith("+json"):
+    attachments: list[dict[str, Any]] = []
+    data: Any = query
+    if delivery.body and delivery.method not in ("GET", "HEAD"):
         try:
-            data = json.loads(delivery.body)
-        except ValueError:
-            data = {"raw": delivery.body.decode("utf-8", errors="replace")}
-    elif content_type == "application/x-www-form-urlencoded":
-        data = dict(urllib.parse.parse_qsl(delivery.body.decode("latin-1"), keep_blank_values=True))
-    else:
-        data = {"raw": delivery.body.decode("utf-8", errors="replace")}
+            text = delivery.body.decode("utf-8")
+        except UnicodeDecodeError:
+            data = {}
+            attachments.append(
+                {
+                    "contentType": content_type or "application/octet-stream",
+                    "size": len(delivery.body),
+                    "encoding": "base64",
+                    "content": base64.b64encode(delivery.body).decode(),
+                }
+            )
+        else:
+            data = _parsed(kind, text)
+    headers = forward_headers(
+        delivery.headers,
+        request_id=delivery.request_id,
+        flow_id=delivery.flow_id,
+        client=delivery.source,
+    )
     return {
         "id": delivery.id,
         "data": data,
-        "headers": dict(delivery.headers),
+        "headers": dict(headers),
         "query": query,
         "method": delivery.method,
         "url": delivery.path + (f"?{delivery.query}" if delivery.query else ""),
@@ -121,5 +133,16 @@ def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
         "metadata": {
             "source": {"name": flow_name, "type": "webhook", "externalExecId": delivery.request_id}
         },
-        "attachments": [],
+        "attachments": attachments,
     }
+
+
+def _parsed(kind: str, text: str) -> Any:
+    if kind == "application/json" or kind.endswith("+json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return {"raw": text}
+    if kind == "application/x-www-form-urlencoded":
+        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+    return {"raw": text}

@@ -104,6 +104,7 @@ class LocalRuntime:
         self.stop_grace = stop_grace
         self.inflight: Callable[[Endpoint], int] = lambda _endpoint: 0
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
+        self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         self._flows: dict[str, _Flow] = {}
 
     async def start(self) -> None:
@@ -215,7 +216,8 @@ class LocalRuntime:
         wait = min(high, low * 2 ** (state.failures - 1))
         state.not_before = time.monotonic() + wait
         state.status.last_error = reason
-        log.warning("worker start failed", flow=state.flow.name, reason=reason, retry_in=wait)
+        self.on_failed(state.flow.id, reason)
+        log.warning("worker failed", flow=state.flow.name, reason=reason, retry_in=wait)
 
     async def _exited(self, state: _Flow, worker: Worker) -> None:
         code = worker.process.returncode

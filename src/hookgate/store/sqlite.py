@@ -162,6 +162,8 @@ class SQLiteStore:
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookgate-sqlite-read")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Called from the writer thread after each commit with (operations, seconds).
+        self.on_commit: Callable[[int, float], None] = lambda _ops, _seconds: None
 
     # lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -237,6 +239,7 @@ class SQLiteStore:
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> BaseException | None:
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             rows = [op.row for op in ops if isinstance(op, _Insert)]
@@ -254,6 +257,7 @@ class SQLiteStore:
                     conn.execute("RELEASE op")
                     op.result = _translate(exc)
             conn.execute("COMMIT")
+            self.on_commit(len(ops), time.perf_counter() - started)
             return None
         except sqlite3.Error as exc:
             if conn.in_transaction:
