@@ -27,6 +27,7 @@ from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.config import Address, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
+from hookgate.dispatch.scheduler import Scheduler
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
 from hookgate.events import EventHub
@@ -116,6 +117,9 @@ class Gateway:
             transport=self.transport,
             metrics=self.metrics,
         )
+        self.scheduler = Scheduler(
+            registry=self.registry, store=self.store, notify=self.dispatcher.notify
+        )
         self.proxy = SyncProxy(runtime=self.runtime, transport=self.transport)
         self.guards = Guards()
         self.ingress = Ingress(
@@ -177,6 +181,7 @@ class Gateway:
         for flow, outcome in await self.registry.apply_all(self._specs):
             log.info("flow applied", flow=flow.name, outcome=outcome)
         await self.dispatcher.start()
+        self.scheduler.start()
         self._tasks = [
             asyncio.create_task(self._stats()),
             asyncio.create_task(self._purge()),
@@ -242,6 +247,7 @@ class Gateway:
         self.guards.forget(flow_id)
         flow = self.registry.get(flow_id)
         await self.dispatcher.flow_changed(flow_id)
+        await self.scheduler.flow_changed(flow_id)
         if flow is None:
             await self.runtime.remove(flow_id)
         elif flow.mode is Mode.SYNC:
@@ -330,6 +336,7 @@ class Gateway:
             workers=self.runtime.status,
             on_queued=self.dispatcher.notify,
             validate=self.validate,
+            next_ticks=self.scheduler.next_ticks,
             events=self.events,
             stopping=self._stop,
         )
@@ -353,6 +360,7 @@ class Gateway:
         self.ready = False
         for task in self._tasks:
             task.cancel()
+        await self.scheduler.close()
         await self.dispatcher.close()
         await self.runtime.close()
         await self.transport.close()

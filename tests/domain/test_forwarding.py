@@ -253,8 +253,10 @@ def test_envelope_of_a_binary_body_is_still_valid_json() -> None:
 
 def test_envelope_form_fields_are_utf8() -> None:
     message = envelope(
-        delivery(body="name=Ren%C3%A9&city=K%C3%B6ln&raw=Müller".encode(),
-                 content_type="application/x-www-form-urlencoded"),
+        delivery(
+            body="name=Ren%C3%A9&city=K%C3%B6ln&raw=Müller".encode(),
+            content_type="application/x-www-form-urlencoded",
+        ),
         flow_name="shop-orders",
     )
     assert message["data"] == {"name": "René", "city": "Köln", "raw": "Müller"}

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.conftest import GatewayProcess
+
 T = TypeVar("T")
 
 
@@ -34,3 +36,10 @@ def recorded(path: Path) -> list[dict[str, Any]]:
         pairs = item["headers"].items() if isinstance(item["headers"], dict) else item["headers"]
         item["headers"] = {k.lower(): v for k, v in pairs}
     return items
+
+
+def on_postgres(
+    factory: Any, url: str, name: str, flows: str | None = None, **kwargs: Any
+) -> GatewayProcess:
+    gateway: GatewayProcess = factory(flows, name=name, args=["--database", url], **kwargs)
+    return gateway

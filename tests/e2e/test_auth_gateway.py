@@ -95,8 +95,9 @@ def test_rate_limit_answers_429_with_retry_after(gateway_factory: Any) -> None:
 def test_cors_only_as_the_flow_configures_it(gateway_factory: Any) -> None:
     gateway = start(gateway_factory)
     url = gateway.hook("limited")
-    preflight = httpx.options(url, headers={"origin": "https://app.example",
-                                             "access-control-request-method": "POST"})
+    preflight = httpx.options(
+        url, headers={"origin": "https://app.example", "access-control-request-method": "POST"}
+    )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     assert preflight.headers["access-control-allow-methods"] == "POST"
@@ -112,8 +113,12 @@ def test_flow_whose_secret_is_missing_is_refused_with_the_variable_named(
     gateway_factory: Any,
 ) -> None:
     gateway = start(gateway_factory)
-    spec = {"name": "nosecret", "mode": "async", "worker": {"command": ["false"]},
-            "auth": [{"type": "github", "secret": "env:NOT_SET_ANYWHERE"}]}
+    spec = {
+        "name": "nosecret",
+        "mode": "async",
+        "worker": {"command": ["false"]},
+        "auth": [{"type": "github", "secret": "env:NOT_SET_ANYWHERE"}],
+    }
     answer = gateway.admin("POST", "/api/v1/flows", json=spec)
     assert answer.status_code == 422
     assert "NOT_SET_ANYWHERE" in answer.json()["error"]
@@ -126,8 +131,9 @@ def test_cors_preflight_from_a_strange_origin_or_method_is_refused_not_stored(
     gateway = start(gateway_factory)
     url = gateway.hook("limited")
     for origin, method in (("https://evil.example", "POST"), ("https://app.example", "DELETE")):
-        answer = httpx.options(url, headers={"origin": origin,
-                                             "access-control-request-method": method})
+        answer = httpx.options(
+            url, headers={"origin": origin, "access-control-request-method": method}
+        )
         assert answer.status_code == 403
         assert "access-control-allow-origin" not in answer.headers
     assert stored_count(gateway, "limited") == 0

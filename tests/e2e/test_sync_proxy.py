@@ -129,7 +129,8 @@ def test_streaming_upload_and_download(gateway_factory: Any, tmp_path: Path) -> 
     worker = tmp_path / "stream_worker.py"
     worker.write_text(STREAM_WORKER)
     gateway: GatewayProcess = gateway_factory(
-        sync_flow(command=worker, replicas=1, extra="    max_body: 100MB"))
+        sync_flow(command=worker, replicas=1, extra="    max_body: 100MB")
+    )
     ready(gateway, 1)
     url = gateway.hook("api")
     size = 64 * 1024 * 1024
@@ -330,8 +331,9 @@ def test_path_encoding_and_callers_idempotency_key_reach_the_worker(
 ) -> None:
     gateway: GatewayProcess = gateway_factory(sync_flow(replicas=1))
     ready(gateway, 1)
-    answer = httpx.get(gateway.hook("api") + "/a%2Fb/c?q=%2F&r=1",
-                       headers={"idempotency-key": "caller-key"})
+    answer = httpx.get(
+        gateway.hook("api") + "/a%2Fb/c?q=%2F&r=1", headers={"idempotency-key": "caller-key"}
+    )
     echo = answer.json()
     assert echo["path"] in ("/a%2Fb/c", "/a/b/c")
     assert echo["query"] == "q=%2F&r=1"
@@ -345,7 +347,8 @@ def test_workers_do_not_inherit_the_gateways_secrets(gateway_factory: Any, tmp_p
         "serve(lambda request: {k: v for k, v in os.environ.items()})\n"
     )
     gateway: GatewayProcess = gateway_factory(
-        sync_flow(command=worker, replicas=1), env={"GATEWAY_ONLY_SECRET": "s3cret"})
+        sync_flow(command=worker, replicas=1), env={"GATEWAY_ONLY_SECRET": "s3cret"}
+    )
     ready(gateway, 1)
     env = httpx.get(gateway.hook("api")).json()
     assert "GATEWAY_ONLY_SECRET" not in env

@@ -17,6 +17,7 @@ from hookgate.domain.flows import (
     WorkerSpec,
     new_flow_id,
 )
+from hookgate.domain.schedule import poll_request
 from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
 from hookgate.store.base import DeliveryFilter, Store
 from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
@@ -439,3 +440,72 @@ async def test_export_then_import_moves_deliveries_whole(backend: Backend, store
         }
     finally:
         await target.close()
+
+
+# polling triggers --------------------------------------------------------------------------
+
+
+async def test_each_tick_is_claimed_once_and_enqueues_its_run(store: Store) -> None:
+    flow = make_flow("polled", schedule={"every": 60})
+    await store.create_flow(flow)
+    assert await store.last_tick(flow.id) is None
+    run = poll_request(flow, scheduled_at=NOW)
+    assert await store.claim_tick(flow.id, tick=NOW, request=run, exclusive=False) == "claimed"
+    again = poll_request(flow, scheduled_at=NOW)
+    assert await store.claim_tick(flow.id, tick=NOW, request=again, exclusive=False) == "taken"
+    assert await store.last_tick(flow.id) == NOW
+    [queued] = (
+        await store.list_deliveries(DeliveryFilter(flow_id=flow.id), limit=5, cursor=None)
+    ).items
+    assert queued.id == run.id
+    assert queued.source == "schedule"
+
+
+async def test_exclusive_claim_is_busy_while_a_run_is_queued_or_leased(store: Store) -> None:
+    flow = make_flow("polled", schedule={"every": 60})
+    await store.create_flow(flow)
+    first = poll_request(flow, scheduled_at=NOW)
+    await store.claim_tick(flow.id, tick=NOW, request=first, exclusive=True)
+    second = poll_request(flow, scheduled_at=NOW + 60)
+    assert await store.claim_tick(flow.id, tick=NOW + 60, request=second, exclusive=True) == "busy"
+    leased = await lease_one(store, flow.id, now=time.time())
+    assert await store.claim_tick(flow.id, tick=NOW + 60, request=second, exclusive=True) == "busy"
+    await store.complete(leased, attempt_for(leased, at=time.time()))
+    assert await store.claim_tick(flow.id, tick=NOW + 60, request=second, exclusive=True) == (
+        "claimed"
+    )
+    assert await store.claim_tick(flow.id, tick=NOW + 120, request=None, exclusive=False) == (
+        "claimed"
+    )
+    assert await store.last_tick(flow.id) == NOW + 120
+
+
+async def test_two_stores_claim_a_tick_once(backend: Backend, where: str) -> None:
+    first, second = backend.store(where), backend.store(where)
+    await first.open()
+    await second.open()
+    try:
+        flow = make_flow("polled", schedule={"every": 60})
+        await first.create_flow(flow)
+        claims = await asyncio.gather(
+            *(
+                store.claim_tick(
+                    flow.id, tick=NOW, request=poll_request(flow, scheduled_at=NOW), exclusive=False
+                )
+                for store in (first, second) * 5
+            )
+        )
+        assert sorted(claims) == ["claimed"] + ["taken"] * 9
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_snapshot_is_kept_per_flow_and_cleared(store: Store) -> None:
+    flow = make_flow("polled", schedule={"every": 60})
+    await store.create_flow(flow)
+    assert await store.snapshot(flow.id) is None
+    await store.set_snapshot(flow.id, b'{"cursor": 42}')
+    assert await store.snapshot(flow.id) == b'{"cursor": 42}'
+    await store.set_snapshot(flow.id, None)
+    assert await store.snapshot(flow.id) is None

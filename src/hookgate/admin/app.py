@@ -25,9 +25,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookgate.admin.openapi import openapi_document
+from hookgate.admin.schedule import ScheduleAPI
 from hookgate.admin.views import delivery_view, flow_view
 from hookgate.domain.deliveries import State
-from hookgate.domain.flows import FlowSpec, Status, spec_from_object
+from hookgate.domain.flows import Flow, FlowSpec, Status, spec_from_object
 from hookgate.errors import (
     ConfigError,
     DeliveryNotFound,
@@ -126,7 +127,10 @@ class AdminAPI:
         validate: Callable[[FlowSpec], None],
         events: EventHub,
         stopping: asyncio.Event | None = None,
+        next_ticks: Callable[[Flow], list[float]] = lambda _flow: [],
     ) -> None:
+        self.next_ticks = next_ticks
+        self.schedules = ScheduleAPI(registry=registry, store=store, on_queued=on_queued)
         self.hub = events
         self.stopping = stopping or asyncio.Event()
         self.registry = registry
@@ -149,6 +153,7 @@ class AdminAPI:
             Route("/api/v1/flows/{ref}", e(self.delete_flow), methods=["DELETE"]),
             Route("/api/v1/flows/{ref}/start", e(self.start_flow), methods=["POST"]),
             Route("/api/v1/flows/{ref}/stop", e(self.stop_flow), methods=["POST"]),
+            *self.schedules.routes(e),
             Route("/api/v1/deliveries", e(self.list_deliveries), methods=["GET"]),
             Route("/api/v1/deliveries/replay", e(self.replay), methods=["POST"]),
             Route("/api/v1/deliveries/{id}", e(self.get_delivery), methods=["GET"]),
@@ -159,7 +164,10 @@ class AdminAPI:
 
     def _view(self, flow_id: str) -> dict[str, Any]:
         flow = self.registry.find(flow_id)
-        return flow_view(flow, public_url=self.public_url, workers=self.workers(flow.id))
+        view = flow_view(flow, public_url=self.public_url, workers=self.workers(flow.id))
+        if flow.spec.schedule is not None:
+            view["schedule"] = {"next": self.next_ticks(flow)}
+        return view
 
     async def _spec(self, request: Request) -> FlowSpec:
         data = msgspec.json.decode(await request.body())

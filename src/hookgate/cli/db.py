@@ -72,7 +72,13 @@ def status(database: str, json_out: bool) -> None:
 @click.option(
     "--force", is_flag=True, help="Overwrite flows copied before (same id); add what is missing."
 )
-@click.option("--batch", default=500, show_default=True, help="Deliveries per transaction.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Deliveries per transaction.",
+)
 def copy(source: str, target: str, force: bool, batch: int) -> None:
     """Copy flows (same ids, so the same URLs) and every delivery into another store.
 

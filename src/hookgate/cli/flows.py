@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def show(client: AdminClient, ref: str, json_out: bool) -> None:
             ("last exit", workers.get("last_exit")),
             ("created", when(flow["createdAt"])),
             ("updated", when(flow["updatedAt"])),
+            *[("next run", when(t)) for t in flow.get("schedule", {}).get("next", [])],
             *sorted((k, v) for k, v in flow["spec"].items() if k not in ("name", "mode")),
         ],
     )
@@ -116,3 +118,43 @@ def _action(name: str, method: str, suffix: str, done: str) -> click.Command:
 _action("start", "POST", "/start", "started")
 _action("stop", "POST", "/stop", "stopped (its URL answers 404 until started)")
 _action("delete", "DELETE", "", "deleted")
+
+
+@flows.command()
+@click.argument("ref")
+@click.option("--set", "value", help="Replace the snapshot with this JSON.")
+@click.option("--clear", is_flag=True, help="Forget the snapshot (the next run gets null).")
+@as_json
+@pass_client
+def snapshot(client: AdminClient, ref: str, value: str | None, clear: bool, json_out: bool) -> None:
+    """Show, replace or clear the snapshot a polling flow carries from run to run."""
+    if value is not None and clear:
+        raise click.UsageError("give --set or --clear, not both")
+    path = f"/api/v1/flows/{ref}/snapshot"
+    if clear:
+        result = client.request("DELETE", path)
+    elif value is not None:
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--set") from None
+        result = client.request("PUT", path, json={"snapshot": parsed})
+    else:
+        result = client.request("GET", path)
+    if json_out:
+        emit_json(result)
+    else:
+        click.echo(json.dumps(result["snapshot"], indent=2))
+
+
+@flows.command()
+@click.argument("ref")
+@as_json
+@pass_client
+def run(client: AdminClient, ref: str, json_out: bool) -> None:
+    """Enqueue a poll run of a flow now, outside its schedule."""
+    result = client.request("POST", f"/api/v1/flows/{ref}/run")
+    if json_out:
+        emit_json(result)
+    else:
+        console.print(f"poll run queued: delivery {result['deliveryId']}")

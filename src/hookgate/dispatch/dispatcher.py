@@ -19,6 +19,7 @@ from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verd
 from hookgate.domain.deliveries import Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import delivery_headers, envelope
+from hookgate.domain.schedule import MAX_SNAPSHOT, POLL_SOURCE, snapshot_of, with_snapshot
 from hookgate.errors import StoreError
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
@@ -35,8 +36,11 @@ STORE_BACKOFF = 1.0
 STATS_TTL = 0.1
 
 
-def _outbound(delivery: Delivery, flow: Flow) -> Outbound:
+def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outbound:
     headers = delivery_headers(delivery)
+    if delivery.source == POLL_SOURCE:
+        body = with_snapshot(delivery.body, snapshot)
+        return Outbound(method="POST", target="/", headers=headers, body=body)
     if flow.spec.delivery == "envelope":
         keep = [
             (k, v)
@@ -161,17 +165,40 @@ class FlowDispatcher:
 
     async def _deliver(self, delivery: Delivery, endpoint: Endpoint) -> None:
         owner, flow = self.owner, self.flow
+        poll = delivery.source == POLL_SOURCE
         started, clock = time.time(), time.perf_counter()
         try:
+            snapshot = await owner.store.snapshot(flow.id) if poll else None
             reply = await owner.transport.send(
-                endpoint, _outbound(delivery, flow), timeout=flow.spec.timeout
+                endpoint,
+                _outbound(delivery, flow, snapshot),
+                timeout=flow.spec.timeout,
+                keep_body=MAX_SNAPSHOT + 1 if poll else 0,
             )
+            if poll and reply.status is not None and 200 <= reply.status < 300:
+                # Saved before the run counts as done, so the next run always gets it.
+                await self._keep_snapshot(reply)
             await self._record(delivery, reply, started, time.perf_counter() - clock)
+        except StoreError as exc:
+            log.warning(
+                "store unavailable for a poll run; it is retried", flow=flow.name, error=str(exc)
+            )
         finally:
             self.inflight[endpoint] -= 1
             if self.inflight[endpoint] <= 0:
                 del self.inflight[endpoint]
             self.wake.set()
+
+    async def _keep_snapshot(self, reply: Reply) -> None:
+        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored."""
+        snapshot = snapshot_of(reply.body)
+        if snapshot is None:
+            log.info(
+                "poll run returned no usable snapshot; the previous one is kept",
+                flow=self.flow.name,
+            )
+            return
+        await self.owner.store.set_snapshot(self.flow.id, snapshot)
 
     async def _record(self, delivery: Delivery, reply: Reply, started: float, took: float) -> None:
         spec = self.flow.spec

@@ -10,10 +10,12 @@ import enum
 import hashlib
 import re
 import secrets
+import zoneinfo
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
+from croniter import croniter
 
 from hookgate.domain.auth import AuthMethod
 from hookgate.domain.units import ByteSize, Duration, dec_hook, enc_hook, seconds, size
@@ -108,6 +110,12 @@ class Schedule(_Spec):
             raise ValueError("a schedule needs exactly one of `every` or `cron`")
         if self.every is not None and self.every < 1:
             raise ValueError("`every` must be at least 1s")
+        if self.cron is not None and not croniter.is_valid(self.cron):
+            raise ValueError(f"invalid cron expression {self.cron!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
 
 
 class FlowSpec(_Spec):

@@ -9,7 +9,7 @@ of a newer lease.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -23,6 +23,9 @@ class Accepted(msgspec.Struct, frozen=True):
     request_id: str
     delivery_id: str
     duplicate: bool = False
+
+
+Claim = Literal["claimed", "busy", "taken"]
 
 
 class QueueStats(msgspec.Struct, frozen=True):
@@ -134,3 +137,20 @@ class Store(Protocol):
 
         Returns how many were inserted. Queued ones wake the dispatchers like an enqueue.
         """
+
+    # polling triggers --------------------------------------------------------------------
+    async def last_tick(self, flow_id: str) -> float | None:
+        """The newest schedule tick handled for the flow; None before its first."""
+
+    async def claim_tick(
+        self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
+    ) -> Claim:
+        """Handle ``tick`` once, whichever gateway asks first: ``taken`` if it (or a later one)
+        was handled already; ``busy`` if ``exclusive`` and an earlier poll run is still queued
+        or running; else the tick is recorded and ``request`` (if any) enqueued: ``claimed``.
+        """
+
+    async def snapshot(self, flow_id: str) -> bytes | None:
+        """The JSON a flow's last successful poll run returned, for the next run."""
+
+    async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None: ...

@@ -34,9 +34,16 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from hookgate.store.base import Accepted, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.base import (
+    Accepted,
+    Claim,
+    DeliveryFilter,
+    DeliveryRecord,
+    Page,
+    QueueStats,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BATCH = 4096
 FLOW_CHANNEL = "hookgate_flow"
 QUEUE_CHANNEL = "hookgate_queue"
@@ -460,6 +467,7 @@ class PostgresStore:
             )
             row = await cur.fetchone()
             await conn.execute("DELETE FROM dedupe WHERE flow_id = %s", [flow_id])
+            await conn.execute("DELETE FROM schedules WHERE flow_id = %s", [flow_id])
             await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow_id])
         self.queued_bytes -= int(row[0]) if row else 0
 
@@ -745,6 +753,66 @@ class PostgresStore:
         return len(fresh)
 
     # events ------------------------------------------------------------------------------
+    # polling triggers --------------------------------------------------------------------
+    async def last_tick(self, flow_id: str) -> float | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT last_tick FROM schedules WHERE flow_id = %s", [flow_id]
+            )
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def claim_tick(
+        self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
+    ) -> Claim:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO schedules (flow_id) VALUES (%s) ON CONFLICT DO NOTHING", [flow_id]
+            )
+            # The row lock orders gateways claiming the same flow's ticks.
+            cur = await conn.execute(
+                "SELECT last_tick FROM schedules WHERE flow_id = %s FOR UPDATE", [flow_id]
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] is not None and row[0] >= tick:
+                return "taken"
+            if exclusive:
+                cur = await conn.execute(
+                    "SELECT 1 FROM deliveries WHERE flow_id = %s AND source = 'schedule'"
+                    " AND state IN (0, 1) LIMIT 1",
+                    [flow_id],
+                )
+                if await cur.fetchone() is not None:
+                    return "busy"
+            await conn.execute(
+                "UPDATE schedules SET last_tick = %s WHERE flow_id = %s", [tick, flow_id]
+            )
+            if request is not None:
+                await conn.execute(
+                    "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at,"
+                    " updated_at, method, path, query, headers, body, source)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    _row(request),
+                )
+                await conn.execute("SELECT pg_notify('hookgate_queue', %s)", [flow_id])
+        if request is not None:
+            self.queued_bytes += len(request.body)
+        return "claimed"
+
+    async def snapshot(self, flow_id: str) -> bytes | None:
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT snapshot FROM schedules WHERE flow_id = %s", [flow_id])
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO schedules (flow_id, snapshot) VALUES (%s, %s)"
+                " ON CONFLICT (flow_id) DO UPDATE SET snapshot = excluded.snapshot",
+                [flow_id, snapshot],
+            )
+
     async def watch(self) -> AsyncGenerator[tuple[str, str], None]:
         """``("flow", id)`` when any gateway changed a flow, ``("queue", id)`` when work arrived.
 

@@ -33,11 +33,11 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
-from hookgate.store.base import Accepted, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
 
 T = TypeVar("T")
 BATCH = 2048
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _headers_decoder = msgspec.json.Decoder(list[tuple[str, str]])
 _spec_decoder = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
 
@@ -335,6 +335,7 @@ class SQLiteStore:
             )
             conn.execute("DELETE FROM deliveries WHERE flow_id = ?", (flow_id,))
             conn.execute("DELETE FROM dedupe WHERE flow_id = ?", (flow_id,))
+            conn.execute("DELETE FROM schedules WHERE flow_id = ?", (flow_id,))
             return int(freed)
 
         self.queued_bytes -= await self._write(run)
@@ -673,6 +674,65 @@ class SQLiteStore:
         inserted, queued = await self._write(run)
         self.queued_bytes += queued
         return inserted
+
+    # polling triggers --------------------------------------------------------------------
+    async def last_tick(self, flow_id: str) -> float | None:
+        def run(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT last_tick FROM schedules WHERE flow_id = ?", (flow_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(run)
+
+    async def claim_tick(
+        self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
+    ) -> Claim:
+        def run(conn: sqlite3.Connection) -> Claim:
+            conn.execute("INSERT OR IGNORE INTO schedules (flow_id) VALUES (?)", (flow_id,))
+            if (
+                exclusive
+                and conn.execute(
+                    "SELECT 1 FROM deliveries WHERE flow_id = ? AND source = 'schedule'"
+                    " AND state IN (0, 1) LIMIT 1",
+                    (flow_id,),
+                ).fetchone()
+            ):
+                return "busy"
+            moved = conn.execute(
+                "UPDATE schedules SET last_tick = ? WHERE flow_id = ?"
+                " AND (last_tick IS NULL OR last_tick < ?)",
+                (tick, flow_id, tick),
+            ).rowcount
+            if moved != 1:
+                return "taken"
+            if request is not None:
+                conn.execute(_INSERT, _row(request))
+            return "claimed"
+
+        claim = await self._write(run)
+        if claim == "claimed" and request is not None:
+            self.queued_bytes += len(request.body)
+        return claim
+
+    async def snapshot(self, flow_id: str) -> bytes | None:
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT snapshot FROM schedules WHERE flow_id = ?", (flow_id,)
+            ).fetchone()
+            return None if row is None or row[0] is None else bytes(row[0])
+
+        return await self._read(run)
+
+    async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO schedules (flow_id, snapshot) VALUES (?, ?)"
+                " ON CONFLICT (flow_id) DO UPDATE SET snapshot = excluded.snapshot",
+                (flow_id, snapshot),
+            )
+
+        await self._write(run)
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:

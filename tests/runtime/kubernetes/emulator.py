@@ -14,7 +14,11 @@ import kmock
 from kmock._internal import enums, rendering
 
 RESOURCES = (
-    "v1/services", "apps/v1/deployments", "batch/v1/jobs", "v1/pods", "v1/events",
+    "v1/services",
+    "apps/v1/deployments",
+    "batch/v1/jobs",
+    "v1/pods",
+    "v1/events",
     "coordination.k8s.io/v1/leases",
 )
 WRITES = {enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE}

@@ -14,9 +14,17 @@ from .conftest import make_flow
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-@pytest.mark.parametrize("name", [
-    "a", "shop-orders", "x" * 63, "dots.and_underscores", "9starts-with-digit", "a-" * 31 + "b",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "shop-orders",
+        "x" * 63,
+        "dots.and_underscores",
+        "9starts-with-digit",
+        "a-" * 31 + "b",
+    ],
+)
 def test_names_are_dns_safe_and_leave_room_for_the_job_suffix(name: str) -> None:
     flow = make_flow(name)
     base = names.base_name(flow)
@@ -36,8 +44,10 @@ def test_render_gives_each_mode_its_objects() -> None:
     sync, batch = make_flow("web", replicas=3), make_flow("batch", "async", max_workers=6)
     objects = specs.render([sync, batch], "flows")
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
-        ("Service", names.base_name(sync)), ("Deployment", names.base_name(sync)),
-        ("Service", names.base_name(batch)), ("Job", objects[3]["metadata"]["name"]),
+        ("Service", names.base_name(sync)),
+        ("Deployment", names.base_name(sync)),
+        ("Service", names.base_name(batch)),
+        ("Job", objects[3]["metadata"]["name"]),
     ]
     assert objects[1]["spec"]["replicas"] == 3
     assert objects[3]["spec"]["parallelism"] == 6
@@ -68,7 +78,8 @@ def test_job_name_ignores_demand_but_follows_the_template() -> None:
 def test_reserved_env_wins_over_the_flows_env() -> None:
     flow = make_flow("env", worker={"image": "i:1", "env": {"PORT": "1", "A": "b"}})
     container = specs.deployment(flow, namespace="n", replicas=1)["spec"]["template"]["spec"][
-        "containers"][0]
+        "containers"
+    ][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"A": "b", "PORT": "8080", "HOOKGATE_FLOW_ID": flow.id, "HOOKGATE_MODE": "sync"}
 

@@ -23,15 +23,34 @@ def sample_flows() -> list[Any]:
     return [
         make_flow("minimal"),
         make_flow("minimal-async", "async"),
-        make_flow("everything", "sync", replicas=3, concurrency=2, worker={
-            "image": "registry.example/all:1", "port": 9000, "readiness_path": "/healthz",
-            "env": {"A": "1"}, "image_pull_secrets": ["regcred"], "service_account": "w",
-            "node_selector": {"pool": "flows"},
-            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
-                          "limits": {"memory": "256Mi"}},
-            "tolerations": [{"key": "k", "operator": "Equal", "value": "v",
-                             "effect": "NoExecute", "tolerationSeconds": 60}],
-        }),
+        make_flow(
+            "everything",
+            "sync",
+            replicas=3,
+            concurrency=2,
+            worker={
+                "image": "registry.example/all:1",
+                "port": 9000,
+                "readiness_path": "/healthz",
+                "env": {"A": "1"},
+                "image_pull_secrets": ["regcred"],
+                "service_account": "w",
+                "node_selector": {"pool": "flows"},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "64Mi"},
+                    "limits": {"memory": "256Mi"},
+                },
+                "tolerations": [
+                    {
+                        "key": "k",
+                        "operator": "Equal",
+                        "value": "v",
+                        "effect": "NoExecute",
+                        "tolerationSeconds": 60,
+                    }
+                ],
+            },
+        ),
         make_flow("x" * 63, "async", max_workers=16, worker={"image": "i:1", "port": 1}),
     ]
 
@@ -42,7 +61,8 @@ def shipped() -> list[tuple[str, dict[str, Any]]]:
         (f"{path.relative_to(DEPLOY)}#{i}", doc)
         for path in sorted(DEPLOY.rglob("*.yaml"))
         if path.name != "kustomization.yaml" and "patch" not in path.name
-        for i, doc in enumerate(yaml.safe_load_all(path.read_text())) if doc
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text()))
+        if doc
     ]
 
 
@@ -63,8 +83,14 @@ def test_generated_objects_are_valid(version: str) -> None:
 def test_shipped_manifests_are_valid(version: str) -> None:
     objects = shipped()
     assert {o["kind"] for _, o in objects} >= {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-        "ConfigMap", "PersistentVolumeClaim",
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "PersistentVolumeClaim",
     }
     for _, obj in objects:
         check(obj, version)
@@ -77,7 +103,9 @@ def test_kustomize_builds_are_valid(overlay: str, version: str) -> None:
     if kubectl is None:
         pytest.skip("kubectl (for `kubectl kustomize`) is not installed")
     built = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY / overlay)], capture_output=True, text=True,
+        [kubectl, "kustomize", str(DEPLOY / overlay)],
+        capture_output=True,
+        text=True,
         check=True,
     ).stdout
     objects = [doc for doc in yaml.safe_load_all(built) if doc]
@@ -88,18 +116,22 @@ def test_kustomize_builds_are_valid(overlay: str, version: str) -> None:
         [gateway] = [o for o in objects if o["kind"] == "Deployment"]
         assert gateway["spec"]["replicas"] == 2
         env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert {"name": "HOOKGATE_DATABASE_URL", "valueFrom": {"secretKeyRef": {
-            "name": "hookgate-database", "key": "url"}}} in env
+        assert {
+            "name": "HOOKGATE_DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "hookgate-database", "key": "url"}},
+        } in env
         assert "PersistentVolumeClaim" not in {o["kind"] for o in objects}
 
 
 def test_the_cli_agrees(tmp_path: Path) -> None:
     """The CI gate runs the CLI; make sure it accepts what the Python API accepts."""
     cli = shutil.which("kubernetes-validate") or str(
-        Path(__file__).parents[3] / ".venv" / "bin" / "kubernetes-validate")
+        Path(__file__).parents[3] / ".venv" / "bin" / "kubernetes-validate"
+    )
     target = tmp_path / "flows.yaml"
     target.write_text(yaml.safe_dump_all(specs.render(sample_flows(), "flows")))
     for version in VERSIONS:
-        result = subprocess.run([cli, "--strict", "-k", version, str(target)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [cli, "--strict", "-k", version, str(target)], capture_output=True, text=True
+        )
         assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,70 @@
+"""Admin API of polling triggers: a flow's snapshot, and a run enqueued by hand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hookgate.domain.schedule import MAX_SNAPSHOT, poll_request
+from hookgate.errors import ConfigError
+from hookgate.registry import FlowRegistry
+from hookgate.store.base import Store
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ScheduleAPI:
+    def __init__(
+        self, *, registry: FlowRegistry, store: Store, on_queued: Callable[[str], None]
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.on_queued = on_queued
+
+    def routes(self, errors: Callable[[Handler], Handler]) -> list[Route]:
+        path = "/api/v1/flows/{ref}"
+        return [
+            Route(f"{path}/snapshot", errors(self.get_snapshot), methods=["GET"]),
+            Route(f"{path}/snapshot", errors(self.set_snapshot), methods=["PUT"]),
+            Route(f"{path}/snapshot", errors(self.clear_snapshot), methods=["DELETE"]),
+            Route(f"{path}/run", errors(self.run), methods=["POST"]),
+        ]
+
+    async def get_snapshot(self, request: Request) -> Response:
+        flow = self.registry.find(request.path_params["ref"])
+        snapshot = await self.store.snapshot(flow.id)
+        body = b'{"snapshot":' + (snapshot or b"null") + b"}"
+        return Response(body, media_type="application/json")
+
+    async def set_snapshot(self, request: Request) -> Response:
+        """Body ``{"snapshot": <any JSON>}``, at most 1 MB of JSON."""
+        flow = self.registry.find(request.path_params["ref"])
+        raw = await request.body()
+        try:
+            fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f'the body must be JSON {{"snapshot": ...}}: {exc}') from None
+        if "snapshot" not in fields:
+            raise ConfigError('the body must be JSON {"snapshot": ...}')
+        snapshot = bytes(fields["snapshot"])
+        if len(snapshot) > MAX_SNAPSHOT:
+            raise ConfigError(f"a snapshot is at most {MAX_SNAPSHOT} bytes of JSON")
+        await self.store.set_snapshot(flow.id, snapshot)
+        return await self.get_snapshot(request)
+
+    async def clear_snapshot(self, request: Request) -> Response:
+        flow = self.registry.find(request.path_params["ref"])
+        await self.store.set_snapshot(flow.id, None)
+        return JSONResponse({"snapshot": None})
+
+    async def run(self, request: Request) -> Response:
+        """Enqueue a poll run now, outside the schedule (it does not move the next tick)."""
+        flow = self.registry.find(request.path_params["ref"])
+        accepted = await self.store.enqueue(poll_request(flow, scheduled_at=time.time()))
+        self.on_queued(flow.id)
+        return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)
