@@ -111,7 +111,8 @@ def test_missed_ticks_after_a_restart_follow_the_missed_setting(
         restarted = time.time()
         gateway.start()
         eventually(
-            lambda record=record: any(scheduled(r) > restarted for r in runs(record)), timeout=20
+            lambda record=record, since=restarted: any(scheduled(r) > since for r in runs(record)),
+            timeout=20,
         )
         gateway.stop()
         stamps[missed] = restarted
