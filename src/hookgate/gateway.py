@@ -74,12 +74,13 @@ def bind(address: Address, what: str) -> socket.socket:
 
 def _lock(directory: Path) -> IO[str]:
     """One gateway per data directory: SQLite's single writer lives in one process."""
-    handle = (directory / "gateway.lock").open("w")
+    handle = (directory / "gateway.lock").open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         raise ConfigError(f"another gateway is running on data directory {directory}") from None
+    handle.truncate(0)
     handle.write(str(os.getpid()))
     handle.flush()
     return handle

@@ -86,8 +86,10 @@ def pg_database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
         yield admin, f"{SERVER}/{name}"
     finally:
         admin.close()
-        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
         server.close()
+        # A fresh connection: a PostgreSQL restart during the session kills the first one.
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as dropper:
+            dropper.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

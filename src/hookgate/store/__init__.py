@@ -1,5 +1,6 @@
 """Where flows and queued requests live. ``Store`` is the seam; see ``base.py``."""
 
+from hookgate.errors import ConfigError
 from hookgate.store.base import Accepted, DeliveryFilter, Page, QueueStats, Store
 
 __all__ = ["Accepted", "DeliveryFilter", "Page", "QueueStats", "Store", "open_store"]
@@ -11,6 +12,10 @@ def open_store(url: str, *, max_queued_bytes: int, synchronous: str = "FULL") ->
         from hookgate.store.postgres import PostgresStore
 
         return PostgresStore(url, max_queued_bytes=max_queued_bytes)
+    if not url.startswith("sqlite://"):
+        raise ConfigError(
+            f"unsupported database URL {url.split('@')[-1]!r}: use sqlite:///path or postgresql://"
+        )
     from hookgate.store.sqlite import SQLiteStore
 
     return SQLiteStore(

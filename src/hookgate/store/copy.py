@@ -68,6 +68,7 @@ async def copy_store(
             replaced += 1
         else:
             await target.create_flow(flow)
+        await _copy_schedule(source, target, flow.id)
 
     copied = skipped = 0
     cursor: str | None = None
@@ -86,6 +87,16 @@ async def copy_store(
         deliveries_copied=copied,
         deliveries_skipped=skipped,
     )
+
+
+async def _copy_schedule(source: Store, target: Store, flow_id: str) -> None:
+    """A polling flow keeps its snapshot and its place in the schedule."""
+    snapshot = await source.snapshot(flow_id)
+    if snapshot is not None:
+        await target.set_snapshot(flow_id, snapshot)
+    last = await source.last_tick(flow_id)
+    if last is not None:
+        await target.claim_tick(flow_id, tick=last, request=None, exclusive=False)
 
 
 def _unleased(record: DeliveryRecord) -> DeliveryRecord:
