@@ -148,6 +148,40 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": flow_ok, **errors},
             },
         },
+        "/api/v1/flows/{ref}/snapshot": {
+            "parameters": [FLOW_REF],
+            "get": {
+                "summary": "The snapshot a polling flow carries to its next run",
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
+            "put": {
+                "summary": "Replace the snapshot (JSON, at most 1 MB)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["snapshot"],
+                                "properties": {"snapshot": {}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
+            "delete": {
+                "summary": "Forget the snapshot (the next run gets null)",
+                "responses": {"200": _json({"type": "object"}), **errors},
+            },
+        },
+        "/api/v1/flows/{ref}/run": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Enqueue a poll run now, outside the schedule",
+                "responses": {"202": _json({"type": "object"}), **errors},
+            },
+        },
         "/api/v1/events": {
             "get": {
                 "summary": "Live requests and delivery outcomes as server-sent events",

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hookgate.domain.flows import Mode
 from hookgate.domain.schedule import MAX_SNAPSHOT, poll_request
 from hookgate.errors import ConfigError
 from hookgate.registry import FlowRegistry
@@ -65,6 +66,8 @@ class ScheduleAPI:
     async def run(self, request: Request) -> Response:
         """Enqueue a poll run now, outside the schedule (it does not move the next tick)."""
         flow = self.registry.find(request.path_params["ref"])
+        if flow.mode is not Mode.ASYNC:
+            raise ConfigError(f"flow {flow.name!r} is sync: poll runs need an async flow")
         accepted = await self.store.enqueue(poll_request(flow, scheduled_at=time.time()))
         self.on_queued(flow.id)
         return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)

@@ -16,10 +16,10 @@ import msgspec
 
 from hookgate import logs
 from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
-from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import delivery_headers, envelope
-from hookgate.domain.schedule import MAX_SNAPSHOT, POLL_SOURCE, snapshot_of, with_snapshot
+from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of, with_snapshot
 from hookgate.errors import StoreError
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
@@ -107,7 +107,7 @@ class FlowDispatcher:
                 if free > 0 and (self.busy == 0 or free * 2 >= capacity):
                     await self._lease(endpoints, free, now)
                 elif free <= 0 and self.wanted < spec.max_workers:
-                    await self._want(min(spec.max_workers, len(endpoints) + 1))
+                    await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
             elif due:
                 if self.wanted or await self.owner.has_work(self.flow.id):
                     await self._want(max(self.wanted, 1))
@@ -134,6 +134,10 @@ class FlowDispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
+    def _ready(self, endpoints: list[Endpoint]) -> int:
+        """Ready workers, whether each has its endpoint (local) or share one (a Service)."""
+        return sum(e.capacity for e in endpoints) // self.flow.spec.concurrency
+
     async def _want(self, workers: int) -> None:
         if workers != self.wanted:
             self.wanted = workers
@@ -154,8 +158,8 @@ class FlowDispatcher:
             return
         if len(batch) < free and generation == self.generation:
             self.pending = False
-        elif self.wanted < spec.max_workers and len(endpoints) >= self.wanted:
-            await self._want(min(spec.max_workers, len(endpoints) + 1))
+        elif self.wanted < spec.max_workers and self._ready(endpoints) >= self.wanted:
+            await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
         for delivery in batch:
             endpoint = min(endpoints, key=lambda e: self.inflight.get(e, 0) / e.capacity)
             self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1

@@ -32,6 +32,7 @@ class Scheduler:
         self.store = store
         self.notify = notify
         self._last: dict[str, float] = {}
+        self._waiting: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -40,6 +41,7 @@ class Scheduler:
 
     async def flow_changed(self, flow_id: str) -> None:
         self._last.pop(flow_id, None)
+        self._waiting.pop(flow_id, None)
         self._wake.set()
 
     def next_ticks(self, flow: Flow, count: int = 3) -> list[float]:
@@ -82,7 +84,10 @@ class Scheduler:
                 await self.store.claim_tick(flow.id, tick=now, request=None, exclusive=False)
                 stored = now
             last = self._last[flow.id] = stored
+        waiting = self._waiting.pop(flow.id, None)
         runs, newest = due(schedule, last=last, now=now)
+        if waiting is not None and waiting not in runs:
+            runs.insert(0, waiting)  # a tick that waited for a run to end is not "missed"
         for tick in runs:
             request = poll_request(flow, scheduled_at=tick)
             outcome = await self.store.claim_tick(
@@ -92,6 +97,7 @@ class Scheduler:
             if outcome == "busy" and (schedule.busy == "wait" or late):
                 # Catch-up runs queue up one after another rather than being skipped.
                 log.info("schedule: previous run still going; waiting", flow=flow.name)
+                self._waiting[flow.id] = tick
                 return time.time() + BUSY_RETRY
             if outcome == "busy":
                 log.info(

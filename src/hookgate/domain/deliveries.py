@@ -19,6 +19,9 @@ import time
 
 import msgspec
 
+POLL_SOURCE = "schedule"
+"""The ``source`` of a delivery enqueued by a polling trigger rather than a caller."""
+
 
 class State(enum.IntEnum):
     QUEUED = 0

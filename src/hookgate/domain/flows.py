@@ -148,6 +148,8 @@ class FlowSpec(_Spec):
             )
         if self.timeout <= 0:
             raise ValueError("timeout must be above 0")
+        if self.schedule is not None and self.mode is not Mode.ASYNC:
+            raise ValueError("a schedule needs mode: async (poll runs are queued deliveries)")
 
     def spec_hash(self) -> str:
         """A stable digest of the spec: equal specs give equal hashes (unchanged on re-apply)."""

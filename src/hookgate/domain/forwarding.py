@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
-from hookgate.domain.deliveries import Delivery
+from hookgate.domain.deliveries import POLL_SOURCE, Delivery
 
 HOP_BY_HOP = frozenset(
     {
@@ -64,13 +64,13 @@ def forward_headers(
         for k, v in pairs
         if (low := k.lower()) not in HOP_BY_HOP and low not in named and low not in ADDED
     ]
-    kept += [
-        ("x-request-id", request_id),
-        ("x-hookgate-flow", flow_id),
-        ("x-forwarded-for", f"{prior}, {client}" if prior and client else (client or prior)),
-        ("x-forwarded-proto", proto),
-        ("x-forwarded-host", host),
-    ]
+    kept += [("x-request-id", request_id), ("x-hookgate-flow", flow_id)]
+    forwarded_for = f"{prior}, {client}" if prior and client else (client or prior)
+    if forwarded_for:
+        kept.append(("x-forwarded-for", forwarded_for))
+    kept.append(("x-forwarded-proto", proto))
+    if host:
+        kept.append(("x-forwarded-host", host))
     return kept
 
 
@@ -81,7 +81,7 @@ def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
             [(k, v) for k, v in delivery.headers if k.lower() != "idempotency-key"],
             request_id=delivery.request_id,
             flow_id=delivery.flow_id,
-            client=delivery.source,
+            client=delivery.source if delivery.source != POLL_SOURCE else "",
         ),
         ("x-hookgate-delivery", delivery.id),
         ("x-hookgate-attempt", str(delivery.attempts)),

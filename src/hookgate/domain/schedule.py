@@ -14,13 +14,12 @@ import zoneinfo
 import msgspec
 from croniter import croniter
 
-from hookgate.domain.deliveries import Request, new_id
+from hookgate.domain.deliveries import POLL_SOURCE, Request, new_id
 from hookgate.domain.flows import Flow, Schedule
 
 ON_TIME = 5.0
 MAX_CATCH_UP = 100
 MAX_SNAPSHOT = 1024 * 1024
-POLL_SOURCE = "schedule"
 CRON_HORIZON = 7 * 86400
 
 

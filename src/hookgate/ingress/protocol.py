@@ -33,12 +33,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
-            self._refuse()
-            return
         if self.in_head:
             self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and not self._head_ends_within(data):
+                self._refuse()
+                return
         super().data_received(data)
+
+    def _head_ends_within(self, data: bytes) -> bool:
+        """Whether the head ends in this chunk early enough (what follows may be body)."""
+        end = data.find(b"\r\n\r\n")
+        return end >= 0 and self.head_bytes - len(data) + end <= MAX_HEAD_BYTES
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1

@@ -41,7 +41,8 @@ class Runtime(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None:
-        """Stop every worker this runtime started (SIGTERM, then SIGKILL after a grace)."""
+        """Let go of the workers: local processes are stopped (SIGTERM, then SIGKILL after a
+        grace); Kubernetes objects are left to the cluster and the next leader."""
 
     async def scale(self, flow: Flow, workers: int) -> None:
         """Converge the flow to ``workers`` workers of its current spec (rolls out changes)."""

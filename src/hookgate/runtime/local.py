@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hookgate import logs
-from hookgate.domain.flows import Flow
+from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import WorkerStartFailed
 from hookgate.runtime.base import Endpoint, WorkerStatus
 
@@ -115,6 +115,8 @@ class LocalRuntime:
         await asyncio.gather(*(self.remove(flow_id) for flow_id in flows))
 
     async def scale(self, flow: Flow, workers: int) -> None:
+        if flow.mode is Mode.ASYNC:
+            workers = min(workers, flow.spec.max_workers)
         state = self._flows.get(flow.id)
         if state is None:
             state = self._flows[flow.id] = _Flow(flow)
@@ -189,6 +191,7 @@ class LocalRuntime:
             self._failed(state, str(exc))
             return
         state.workers.append(worker)
+        self._report(state)
         self._write_pids()
         try:
             await self._wait_ready(worker)

@@ -1,0 +1,437 @@
+"""The platforms the runtime contract runs on: real local processes, or Kubernetes emulated.
+
+A ``Harness`` hands the suite a started runtime, flows whose workers start, start slowly or
+cannot start on that platform, and ways to look at the platform itself — which workers run,
+what is left of a flow, whether an endpoint really serves the flow — without asking the
+runtime, so the suite checks what the runtime says against what is there.
+
+The Kubernetes emulator stores objects but runs nothing, so ``Cluster`` plays the parts of
+the cluster the runtime relies on: the Deployment and Job controllers, the kubelet and the
+garbage collector.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import httpx
+import pytest
+from tests.conftest import ROOT
+from tests.runtime.kubernetes.emulator import Emulator, emulated
+
+from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
+from hookgate.errors import RuntimeFailure
+from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.runtime.kubernetes import names, reconciler
+from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
+from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
+from hookgate.runtime.local import LocalRuntime
+
+Fault = Literal["slow", "exit", "missing"]
+Object = dict[str, Any]
+
+ECHO = ROOT / "examples" / "workers" / "echo.py"
+NAMESPACE = "contract"
+VERSION = "CONTRACT_VERSION"
+# Waits for a file before serving (``slow``) or exits at once until it exists (``exit``).
+GATED = """\
+import os, runpy, sys, time
+gate, fault, echo = sys.argv[1:]
+while not os.path.exists(gate):
+    if fault == "exit":
+        sys.exit("boom: the worker cannot start")
+    time.sleep(0.02)
+sys.argv = [echo]
+runpy.run_path(echo, run_name="__main__")
+"""
+
+
+class Running(NamedTuple):
+    """A worker as the platform sees it: a process id or a pod name, and its environment."""
+
+    name: str
+    env: dict[str, str]
+
+
+class Harness(abc.ABC):
+    name: str
+    runtime: Runtime
+
+    def __init__(self) -> None:
+        self.flow_ids: set[str] = set()
+
+    def flow(
+        self,
+        name: str,
+        mode: str,
+        *,
+        version: str = "1",
+        fault: Fault | None = None,
+        flow_id: str | None = None,
+        **fields: Any,
+    ) -> Flow:
+        """A flow of echo workers; the same ``flow_id`` with another ``version`` is an edit."""
+        worker = {**self.worker(fault), "env": {VERSION: version}}
+        spec = spec_from_object({"name": name, "mode": mode, "worker": worker, **fields})
+        flow = Flow(id=flow_id or new_flow_id(), spec=spec, created_at=0.0, updated_at=0.0)
+        self.flow_ids.add(flow.id)
+        return flow
+
+    @abc.abstractmethod
+    def worker(self, fault: Fault | None) -> dict[str, Any]:
+        """The ``worker:`` of a flow whose workers behave, or misbehave in the given way."""
+
+    @abc.abstractmethod
+    async def heal(self) -> None:
+        """Make every misbehaving worker start normally from now on."""
+
+    @abc.abstractmethod
+    def explains(self, fault: Fault, mode: str) -> str:
+        """What ``status().last_error`` must mention for the fault, in the platform's words."""
+
+    @abc.abstractmethod
+    def workers(self, flow_id: str) -> list[Running]:
+        """The flow's workers that exist on the platform now, ready or not."""
+
+    @abc.abstractmethod
+    def leftovers(self, flow_id: str) -> list[str]:
+        """Anything of the flow still on the platform."""
+
+    @abc.abstractmethod
+    async def answers(self, endpoint: Endpoint, flow: Flow) -> bool:
+        """Whether a request sent to the endpoint now reaches a ready worker of the flow."""
+
+
+# local ----------------------------------------------------------------------------------------
+class LocalHarness(Harness):
+    name = "local"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__()
+        self.runtime = LocalRuntime(stop_grace=2.0)
+        self.gate = tmp / "healed"
+        self.gated = tmp / "gated.py"
+        self.gated.write_text(GATED)
+        self.missing = tmp / "bin" / "worker"
+
+    def worker(self, fault: Fault | None) -> dict[str, Any]:
+        if fault is None:
+            return {"command": [sys.executable, str(ECHO)]}
+        if fault == "missing":
+            return {"command": [str(self.missing)]}
+        return {"command": [sys.executable, str(self.gated), str(self.gate), fault, str(ECHO)]}
+
+    async def heal(self) -> None:
+        self.gate.touch()
+        self.missing.parent.mkdir(exist_ok=True)
+        self.missing.write_text(f"#!/bin/sh\nexec {sys.executable} {ECHO}\n")
+        self.missing.chmod(0o755)
+
+    def explains(self, fault: Fault, mode: str) -> str:
+        return {"exit": "boom: the worker cannot start", "missing": "no such executable"}[fault]
+
+    def workers(self, flow_id: str) -> list[Running]:
+        """Live processes whose environment names the flow, found in /proc, not in the runtime."""
+        marker = f"HOOKGATE_FLOW_ID={flow_id}"
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            pairs = [item.partition("=") for item in environ.split("\0") if item]
+            if any(f"{key}={value}" == marker for key, _, value in pairs):
+                found.append(Running(entry.name, {key: value for key, _, value in pairs}))
+        return found
+
+    def leftovers(self, flow_id: str) -> list[str]:
+        return [f"process {worker.name}" for worker in self.workers(flow_id)]
+
+    async def answers(self, endpoint: Endpoint, flow: Flow) -> bool:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.get(f"{endpoint.base_url}/contract/probe?n=1")
+        echo = response.json()
+        return bool(
+            response.status_code == 200
+            and echo["flow"] == flow.id
+            and echo["path"] == "/contract/probe"
+        )
+
+
+# kubernetes -----------------------------------------------------------------------------------
+def _ready(pod: Object) -> bool:
+    status = pod.get("status") or {}
+    conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+    return status.get("phase") == "Running" and conditions.get("Ready") == "True"
+
+
+def _owner(pod: Object) -> str:
+    [ref] = pod["metadata"]["ownerReferences"]
+    return f"{ref['kind']}/{ref['name']}"
+
+
+def _pod_status(fault: Fault | None, image: str) -> Object:
+    """A pod's status as the kubelet reports it for a worker that behaves or misbehaves."""
+    container: Object = {"name": "worker", "image": image, "imageID": "", "restartCount": 0}
+    phase = "Pending"
+    if fault is None:
+        phase, container["state"] = "Running", {"running": {}}
+    elif fault == "slow":
+        container["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    elif fault == "missing":
+        message = f'Back-off pulling image "{image}"'
+        container["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+    else:
+        phase, container["restartCount"] = "Running", 1
+        message = "back-off 10s restarting failed container=worker"
+        container["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        container["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+    container["ready"] = fault is None
+    ready = "True" if fault is None else "False"
+    return {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": ready}],
+        "containerStatuses": [container],
+    }
+
+
+class Cluster:
+    """The controllers and the kubelet that the emulator lacks, polling it and writing back.
+
+    Deployments roll out like ``RollingUpdate`` with ``maxUnavailable: 0`` (pods of the new
+    template first, the old ones once those are ready); a Job runs ``parallelism`` pods and
+    fails with ``BackoffLimitExceeded`` when they crash; pods whose owner is gone are
+    garbage-collected. An image listed in ``faults`` misbehaves until ``faults`` is cleared.
+    """
+
+    def __init__(self, emulator: Emulator, kube: Kube) -> None:
+        self.emulator = emulator
+        self.kube = kube
+        self.faults: dict[str, Fault] = {}
+        self._serial = itertools.count()
+
+    def objects(self, plural: str) -> list[Object]:
+        return [
+            obj.raw
+            for (resource, namespace, _), obj in list(self.emulator.objects.items())
+            if resource.plural == plural and namespace == NAMESPACE and not obj.deleted
+        ]
+
+    def pods_of(self, owner: str) -> list[Object]:
+        return [pod for pod in self.objects("pods") if _owner(pod) == owner]
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(RuntimeFailure):  # raced with the runtime; look again
+                await self.step()
+            await asyncio.sleep(0.01)
+
+    async def step(self) -> None:
+        deployments = {d["metadata"]["name"]: d for d in self.objects("deployments")}
+        jobs = {j["metadata"]["name"]: j for j in self.objects("jobs")}
+        owners = {f"Deployment/{n}" for n in deployments} | {f"Job/{n}" for n in jobs}
+        for pod in self.objects("pods"):
+            if _owner(pod) not in owners:
+                await self.kube.delete("Pod", pod["metadata"]["name"])
+            elif not _ready(pod) and self._fault(pod) is None:
+                await self.kube.merge(
+                    "Pod", pod["metadata"]["name"], {"status": _pod_status(None, self._image(pod))}
+                )
+        for deployment in deployments.values():
+            await self._roll(deployment)
+        for job in jobs.values():
+            await self._run(job)
+
+    async def _roll(self, deployment: Object) -> None:
+        name, spec = deployment["metadata"]["name"], deployment["spec"]
+        revision = names.digest(spec["template"])
+        pods = self.pods_of(f"Deployment/{name}")
+        current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == revision]
+        for _ in range(spec["replicas"] - len(current)):
+            await self._create(deployment, {"pod-template-hash": revision})
+        for pod in current[spec["replicas"] :]:
+            await self.kube.delete("Pod", pod["metadata"]["name"])
+        if sum(_ready(p) for p in current) >= spec["replicas"]:
+            for pod in pods:
+                if pod not in current:
+                    await self.kube.delete("Pod", pod["metadata"]["name"])
+
+    async def _run(self, job: Object) -> None:
+        name, spec = job["metadata"]["name"], job["spec"]
+        pods = self.pods_of(f"Job/{name}")
+        conditions = (job.get("status") or {}).get("conditions") or []
+        failed = any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
+        if not failed and any(self._fault(p) == "exit" for p in pods):
+            failed = True
+            condition = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+            await self.kube.merge("Job", name, {"status": {"conditions": [condition]}})
+        if failed:  # the Job controller stops what is left of a failed Job
+            for pod in pods:
+                await self.kube.delete("Pod", pod["metadata"]["name"])
+            return
+        for _ in range(spec["parallelism"] - len(pods)):
+            await self._create(job, {})
+        for pod in pods[spec["parallelism"] :]:
+            await self.kube.delete("Pod", pod["metadata"]["name"])
+
+    async def _create(self, owner: Object, extra_labels: dict[str, str]) -> None:
+        template = owner["spec"]["template"]
+        image = template["spec"]["containers"][0]["image"]
+        reference = {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": "emulated",
+            "controller": True,
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{owner['metadata']['name']}-{next(self._serial):05d}",
+                "namespace": NAMESPACE,
+                "labels": {**template["metadata"]["labels"], **extra_labels},
+                "annotations": template["metadata"].get("annotations", {}),
+                "ownerReferences": [reference],
+            },
+            "spec": template["spec"],
+            "status": _pod_status(self.faults.get(image), image),
+        }
+        await self.kube.apply(pod)
+
+    @staticmethod
+    def _image(pod: Object) -> str:
+        image: str = pod["spec"]["containers"][0]["image"]
+        return image
+
+    def _fault(self, pod: Object) -> Fault | None:
+        return self.faults.get(self._image(pod))
+
+
+class KubernetesHarness(Harness):
+    name = "kubernetes"
+
+    def __init__(self, *, runtime: KubernetesRuntime, cluster: Cluster) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.cluster = cluster
+
+    def worker(self, fault: Fault | None) -> dict[str, Any]:
+        image = f"registry.example/{fault or 'echo'}:1"
+        if fault is not None:
+            self.cluster.faults[image] = fault
+        return {"image": image}
+
+    async def heal(self) -> None:
+        self.cluster.faults.clear()
+
+    def explains(self, fault: Fault, mode: str) -> str:
+        if fault == "missing":
+            return "ImagePullBackOff"
+        return "CrashLoopBackOff" if mode == "sync" else "BackoffLimitExceeded"
+
+    def _of(self, plural: str, flow_id: str) -> list[Object]:
+        key = names.flow_key(flow_id)
+        return [
+            obj
+            for obj in self.cluster.objects(plural)
+            if (obj["metadata"].get("labels") or {}).get(names.FLOW_LABEL) == key
+        ]
+
+    def workers(self, flow_id: str) -> list[Running]:
+        return [
+            Running(
+                pod["metadata"]["name"],
+                {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]},
+            )
+            for pod in self._of("pods", flow_id)
+        ]
+
+    def leftovers(self, flow_id: str) -> list[str]:
+        return [
+            f"{plural}/{obj['metadata']['name']}"
+            for plural in ("services", "deployments", "jobs", "pods")
+            for obj in self._of(plural, flow_id)
+        ]
+
+    async def answers(self, endpoint: Endpoint, flow: Flow) -> bool:
+        """What kube-proxy would do: the named Service forwards its port to a ready pod."""
+        service_name, _, domain = endpoint.host.partition(".")
+        services = [
+            s for s in self._of("services", flow.id) if s["metadata"]["name"] == service_name
+        ]
+        if domain != f"{NAMESPACE}.svc" or len(services) != 1:
+            return False
+        spec = services[0]["spec"]
+        targets = {p["targetPort"] for p in spec["ports"] if p["port"] == endpoint.port}
+        return any(
+            _ready(pod)
+            and spec["selector"].items() <= pod["metadata"]["labels"].items()
+            and {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} & targets
+            for pod in self._of("pods", flow.id)
+        )
+
+
+# fixtures -------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def local(tmp_path: Path) -> AsyncIterator[LocalHarness]:
+    harness = LocalHarness(tmp_path)
+    await harness.runtime.start()
+    try:
+        yield harness
+    finally:
+        await harness.runtime.close()
+        # close() stops every worker it started; one that outlives it is killed and reported.
+        leaked = [w for flow_id in harness.flow_ids for w in harness.workers(flow_id)]
+        for worker in leaked:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(worker.name), signal.SIGKILL)
+        assert not leaked, f"workers outlived LocalRuntime.close(): {leaked}"
+
+
+@contextlib.asynccontextmanager
+async def kubernetes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubernetesHarness]:
+    # A failed Job is kept for a pause before it is replaced; keep the suite fast.
+    monkeypatch.setattr(reconciler, "JOB_PAUSE", 0.2)
+    async with emulated() as emulator:
+        runtime = KubernetesRuntime(
+            namespace=NAMESPACE, client=kubeconfig_for(str(emulator.url)), identity="contract"
+        )
+        kube = Kube(kubeconfig_for(str(emulator.url)), namespace=NAMESPACE)
+        cluster = Cluster(emulator, kube)
+        await runtime.start()
+        playing = asyncio.create_task(cluster.run(), name="emulated-cluster")
+        try:
+            yield KubernetesHarness(runtime=runtime, cluster=cluster)
+        finally:
+            playing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await playing
+            await runtime.close()
+            await runtime.kube.close()
+            await kube.close()
+
+
+@pytest.fixture(params=["local", "kubernetes"])
+async def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Harness]:
+    platform = local(tmp_path) if request.param == "local" else kubernetes(monkeypatch)
+    async with platform as made:
+        yield made
