@@ -77,6 +77,15 @@ class Attempt(msgspec.Struct, kw_only=True):
     error: str | None = None
     response: str = ""
 
+    @property
+    def problem(self) -> str | None:
+        """What went wrong, as a delivery's ``last_error`` shows it; None for a 2xx."""
+        if self.error:
+            return self.error
+        if self.status_code is not None and not 200 <= self.status_code < 300:
+            return f"HTTP {self.status_code}"
+        return None
+
 
 class Delivery(msgspec.Struct, kw_only=True):
     """A stored request and where it stands in its delivery."""

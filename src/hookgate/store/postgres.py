@@ -16,15 +16,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
-import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
-from hookgate.domain.flows import Flow, FlowSpec, Status, encode
-from hookgate.domain.units import dec_hook
+from hookgate.domain.flows import Flow, encode
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -34,6 +32,7 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
+from hookgate.store import rows as table
 from hookgate.store.base import (
     Accepted,
     Claim,
@@ -50,14 +49,7 @@ QUEUE_CHANNEL = "hookgate_queue"
 _MIGRATION_LOCK = 0x686F6F6B67617465  # "hookgate": serialises migrations of every replica
 _RECOUNT_EVERY = 5.0
 
-_headers_decoder = msgspec.json.Decoder(list[tuple[str, str]])
-_spec_decoder = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
 
-_SUMMARY = (
-    "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
-    " last_error, updated_at, method, path, query, source"
-)
-_FULL = _SUMMARY + ", headers, body"
 _COPY = (
     "COPY deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
     " method, path, query, headers, body, source) FROM STDIN"
@@ -80,7 +72,7 @@ _LEASE = sql.SQL(
     " UPDATE deliveries AS d SET state = 1, attempts = d.attempts + 1,"
     "  lease_until = %(until)s, updated_at = %(now)s"
     " FROM pick WHERE d.seq = pick.seq RETURNING {}"
-).format(sql.SQL(_qualified("d", _FULL)))
+).format(sql.SQL(_qualified("d", table.FULL)))
 # One statement (one round trip, its own transaction): the guarded move, its attempt, and
 # for a retry the wake-up of every dispatcher.
 _FINISH = (
@@ -94,71 +86,6 @@ _FINISH = (
     " SELECT CASE WHEN %(notify)s THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
 )
 _NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
-
-
-def _summary(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        request_id=row[1],
-        flow_id=row[2],
-        state=State(row[3]),
-        attempts=row[4],
-        next_at=row[5],
-        received_at=row[6],
-        lease_until=row[7],
-        last_error=row[8],
-        updated_at=row[9],
-        method=row[10],
-        path=row[11],
-        query=row[12],
-        source=row[13],
-    )
-
-
-def _full(row: Sequence[Any]) -> Delivery:
-    delivery = _summary(row)
-    delivery.headers = _headers_decoder.decode(row[14])
-    delivery.body = bytes(row[15])
-    return delivery
-
-
-def _row(request: Request) -> tuple[Any, ...]:
-    return (
-        request.id,
-        request.request_id,
-        request.flow_id,
-        request.received_at,
-        request.received_at,
-        request.received_at,
-        request.method,
-        request.path,
-        request.query,
-        msgspec.json.encode(request.headers),
-        request.body,
-        request.source,
-    )
-
-
-def _record_row(d: Delivery) -> tuple[Any, ...]:
-    """The columns of ``_FULL``, in order, for a delivery copied from another store."""
-    return (
-        d.id,
-        d.request_id,
-        d.flow_id,
-        int(d.state),
-        d.attempts,
-        d.next_at,
-        d.received_at,
-        d.lease_until,
-        d.last_error,
-        d.updated_at,
-        d.method,
-        d.path,
-        d.query,
-        d.source,
-        msgspec.json.encode(d.headers),
-        d.body,
-    )
 
 
 class _Pending:
@@ -350,7 +277,7 @@ class PostgresStore:
             if plain:
                 async with conn.cursor().copy(_COPY) as copy:
                     for item in plain:
-                        await copy.write_row(_row(item.request))
+                        await copy.write_row(table.inserted_row(item.request))
             for item in batch:
                 if item.key is None:
                     results.append(Accepted(item.request.request_id, item.request.id))
@@ -394,7 +321,7 @@ class PostgresStore:
             "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
             " method, path, query, headers, body, source) VALUES"
             " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            _row(request),
+            table.inserted_row(request),
         )
         return Accepted(request.request_id, request.id)
 
@@ -476,16 +403,7 @@ class PostgresStore:
             cur = await conn.execute(
                 "SELECT id, spec::text, status, created_at, updated_at FROM flows ORDER BY name"
             )
-            return [
-                Flow(
-                    id=r[0],
-                    spec=_spec_decoder.decode(r[1]),
-                    status=Status(r[2]),
-                    created_at=r[3],
-                    updated_at=r[4],
-                )
-                for r in await cur.fetchall()
-            ]
+            return [table.flow(r) for r in await cur.fetchall()]
 
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
@@ -514,7 +432,7 @@ class PostgresStore:
                 _LEASE, {"flow": flow_id, "now": now, "limit": limit, "until": now + lease_for}
             )
             rows = await cur.fetchall()
-        return sorted((_full(row) for row in rows), key=lambda d: d.id)
+        return sorted((table.full(row) for row in rows), key=lambda d: d.id)
 
     async def _finish(
         self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
@@ -525,7 +443,7 @@ class PostgresStore:
                 {
                     "to": int(to),
                     "next_at": next_at,
-                    "error": _describe(attempt),
+                    "error": attempt.problem,
                     "now": attempt.started_at + attempt.duration_ms / 1000,
                     "id": delivery.id,
                     "token": delivery.attempts,
@@ -599,13 +517,13 @@ class PostgresStore:
     async def get_delivery(self, delivery_id: str) -> Delivery:
         async with self._conn() as conn:
             cur = await conn.execute(
-                sql.SQL("SELECT {} FROM deliveries WHERE id = %s").format(sql.SQL(_FULL)),
+                sql.SQL("SELECT {} FROM deliveries WHERE id = %s").format(sql.SQL(table.FULL)),
                 [delivery_id],
             )
             row = await cur.fetchone()
         if row is None:
             raise DeliveryNotFound(f"no delivery {delivery_id} (unknown, or purged)")
-        return _full(row)
+        return table.full(row)
 
     async def attempts(self, delivery_id: str) -> list[Attempt]:
         async with self._conn() as conn:
@@ -615,17 +533,7 @@ class PostgresStore:
                 [delivery_id],
             )
             rows = await cur.fetchall()
-        return [
-            Attempt(
-                number=r[0],
-                started_at=r[1],
-                duration_ms=r[2],
-                status_code=r[3],
-                error=r[4],
-                response=r[5],
-            )
-            for r in rows
-        ]
+        return [table.attempt(r) for r in rows]
 
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None
@@ -637,7 +545,7 @@ class PostgresStore:
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(
-            [_summary(row[1:]) for row in rows], str(rows[-1][0]) if more and rows else None
+            [table.summary(row[1:]) for row in rows], str(rows[-1][0]) if more and rows else None
         )
 
     async def queue_stats(self) -> dict[str, QueueStats]:
@@ -689,7 +597,7 @@ class PostgresStore:
             cur = await conn.execute(
                 sql.SQL(
                     "SELECT seq, {} FROM deliveries WHERE seq > %s ORDER BY seq LIMIT %s"
-                ).format(sql.SQL(_FULL)),
+                ).format(sql.SQL(table.FULL)),
                 [int(cursor or 0), limit],
             )
             rows = await cur.fetchall()
@@ -701,17 +609,8 @@ class PostgresStore:
             tried = await cur.fetchall()
         history: dict[str, list[Attempt]] = {}
         for r in tried:
-            history.setdefault(r[0], []).append(
-                Attempt(
-                    number=r[1],
-                    started_at=r[2],
-                    duration_ms=r[3],
-                    status_code=r[4],
-                    error=r[5],
-                    response=r[6],
-                )
-            )
-        records = [DeliveryRecord(_full(row[1:]), history.get(row[1], [])) for row in rows]
+            history.setdefault(r[0], []).append(table.attempt(r[1:]))
+        records = [DeliveryRecord(table.full(row[1:]), history.get(row[1], [])) for row in rows]
         return records, str(rows[-1][0]) if len(rows) == limit else None
 
     async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
@@ -724,10 +623,10 @@ class PostgresStore:
             present = {row[0] for row in await cur.fetchall()}
             fresh = [r for r in records if r.delivery.id not in present]
             async with conn.cursor().copy(
-                sql.SQL("COPY deliveries ({}) FROM STDIN").format(sql.SQL(_FULL))
+                sql.SQL("COPY deliveries ({}) FROM STDIN").format(sql.SQL(table.FULL))
             ) as copy:
                 for record in fresh:
-                    await copy.write_row(_record_row(record.delivery))
+                    await copy.write_row(table.full_row(record.delivery))
             async with conn.cursor().copy(
                 "COPY attempts (delivery_id, number, started_at, duration_ms, status_code,"
                 " error, response) FROM STDIN"
@@ -792,7 +691,7 @@ class PostgresStore:
                     "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at,"
                     " updated_at, method, path, query, headers, body, source)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    _row(request),
+                    table.inserted_row(request),
                 )
                 await conn.execute("SELECT pg_notify('hookgate_queue', %s)", [flow_id])
         if request is not None:
@@ -841,7 +740,7 @@ def list_query(
         clause = sql.SQL("{} AND seq < %s").format(clause)
         params.append(int(cursor))
     query = sql.SQL("SELECT seq, {} FROM deliveries WHERE {} ORDER BY seq DESC LIMIT %s").format(
-        sql.SQL(_SUMMARY), clause
+        sql.SQL(table.SUMMARY), clause
     )
     return query, [*params, limit + 1]
 
@@ -859,11 +758,3 @@ def _where(where: DeliveryFilter) -> tuple[sql.Composable, list[Any]]:
             clauses.append(sql.SQL(f"{column} {op} %s"))
             params.append(value)
     return sql.SQL(" AND ").join(clauses), params
-
-
-def _describe(attempt: Attempt) -> str | None:
-    if attempt.error:
-        return attempt.error
-    if attempt.status_code is not None and not 200 <= attempt.status_code < 300:
-        return f"HTTP {attempt.status_code}"
-    return None

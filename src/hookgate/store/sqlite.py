@@ -21,11 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
-
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
-from hookgate.domain.flows import Flow, FlowSpec, Status, encode
-from hookgate.domain.units import dec_hook
+from hookgate.domain.flows import Flow, encode
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -34,56 +31,13 @@ from hookgate.errors import (
     StoreFull,
     StoreUnavailable,
 )
+from hookgate.store import rows as table
 from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
 
 T = TypeVar("T")
 BATCH = 2048
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
 SCHEMA_VERSION = 2
-_headers_decoder = msgspec.json.Decoder(list[tuple[str, str]])
-_spec_decoder = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
-
-_SUMMARY = (
-    "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
-    " last_error, updated_at, method, path, query, source"
-)
-_FULL = _SUMMARY + ", headers, body"
-
-
-def _summary(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        request_id=row[1],
-        flow_id=row[2],
-        state=State(row[3]),
-        attempts=row[4],
-        next_at=row[5],
-        received_at=row[6],
-        lease_until=row[7],
-        last_error=row[8],
-        updated_at=row[9],
-        method=row[10],
-        path=row[11],
-        query=row[12],
-        source=row[13],
-    )
-
-
-def _full(row: Sequence[Any]) -> Delivery:
-    delivery = _summary(row)
-    delivery.headers = _headers_decoder.decode(row[14])
-    delivery.body = bytes(row[15])
-    return delivery
-
-
-def _flow(row: Sequence[Any]) -> Flow:
-    return Flow(
-        id=row[0],
-        spec=_spec_decoder.decode(row[1]),
-        status=Status(row[2]),
-        created_at=row[3],
-        updated_at=row[4],
-    )
 
 
 class _Op:
@@ -115,10 +69,7 @@ class _Insert(_Op):
         self.result = result
 
 
-_INSERT_HEAD = (
-    "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
-    " method, path, query, headers, body, source) VALUES "
-)
+_INSERT_HEAD = f"INSERT INTO deliveries ({table.INSERTED}) VALUES "
 _INSERT = _INSERT_HEAD + "(?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -136,23 +87,6 @@ def _insert_all(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     for start in range(0, len(rows), MULTI_ROW):
         chunk = rows[start : start + MULTI_ROW]
         conn.execute(_insert_many(len(chunk)), [value for row in chunk for value in row])
-
-
-def _row(request: Request) -> tuple[Any, ...]:
-    return (
-        request.id,
-        request.request_id,
-        request.flow_id,
-        request.received_at,
-        request.received_at,
-        request.received_at,
-        request.method,
-        request.path,
-        request.query,
-        msgspec.json.encode(request.headers),
-        request.body,
-        request.source,
-    )
 
 
 def _settle(ops: list[_Op], error: BaseException | None) -> None:
@@ -390,7 +324,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT id, spec, status, created_at, updated_at FROM flows ORDER BY name"
             )
-            return [_flow(row) for row in rows]
+            return [table.flow(row) for row in rows]
 
         return await self._read(run)
 
@@ -408,7 +342,7 @@ class SQLiteStore:
         future: asyncio.Future[Accepted] = self._loop.create_future()
         accepted = Accepted(request.request_id, request.id)
         if dedupe_key is None:
-            self._ops.put(_Insert(_row(request), future, accepted))
+            self._ops.put(_Insert(table.inserted_row(request), future, accepted))
         else:
             self._ops.put(_Op(self._dedupe_insert(request, dedupe_key, dedupe_until), future))
         result = await future
@@ -432,7 +366,7 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO dedupe VALUES (?,?,?,?,?)",
                 (request.flow_id, key, request.request_id, request.id, until),
             )
-            conn.execute(_INSERT, _row(request))
+            conn.execute(_INSERT, table.inserted_row(request))
             return Accepted(request.request_id, request.id)
 
         return run
@@ -449,10 +383,10 @@ class SQLiteStore:
                 f"  UNION ALL"
                 f"  SELECT seq FROM deliveries WHERE flow_id = ? AND state = 1 AND lease_until < ?"
                 f"  ORDER BY 1 LIMIT ?"
-                f") RETURNING {_FULL}",
+                f") RETURNING {table.FULL}",
                 (now + lease_for, now, flow_id, now, flow_id, now, limit),
             ).fetchall()
-            return sorted((_full(row) for row in rows), key=lambda d: d.id)
+            return sorted((table.full(row) for row in rows), key=lambda d: d.id)
 
         return await self._write(run)
 
@@ -465,7 +399,7 @@ class SQLiteStore:
                 "UPDATE deliveries SET state = ?, next_at = coalesce(?, next_at),"
                 " lease_until = NULL, last_error = ?, updated_at = ?"
                 " WHERE id = ? AND state = 1 AND attempts = ?",
-                (to, next_at, _describe(attempt), now, delivery.id, delivery.attempts),
+                (to, next_at, attempt.problem, now, delivery.id, delivery.attempts),
             )
             if cur.rowcount != 1:
                 return False
@@ -542,11 +476,11 @@ class SQLiteStore:
     async def get_delivery(self, delivery_id: str) -> Delivery:
         def run(conn: sqlite3.Connection) -> Delivery:
             row = conn.execute(
-                f"SELECT {_FULL} FROM deliveries WHERE id = ?", (delivery_id,)
+                f"SELECT {table.FULL} FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
             if row is None:
                 raise DeliveryNotFound(f"no delivery {delivery_id} (unknown, or purged)")
-            return _full(row)
+            return table.full(row)
 
         return await self._read(run)
 
@@ -557,17 +491,7 @@ class SQLiteStore:
                 " FROM attempts WHERE delivery_id = ? ORDER BY rowid",
                 (delivery_id,),
             )
-            return [
-                Attempt(
-                    number=r[0],
-                    started_at=r[1],
-                    duration_ms=r[2],
-                    status_code=r[3],
-                    error=r[4],
-                    response=r[5],
-                )
-                for r in rows
-            ]
+            return [table.attempt(r) for r in rows]
 
         return await self._read(run)
 
@@ -581,13 +505,15 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(
-                f"SELECT seq, {_SUMMARY} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT ?",
+                f"SELECT seq, {table.SUMMARY} FROM deliveries WHERE {clause}"
+                " ORDER BY seq DESC LIMIT ?",
                 [*params, limit + 1],
             ).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
             return Page(
-                [_summary(row[1:]) for row in rows], str(rows[-1][0]) if more and rows else None
+                [table.summary(row[1:]) for row in rows],
+                str(rows[-1][0]) if more and rows else None,
             )
 
         return await self._read(run)
@@ -641,7 +567,7 @@ class SQLiteStore:
     ) -> tuple[list[DeliveryRecord], str | None]:
         def run(conn: sqlite3.Connection) -> tuple[list[DeliveryRecord], str | None]:
             rows = conn.execute(
-                f"SELECT seq, {_FULL} FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, {table.FULL} FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?",
                 (int(cursor or 0), limit),
             ).fetchall()
             ids = [row[1] for row in rows]
@@ -652,17 +578,8 @@ class SQLiteStore:
                 " ORDER BY rowid",
                 ids,
             ):
-                history.setdefault(r[0], []).append(
-                    Attempt(
-                        number=r[1],
-                        started_at=r[2],
-                        duration_ms=r[3],
-                        status_code=r[4],
-                        error=r[5],
-                        response=r[6],
-                    )
-                )
-            records = [DeliveryRecord(_full(row[1:]), history.get(row[1], [])) for row in rows]
+                history.setdefault(r[0], []).append(table.attempt(r[1:]))
+            records = [DeliveryRecord(table.full(row[1:]), history.get(row[1], [])) for row in rows]
             return records, str(rows[-1][0]) if len(rows) == limit else None
 
         return await self._read(run)
@@ -673,26 +590,9 @@ class SQLiteStore:
             for record in records:
                 d = record.delivery
                 cur = conn.execute(
-                    f"INSERT INTO deliveries ({_FULL}) VALUES ({','.join('?' * 16)})"
+                    f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 16)})"
                     " ON CONFLICT (id) DO NOTHING",
-                    (
-                        d.id,
-                        d.request_id,
-                        d.flow_id,
-                        int(d.state),
-                        d.attempts,
-                        d.next_at,
-                        d.received_at,
-                        d.lease_until,
-                        d.last_error,
-                        d.updated_at,
-                        d.method,
-                        d.path,
-                        d.query,
-                        d.source,
-                        msgspec.json.encode(d.headers),
-                        d.body,
-                    ),
+                    table.full_row(d),
                 )
                 if cur.rowcount != 1:
                     continue
@@ -752,7 +652,7 @@ class SQLiteStore:
             if moved != 1:
                 return "taken"
             if request is not None:
-                conn.execute(_INSERT, _row(request))
+                conn.execute(_INSERT, table.inserted_row(request))
             return "claimed"
 
         claim = await self._write(run)
@@ -796,14 +696,6 @@ def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
         clauses.append("received_at < ?")
         params.append(where.until)
     return " AND ".join(clauses), params
-
-
-def _describe(attempt: Attempt) -> str | None:
-    if attempt.error:
-        return attempt.error
-    if attempt.status_code is not None and not 200 <= attempt.status_code < 300:
-        return f"HTTP {attempt.status_code}"
-    return None
 
 
 def _translate(exc: Exception) -> Exception:

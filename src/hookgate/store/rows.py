@@ -1,0 +1,123 @@
+"""Rows as both stores write and read them: one column order, one converter each way.
+
+The SQL dialects differ, the tables do not, so the mapping between a row and a ``Request``,
+``Delivery`` or ``Flow`` lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.flows import Flow, FlowSpec, Status
+from hookgate.domain.units import dec_hook
+
+SUMMARY = (
+    "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
+    " last_error, updated_at, method, path, query, source"
+)
+FULL = SUMMARY + ", headers, body"
+INSERTED = (
+    "id, request_id, flow_id, next_at, received_at, updated_at, method, path, query,"
+    " headers, body, source"
+)
+
+ATTEMPT = "number, started_at, duration_ms, status_code, error, response"
+
+_headers = msgspec.json.Decoder(list[tuple[str, str]])
+_spec = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
+
+
+def summary(row: Sequence[Any]) -> Delivery:
+    """A delivery from the ``SUMMARY`` columns (no headers, no body)."""
+    return Delivery(
+        id=row[0],
+        request_id=row[1],
+        flow_id=row[2],
+        state=State(row[3]),
+        attempts=row[4],
+        next_at=row[5],
+        received_at=row[6],
+        lease_until=row[7],
+        last_error=row[8],
+        updated_at=row[9],
+        method=row[10],
+        path=row[11],
+        query=row[12],
+        source=row[13],
+    )
+
+
+def full(row: Sequence[Any]) -> Delivery:
+    """A delivery from the ``FULL`` columns."""
+    delivery = summary(row)
+    delivery.headers = _headers.decode(row[14])
+    delivery.body = bytes(row[15])
+    return delivery
+
+
+def full_row(d: Delivery) -> tuple[Any, ...]:
+    """The ``FULL`` columns of a delivery, e.g. one copied from another store."""
+    return (
+        d.id,
+        d.request_id,
+        d.flow_id,
+        int(d.state),
+        d.attempts,
+        d.next_at,
+        d.received_at,
+        d.lease_until,
+        d.last_error,
+        d.updated_at,
+        d.method,
+        d.path,
+        d.query,
+        d.source,
+        msgspec.json.encode(d.headers),
+        d.body,
+    )
+
+
+def inserted_row(request: Request) -> tuple[Any, ...]:
+    """The ``INSERTED`` columns of a newly accepted request: queued, due at once."""
+    at = request.received_at
+    return (
+        request.id,
+        request.request_id,
+        request.flow_id,
+        at,
+        at,
+        at,
+        request.method,
+        request.path,
+        request.query,
+        msgspec.json.encode(request.headers),
+        request.body,
+        request.source,
+    )
+
+
+def flow(row: Sequence[Any]) -> Flow:
+    """A flow from ``id, spec, status, created_at, updated_at``."""
+    return Flow(
+        id=row[0],
+        spec=_spec.decode(row[1]),
+        status=Status(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
+    )
+
+
+def attempt(row: Sequence[Any]) -> Attempt:
+    """An attempt from the ``ATTEMPT`` columns."""
+    return Attempt(
+        number=row[0],
+        started_at=row[1],
+        duration_ms=row[2],
+        status_code=row[3],
+        error=row[4],
+        response=row[5],
+    )
