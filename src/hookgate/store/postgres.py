@@ -528,8 +528,7 @@ class PostgresStore:
     async def attempts(self, delivery_id: str) -> list[Attempt]:
         async with self._conn() as conn:
             cur = await conn.execute(
-                "SELECT number, started_at, duration_ms, status_code, error, response"
-                " FROM attempts WHERE delivery_id = %s ORDER BY seq",
+                f"SELECT {table.ATTEMPT} FROM attempts WHERE delivery_id = %s ORDER BY seq",
                 [delivery_id],
             )
             rows = await cur.fetchall()
@@ -602,8 +601,8 @@ class PostgresStore:
             )
             rows = await cur.fetchall()
             cur = await conn.execute(
-                "SELECT delivery_id, number, started_at, duration_ms, status_code, error, response"
-                " FROM attempts WHERE delivery_id = ANY(%s) ORDER BY seq",
+                f"SELECT delivery_id, {table.ATTEMPT} FROM attempts"
+                " WHERE delivery_id = ANY(%s) ORDER BY seq",
                 [[row[1] for row in rows]],
             )
             tried = await cur.fetchall()

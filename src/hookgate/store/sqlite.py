@@ -487,8 +487,7 @@ class SQLiteStore:
     async def attempts(self, delivery_id: str) -> list[Attempt]:
         def run(conn: sqlite3.Connection) -> list[Attempt]:
             rows = conn.execute(
-                "SELECT number, started_at, duration_ms, status_code, error, response"
-                " FROM attempts WHERE delivery_id = ? ORDER BY rowid",
+                f"SELECT {table.ATTEMPT} FROM attempts WHERE delivery_id = ? ORDER BY rowid",
                 (delivery_id,),
             )
             return [table.attempt(r) for r in rows]
@@ -573,8 +572,8 @@ class SQLiteStore:
             ids = [row[1] for row in rows]
             history: dict[str, list[Attempt]] = {}
             for r in conn.execute(
-                "SELECT delivery_id, number, started_at, duration_ms, status_code, error,"
-                f" response FROM attempts WHERE delivery_id IN ({','.join('?' * len(ids))})"
+                f"SELECT delivery_id, {table.ATTEMPT} FROM attempts"
+                f" WHERE delivery_id IN ({','.join('?' * len(ids))})"
                 " ORDER BY rowid",
                 ids,
             ):
