@@ -32,6 +32,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 JSON = (b"content-type", b"application/json")
 RETRY_AFTER_STORE = b"1"
 MAX_REQUEST_ID = 200
+SMALL_BODY = 64 * 1024
 _encode = msgspec.json.encode
 log = logs.get("hookgate.ingress")
 
@@ -159,7 +160,10 @@ class Ingress:
         if method == "HEAD" and not guard.enabled:
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
-        if spec.mode is Mode.SYNC and not guard.needs_body and self.forwarder is not None:
+        streamed = declared is None or declared > SMALL_BODY
+        if spec.mode is Mode.SYNC and streamed and not guard.needs_body and self.forwarder:
+            # Large or unsized bodies go to the worker as they arrive; small ones are read
+            # first so the worker gets them in one write with their Content-Length.
             rejected = guard.check(scope, b"", address)
             if rejected:
                 return await self._unauthorized(flow, send, request_id, rejected)

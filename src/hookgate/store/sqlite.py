@@ -69,6 +69,51 @@ class _Insert(_Op):
         self.result = result
 
 
+class _Finish(_Op):
+    """LEASED -> DONE/QUEUED/DEAD with its attempt: batched into one guarded UPDATE ... FROM
+    VALUES and one INSERT of the attempts, so a burst of outcomes is a handful of statements."""
+
+    __slots__ = ("attempt", "move")
+
+    def __init__(
+        self, move: tuple[Any, ...], attempt: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
+        super().__init__(lambda _c: None, future)
+        self.move = move
+        self.attempt = attempt
+
+
+_MOVE = (
+    "UPDATE deliveries SET state = v.column1, next_at = coalesce(v.column2, deliveries.next_at),"
+    " lease_until = NULL, last_error = v.column3, updated_at = v.column4"
+    " FROM (VALUES {}) AS v"
+    " WHERE deliveries.id = v.column5 AND deliveries.state = 1 AND deliveries.attempts = v.column6"
+    " RETURNING deliveries.id"
+)
+_ATTEMPTS = "INSERT INTO attempts VALUES {}"
+
+
+def _finish_all(conn: sqlite3.Connection, finishes: list[_Finish]) -> None:
+    """Each move is guarded by its lease (``attempts``); only moved ones get their attempt."""
+    for start in range(0, len(finishes), MULTI_ROW):
+        chunk = finishes[start : start + MULTI_ROW]
+        moved = {
+            row[0]
+            for row in conn.execute(
+                _MOVE.format(",".join(["(?,?,?,?,?,?)"] * len(chunk))),
+                [value for op in chunk for value in op.move],
+            )
+        }
+        for op in chunk:
+            op.result = op.move[4] in moved
+        recorded = [op.attempt for op in chunk if op.result]
+        if recorded:
+            conn.execute(
+                _ATTEMPTS.format(",".join(["(?,?,?,?,?,?,?)"] * len(recorded))),
+                [value for row in recorded for value in row],
+            )
+
+
 _INSERT_HEAD = f"INSERT INTO deliveries ({table.INSERTED}) VALUES "
 _INSERT = _INSERT_HEAD + "(?,?,?,?,?,?,?,?,?,?,?,?)"
 
@@ -216,8 +261,11 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             if rows:
                 _insert_all(conn, rows)
+            finishes = [op for op in ops if isinstance(op, _Finish)]
+            if finishes:
+                _finish_all(conn, finishes)
             for op in ops:
-                if not isinstance(op, _Insert):
+                if not isinstance(op, (_Insert, _Finish)):
                     self._run_op(conn, op)
             conn.execute("COMMIT")
             self.on_commit(len(ops), time.perf_counter() - started)
@@ -390,21 +438,16 @@ class SQLiteStore:
 
         return await self._write(run)
 
-    def _finish(
+    async def _finish(
         self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
-    ) -> Callable[[sqlite3.Connection], bool]:
-        def run(conn: sqlite3.Connection) -> bool:
-            now = attempt.started_at + attempt.duration_ms / 1000
-            cur = conn.execute(
-                "UPDATE deliveries SET state = ?, next_at = coalesce(?, next_at),"
-                " lease_until = NULL, last_error = ?, updated_at = ?"
-                " WHERE id = ? AND state = 1 AND attempts = ?",
-                (to, next_at, attempt.problem, now, delivery.id, delivery.attempts),
-            )
-            if cur.rowcount != 1:
-                return False
-            conn.execute(
-                "INSERT INTO attempts VALUES (?,?,?,?,?,?,?)",
+    ) -> bool:
+        if self._loop is None or self._writer is None:
+            raise StoreUnavailable("the store is not open")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        ended = attempt.started_at + attempt.duration_ms / 1000
+        self._ops.put(
+            _Finish(
+                (int(to), next_at, attempt.problem, ended, delivery.id, delivery.attempts),
                 (
                     delivery.id,
                     attempt.number,
@@ -414,22 +457,22 @@ class SQLiteStore:
                     attempt.error,
                     attempt.response,
                 ),
+                future,
             )
-            return True
-
-        return run
+        )
+        return await future
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
-        done = await self._write(self._finish(delivery, attempt, to=State.DONE))
+        done = await self._finish(delivery, attempt, to=State.DONE)
         if done:
             self.queued_bytes -= len(delivery.body)
         return done
 
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
-        return await self._write(self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at))
+        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
 
     async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
-        buried = await self._write(self._finish(delivery, attempt, to=State.DEAD))
+        buried = await self._finish(delivery, attempt, to=State.DEAD)
         if buried:
             self.queued_bytes -= len(delivery.body)
         return buried
