@@ -27,9 +27,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
+## Every benchmark scenario (under 10 minutes), then BENCHMARKS.md's results section rewritten.
+## Needs wrk and nginx (the harness prints the apt-get command when one is missing) and, for
+## the postgres scenario, PostgreSQL on 127.0.0.1:5432 (or BENCH_POSTGRES_URL).
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --summary
 
+## The whole set in short runs (under 2 minutes); results saved, BENCHMARKS.md left as it is.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
 

@@ -21,7 +21,8 @@ from bench.scenarios import Outcome
 from bench.tools import ensure_free, free_port, listening
 
 JSON = {"Content-Type": "application/json"}
-SPEC = flow("bench", mode="sync", worker=echo(), replicas=2)
+# 2 replicas x 32 in flight each: the 64 connections the direct run gets on its one worker.
+SPEC = flow("bench", mode="sync", worker=echo(), replicas=2, concurrency=32)
 
 
 def run(ctx: Context) -> Outcome:

@@ -9,6 +9,7 @@ has at most ``concurrency`` requests in flight, and when all are busy a request 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -31,6 +32,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 log = logs.get("hookgate.proxy")
 
 QUEUE_PER_SLOT = 4
+RECHECK = 0.25
 SMALL_ANSWER = 256 * 1024
 HOP_BY_HOP = frozenset(
     {
@@ -60,7 +62,15 @@ class _Lane:
     def __init__(self) -> None:
         self.outstanding: dict[Endpoint, int] = {}
         self.waiters = 0
-        self.freed = asyncio.Event()
+        self.turns: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def wake_one(self) -> None:
+        """A slot came free: the longest-waiting caller tries for it (FIFO, no herd)."""
+        while self.turns:
+            turn = self.turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
 
 class SyncProxy:
@@ -159,7 +169,8 @@ class SyncProxy:
         return best
 
     async def _slot(self, flow: Flow, lane: _Lane) -> Endpoint | None:
-        endpoint = self._pick(flow, lane)
+        # Newcomers queue behind callers already waiting, so the wait is first come first served.
+        endpoint = None if lane.waiters else self._pick(flow, lane)
         if endpoint is None:
             endpoints = self.runtime.endpoints(flow.id)
             bound = max(1, sum(e.capacity for e in endpoints)) * QUEUE_PER_SLOT
@@ -172,9 +183,11 @@ class SyncProxy:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
-                    lane.freed.clear()
+                    turn = asyncio.get_running_loop().create_future()
+                    lane.turns.append(turn)
+                    # Also look again now and then: a replica may have become ready.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lane.freed.wait(), min(remaining, 0.05))
+                        await asyncio.wait_for(turn, min(remaining, RECHECK))
                     endpoint = self._pick(flow, lane)
             finally:
                 lane.waiters -= 1
@@ -192,7 +205,7 @@ class SyncProxy:
             lane.outstanding[endpoint] = left
         else:
             lane.outstanding.pop(endpoint, None)
-        lane.freed.set()
+        lane.wake_one()
 
     # the exchange ------------------------------------------------------------------------
     async def _open(
