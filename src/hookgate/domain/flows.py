@@ -22,7 +22,6 @@ from hookgate.domain.units import ByteSize, Duration, dec_hook, enc_hook, second
 from hookgate.errors import ConfigError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-FLOW_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
