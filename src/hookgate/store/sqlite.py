@@ -10,6 +10,7 @@ block the writer). ``sqlite3`` is imported here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import sqlite3
@@ -36,6 +37,7 @@ from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord,
 
 T = TypeVar("T")
 BATCH = 2048
+CHECKPOINT_EVERY = 0.25
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
 SCHEMA_VERSION = 2
 
@@ -170,6 +172,8 @@ class SQLiteStore:
         self.queued_bytes = 0
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookgate-sqlite-read")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,7 +190,10 @@ class SQLiteStore:
             self.queued_bytes = conn.execute(
                 "SELECT coalesce(sum(length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
             ).fetchone()[0]
+            # Checkpoints run beside the writer, not inside one of its commits (a latency spike).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             self._read_conn = _connect(self.path, self.synchronous)
+            checkpoints = _connect(self.path, self.synchronous)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         except OSError as exc:
@@ -195,6 +202,25 @@ class SQLiteStore:
             target=self._write_loop, args=(conn,), name="hookgate-sqlite-writer", daemon=True
         )
         self._writer.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(checkpoints,),
+            name="hookgate-sqlite-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
+        """Copy committed WAL pages into the database file now and then (PASSIVE: it never
+        blocks the writer), so the WAL stays small."""
+        try:
+            while not self._closing.wait(CHECKPOINT_EVERY):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -217,6 +243,10 @@ class SQLiteStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        if self._checkpointer is not None:
+            self._closing.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._read_conn is not None:
             conn, self._read_conn = self._read_conn, None
             await asyncio.get_running_loop().run_in_executor(self._reads, conn.close)
