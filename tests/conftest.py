@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 TOKEN = "test-admin-token"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,6 +28,37 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new empty PostgreSQL database, dropped afterwards (connections and all).
+
+    Skipped when this machine runs no server, unless CI is set: then it is a failure.
+    """
+    try:
+        server = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{reason} (CI is set, so PostgreSQL must be tested)")
+        pytest.skip(f"{reason} (set CI=true to make this a failure)")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    with server:
+        server.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        # A fresh connection: a PostgreSQL restart during the test kills older ones.
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=10) as c:
+            c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database for one test."""
+    with fresh_database("hookgate_t") as url:
+        yield url
 
 
 class GatewayProcess:

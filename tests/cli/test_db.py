@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
-import os
-import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -25,27 +22,7 @@ from hookgate.store.postgres import PostgresStore
 from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 from hookgate.store.sqlite import SQLiteStore
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty database for this test; skipped without a server unless CI is set."""
-    try:
-        server = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason} (CI is set, so PostgreSQL must be tested)")
-        pytest.skip(f"{reason} (set CI=true to make this a failure)")
-    name = f"hookgate_cli_{secrets.token_hex(6)}"
-    server.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        server.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        server.close()
 
 
 @pytest.fixture

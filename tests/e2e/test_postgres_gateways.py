@@ -27,7 +27,6 @@ import pytest
 from tests.conftest import ROOT, GatewayProcess, free_port
 from tests.e2e.helpers import eventually, on_postgres, recorded
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 FLAKY = ROOT / "tests" / "workers" / "flaky.py"
 
 

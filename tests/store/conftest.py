@@ -3,7 +3,6 @@ schema in a throwaway PostgreSQL database (created once per session, dropped at 
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,13 +11,13 @@ from typing import Any, Protocol
 
 import psycopg
 import pytest
+from tests.conftest import fresh_database
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, new_id
 from hookgate.store.base import Store
 from hookgate.store.postgres import PostgresStore
 from hookgate.store.sqlite import SQLiteStore
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 BIG = 10**12
 
 
@@ -71,25 +70,9 @@ class PostgresBackend:
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
-    """A throwaway database; skipped when no server runs here, unless CI is set."""
-    try:
-        server = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason} (CI is set, so the PostgreSQL store must be tested)")
-        pytest.skip(f"{reason} (set CI=true to make this a failure)")
-    name = f"hookgate_test_{secrets.token_hex(6)}"
-    server.execute(f"CREATE DATABASE {name}")
-    admin = psycopg.connect(f"{SERVER}/{name}", autocommit=True)
-    try:
-        yield admin, f"{SERVER}/{name}"
-    finally:
-        admin.close()
-        server.close()
-        # A fresh connection: a PostgreSQL restart during the session kills the first one.
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as dropper:
-            dropper.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    """A throwaway database for the session, with an admin connection to make schemas in."""
+    with fresh_database("hookgate_test") as url, psycopg.connect(url, autocommit=True) as admin:
+        yield admin, url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
