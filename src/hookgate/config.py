@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, kw_only=True):
     synchronous: str = "FULL"
     runtime: str = "local"
     namespace: str = "default"
+    owner: str | None = None
     flows_file: Path | None = None
 
 
@@ -89,6 +90,7 @@ def load_settings(
         synchronous=synchronous,
         runtime=kind,
         namespace=env("NAMESPACE") or "default",
+        owner=env("OWNER"),
         flows_file=Path(flows_file) if flows_file else None,
     )
 

@@ -93,7 +93,9 @@ def build_runtime(settings: Settings) -> Runtime:
         from hookgate.runtime.kubernetes import KubernetesRuntime, connect
 
         runtime: Runtime = KubernetesRuntime(
-            namespace=settings.namespace, client=connect(namespace=settings.namespace)
+            namespace=settings.namespace,
+            client=connect(namespace=settings.namespace),
+            owner=settings.owner,
         )
         return runtime
     return LocalRuntime(pid_file=settings.data_dir / "worker-pids")

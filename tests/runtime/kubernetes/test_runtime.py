@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hookgate.runtime.kubernetes import names
+from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
 from .conftest import NAMESPACE, Emulator, eventually, make_flow, names_of, stored, writes
@@ -306,3 +307,48 @@ async def test_flows_without_an_image_are_reported(runtime: KubernetesRuntime) -
     flow = make_flow("local-only", worker={"command": ["python", "-m", "w"]})
     await runtime.scale(flow, 1)
     assert "worker.image" in (runtime.status(flow.id).last_error or "")
+
+
+async def test_flow_objects_are_owned_by_the_gateway_deployment(
+    make_runtime: Any, cluster: Emulator
+) -> None:
+    gateway = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hookgate", "namespace": NAMESPACE, "uid": "4f1b-gateway-uid"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "hookgate"}},
+            "template": {
+                "metadata": {"labels": {"app": "hookgate"}},
+                "spec": {"containers": [{"name": "hookgate", "image": "hookgate:1"}]},
+            },
+        },
+    }
+    setup = kubeconfig_for(str(cluster.url))
+    try:
+        await Kube(setup, namespace=NAMESPACE).create(gateway)
+    finally:
+        await setup.close()
+    runtime: KubernetesRuntime = await make_runtime(identity="owned", owner="Deployment/hookgate")
+    flow = make_flow("owned", "async", worker={"image": "registry.example/o:1"})
+    await runtime.scale(flow, 1)
+    name = names.base_name(flow)
+    service = stored(cluster, "services", name)
+    jobs = [n for n in names_of(cluster, "jobs") if n.startswith(name)]
+    assert jobs
+    for obj in (service, stored(cluster, "jobs", jobs[0])):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == (
+            "Deployment",
+            "hookgate",
+            "4f1b-gateway-uid",
+        )
+
+
+async def test_a_missing_owner_is_reported_and_objects_are_still_made(
+    make_runtime: Any, cluster: Emulator
+) -> None:
+    runtime: KubernetesRuntime = await make_runtime(identity="lone", owner="Deployment/absent")
+    flow = make_flow("lone", "sync", worker={"image": "registry.example/o:1"})
+    await runtime.scale(flow, 1)
+    assert "ownerReferences" not in stored(cluster, "services", names.base_name(flow))["metadata"]

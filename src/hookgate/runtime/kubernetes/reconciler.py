@@ -60,6 +60,7 @@ class Reconciler:
         self.resync = resync
         self.leading = leading
         self.observed = Observed()
+        self.owner: specs.Object | None = None
         self.wanted: dict[str, Wanted] = {}
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -139,6 +140,7 @@ class Reconciler:
                 workers=wanted.workers,
                 namespace=self.kube.namespace,
                 instance=self.instance,
+                owner=self.owner,
             )
         )
         have = {kind: dict(self.observed.objects(key, kind)) for kind in WORKLOADS}

@@ -13,7 +13,9 @@ import socket
 
 from lightkube import AsyncClient
 
+from hookgate import logs
 from hookgate.domain.flows import Flow
+from hookgate.errors import RuntimeFailure
 from hookgate.runtime.base import Endpoint, WorkerStatus
 from hookgate.runtime.kubernetes import health, names, specs
 from hookgate.runtime.kubernetes.client import Kube
@@ -29,6 +31,10 @@ def default_identity() -> str:
     return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{os.getpid()}"
 
 
+log = logs.get("hookgate.kubernetes")
+OWNER_KINDS = frozenset({"Deployment"})
+
+
 class KubernetesRuntime:
     def __init__(
         self,
@@ -40,8 +46,10 @@ class KubernetesRuntime:
         leader_election: bool = True,
         lease_duration: int = LEASE_DURATION,
         resync: float = RESYNC,
+        owner: str | None = None,
     ) -> None:
         self.namespace = namespace
+        self.owner = owner
         self.instance = instance
         self.kube = Kube(client, namespace=namespace)
         self.elector: LeaderElector | None = None
@@ -64,9 +72,27 @@ class KubernetesRuntime:
         return self.elector is None or self.elector.leading
 
     async def start(self) -> None:
+        if self.owner is not None:
+            await self._own()
         await self.reconciler.start()
         if self.elector is not None:
             await self.elector.start()
+
+    async def _own(self) -> None:
+        """Resolve ``owner`` ("Deployment/hookgate") to an ownerReference for every object."""
+        assert self.owner is not None
+        kind, _, name = self.owner.partition("/")
+        try:
+            found = await self.kube.get(kind, name) if kind in OWNER_KINDS else None
+        except RuntimeFailure as exc:
+            log.warning(
+                "cannot read the owner; flow objects get no owner", owner=self.owner, error=str(exc)
+            )
+            return
+        if found is None:
+            log.warning("owner not found; flow objects get no owner", owner=self.owner)
+            return
+        self.reconciler.owner = specs.owner_reference(found)
 
     async def close(self) -> None:
         if self.elector is not None:

@@ -121,15 +121,39 @@ def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
 
 
 def desired(
-    flow: Flow, *, workers: int, namespace: str, instance: str = DEFAULT_INSTANCE
+    flow: Flow,
+    *,
+    workers: int,
+    namespace: str,
+    instance: str = DEFAULT_INSTANCE,
+    owner: Object | None = None,
 ) -> list[Object]:
-    """What the flow should have with ``workers`` workers wanted now."""
+    """What the flow should have with ``workers`` workers wanted now.
+
+    With an ``owner`` (an ownerReference to the gateway's Deployment), deleting Hookgate lets
+    Kubernetes collect every flow object, even those of flows deleted while it was down.
+    """
     objects = [service(flow, namespace=namespace, instance=instance)]
     if flow.mode is Mode.SYNC:
         objects.append(deployment(flow, namespace=namespace, replicas=workers, instance=instance))
     elif workers > 0:
         objects.append(job(flow, namespace=namespace, workers=workers, instance=instance))
+    if owner is not None:
+        for obj in objects:
+            obj["metadata"]["ownerReferences"] = [owner]
     return objects
+
+
+def owner_reference(owner: Object) -> Object:
+    """An ownerReference to ``owner`` (which does not block its deletion)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "blockOwnerDeletion": False,
+    }
 
 
 def render(flows: list[Flow], namespace: str, *, instance: str = DEFAULT_INSTANCE) -> list[Object]:
