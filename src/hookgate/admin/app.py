@@ -300,8 +300,10 @@ class AdminAPI:
                     flow_id=where.flow_id, state=State.DEAD, since=where.since, until=where.until
                 )
             count = await self.store.replay_matching(where, now=now)
-        for flow in self.registry.flows():
-            self.on_queued(flow.id)
+        # Wake only the flows that now have work: waking every flow would start a delivery
+        # loop for each of them.
+        for flow_id in await self.store.queue_stats():
+            self.on_queued(flow_id)
         return JSONResponse({"replayed": count})
 
     # live events ------------------------------------------------------------------------

@@ -174,7 +174,7 @@ class Pages:
                 f"delivery {delivery_id} is {delivery.state.label}: only dead or done "
                 "deliveries can be replayed"
             )
-        self._notify()
+        await self._notify()
         return _done(request, {"done": "replayed", "n": "1"}, f"/console/deliveries/{delivery_id}")
 
     async def delete_one(self, request: Request, session: Session) -> Response:
@@ -214,7 +214,7 @@ class Pages:
             count = await self.store.replay_matching(self._filter(form.get), now=now)
         else:
             count = await self.store.replay(_ids(form), now=now)
-        self._notify()
+        await self._notify()
         return _done(request, {"done": "replayed", "n": str(count)}, _back(form))
 
     async def delete_many(self, request: Request, session: Session) -> Response:
@@ -231,9 +231,10 @@ class Pages:
             until=_moment(get("until"), "until"),
         )
 
-    def _notify(self) -> None:
-        for flow in self.registry.flows():
-            self.on_queued(flow.id)
+    async def _notify(self) -> None:
+        """Wake the delivery loops of the flows that now have work (not every flow)."""
+        for flow_id in await self.store.queue_stats():
+            self.on_queued(flow_id)
 
 
 def _ids(form: FormData) -> list[str]:
