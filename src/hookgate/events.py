@@ -19,6 +19,11 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribes: the hot path skips building events nobody reads."""
+        return bool(self._subscribers)
+
     def publish(self, kind: str, **fields: Any) -> None:
         if not self._subscribers:
             return

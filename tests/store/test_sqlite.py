@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from hookgate.errors import SchemaMismatch
-from hookgate.store import sqlite as sqlite_store
+from hookgate.errors import SchemaMismatch, StoreUnavailable
+from hookgate.store import sqlite_writer
+from hookgate.store.base import Accepted
 from hookgate.store.sqlite import SQLiteStore
 
 from .conftest import make_request
@@ -17,29 +21,21 @@ from .conftest import make_request
 NOW = 1_700_000_000.0
 
 
-async def test_lease_walks_the_partial_indexes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    statements: list[str] = []
-    connect = sqlite_store._connect
-
-    def traced(path: str, synchronous: str) -> sqlite3.Connection:
-        conn = connect(path, synchronous)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite_store, "_connect", traced)
+async def test_lease_walks_the_partial_indexes(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "q.db"), max_queued_bytes=10**9)
     await store.open()
     try:
         for i in range(50):
             await store.enqueue(make_request(f"f{i % 5}", received_at=NOW))
-        assert len(await store.lease("f1", limit=3, lease_for=30, now=NOW + 1)) == 3
     finally:
         await store.close()
 
-    [lease] = [s for s in statements if s.startswith("UPDATE deliveries SET state = 1")]
-    with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as conn:
+    statements: list[str] = []
+    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
+        conn.set_trace_callback(statements.append)
+        assert len(sqlite_writer.lease(conn, "f1", 3, 30, NOW + 1)) == 3
+        conn.set_trace_callback(None)
+        [lease] = [s for s in statements if s.startswith("UPDATE deliveries SET state = 1")]
         plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {lease}")]
     searches = [step for step in plan if "deliveries" in step and "SCAN" in step]
     assert not searches, plan
@@ -53,3 +49,51 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(SchemaMismatch, match="schema version 99, newer"):
         await SQLiteStore(str(path), max_queued_bytes=1).open()
+
+
+async def test_a_killed_writer_process_fails_only_unanswered_writes_and_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Writes run in a process of their own: when it dies, what it had not answered fails
+    (so the caller answers 503), what it answered is on disk, and a new writer takes over."""
+    path = str(tmp_path / "w.db")
+    store = SQLiteStore(path, max_queued_bytes=10**9)
+    await store.open()
+    writer = store.writer_pid
+    assert writer is not None
+    requests = [make_request("f", received_at=NOW) for _ in range(2000)]
+    enqueues = [asyncio.ensure_future(store.enqueue(r)) for r in requests]
+    await asyncio.sleep(0)
+    os.kill(writer, signal.SIGKILL)
+    outcomes = await asyncio.gather(*enqueues, return_exceptions=True)
+    accepted = {r.id for r, o in zip(requests, outcomes, strict=True) if isinstance(o, Accepted)}
+    failed = [o for o in outcomes if not isinstance(o, Accepted)]
+    assert failed, "the writer was killed before it answered anything"
+    assert all(isinstance(o, StoreUnavailable) for o in failed), failed[:3]
+
+    later = make_request("f", received_at=NOW)
+    for _ in range(100):
+        with contextlib.suppress(StoreUnavailable):
+            await store.enqueue(later)
+            break
+        await asyncio.sleep(0.05)
+    assert store.writer_pid not in (None, writer)
+    await store.close()
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM deliveries")}
+    assert accepted | {later.id} <= stored
+
+
+async def test_closing_waits_for_the_writer_to_commit_and_exit(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.db")
+    store = SQLiteStore(path, max_queued_bytes=10**9)
+    await store.open()
+    process = store._process
+    assert process is not None
+    await asyncio.gather(*(store.enqueue(make_request("f")) for _ in range(300)))
+    await store.close()
+    assert process.returncode == 0
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 300
+    assert not Path(path + "-wal").exists() or Path(path + "-wal").stat().st_size == 0

@@ -75,6 +75,8 @@ class Ingress:
         self.on_accepted = on_accepted
         self.ready = ready
         self.events = events or EventHub()
+        # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
+        self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,9 +120,17 @@ class Ingress:
             await _error(send, 404, "not found", request_id)
             return
         status = await self._flow(flow, scope, receive, send, request_id, "/" + sub_path, address)
-        self.metrics.requests.labels(flow.name, str(status)).inc()
         took = time.perf_counter() - started
-        self.metrics.request_seconds.labels(flow.name, flow.mode.value).observe(took)
+        key = (flow.name, flow.mode, status)
+        if (measures := self._measures.get(key)) is None:
+            measures = self._measures[key] = (
+                self.metrics.requests.labels(flow.name, str(status)),
+                self.metrics.request_seconds.labels(flow.name, flow.mode.value),
+            )
+        measures[0].inc()
+        measures[1].observe(took)
+        if not self.events.listening:
+            return
         self.events.publish(
             "request",
             flowId=flow.id,

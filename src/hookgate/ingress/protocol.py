@@ -7,6 +7,7 @@ cannot make the gateway hold an endless head in memory.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -20,6 +21,45 @@ MAX_HEADERS = 100
 
 class HeadTooLarge(Exception):
     pass
+
+
+class HeadHolder:
+    """The transport as one response sees it: the head waits for the first body write (or
+    the end of this loop turn), so a small answer leaves in one ``send()``, not two.
+
+    On loopback a ``send()`` costs as much as the rest of an accepted request's Python work.
+    """
+
+    __slots__ = ("held", "loop", "started", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        if not self.started:
+            self.started = True
+            self.held = data
+            self.loop.call_soon(self.flush)
+            return
+        if self.held is not None:
+            data, self.held = self.held + data, None
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            if not self.transport.is_closing():
+                self.transport.write(self.held)
+            self.held = None
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -55,6 +95,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         super().on_headers_complete()
+        self.cycle.transport = HeadHolder(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -1,165 +1,65 @@
-"""The embedded store: one SQLite file in WAL mode, one writer thread, group commit.
+"""The embedded store: one SQLite file in WAL mode, written by one writer process.
 
-Every write goes through one thread that owns the write connection. It takes whatever is
-waiting (up to ``BATCH``), runs it in one transaction and commits once, so one ``fsync``
-(``synchronous=FULL``) covers a whole burst of accepts; each caller's future resolves only
-after that commit. Reads run on their own connection in a second thread (WAL readers never
-block the writer). ``sqlite3`` is imported here and nowhere else.
+Every write goes to :mod:`hookgate.store.sqlite_writer`, a process of its own that owns the
+write connection: it takes whatever is waiting, runs it in one transaction and commits once,
+so one ``fsync`` (``synchronous=FULL``) covers a whole burst of accepts. Each caller's future
+resolves only after that commit. The ops of one event-loop turn travel in one frame. Reads
+run here on their own connection in a thread (WAL readers never block the writer).
+``sqlite3`` is imported in these two modules and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import queue
+import itertools
+import pickle
+import socket
 import sqlite3
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow, encode
-from hookgate.errors import (
-    DeliveryNotFound,
-    FlowConflict,
-    FlowNotFound,
-    SchemaMismatch,
-    StoreFull,
-    StoreUnavailable,
-)
+from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.sqlite_writer import HEADER, SCHEMA_VERSION, connect, frame, migrate
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
-BATCH = 2048
-CHECKPOINT_EVERY = 0.25
-MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
-SCHEMA_VERSION = 2
+RESTART_DELAY = 0.5
+log = logs.get("hookgate.store")
 
 
-class _Op:
-    """A write waiting for the writer thread; ``run`` executes inside the batch transaction."""
+class _WriterLink(asyncio.Protocol):
+    """The gateway's end of the writer's socket: result frames in, loss reported."""
 
-    __slots__ = ("fn", "future", "isolated", "result")
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.buffer = bytearray()
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        future: asyncio.Future[Any],
-        *,
-        isolated: bool = False,
-    ):
-        self.fn = fn
-        self.future = future
-        self.isolated = isolated
-        self.result: Any = None
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.buffer)
+            end = HEADER.size + size
+            if len(self.buffer) < end:
+                return
+            payload = bytes(self.buffer[HEADER.size : end])
+            del self.buffer[:end]
+            self.store._settle(payload)
 
-
-class _Insert(_Op):
-    """A plain enqueue: batched with its neighbours into one ``executemany``."""
-
-    __slots__ = ("row",)
-
-    def __init__(self, row: tuple[Any, ...], future: asyncio.Future[Any], result: Accepted):
-        super().__init__(lambda _c: None, future)
-        self.row = row
-        self.result = result
-
-
-class _Finish(_Op):
-    """LEASED -> DONE/QUEUED/DEAD with its attempt: batched into one guarded UPDATE ... FROM
-    VALUES and one INSERT of the attempts, so a burst of outcomes is a handful of statements."""
-
-    __slots__ = ("attempt", "move")
-
-    def __init__(
-        self, move: tuple[Any, ...], attempt: tuple[Any, ...], future: asyncio.Future[Any]
-    ) -> None:
-        super().__init__(lambda _c: None, future)
-        self.move = move
-        self.attempt = attempt
-
-
-_MOVE = (
-    "UPDATE deliveries SET state = v.column1, next_at = coalesce(v.column2, deliveries.next_at),"
-    " lease_until = NULL, last_error = v.column3, updated_at = v.column4"
-    " FROM (VALUES {}) AS v"
-    " WHERE deliveries.id = v.column5 AND deliveries.state = 1 AND deliveries.attempts = v.column6"
-    " RETURNING deliveries.id"
-)
-_ATTEMPTS = "INSERT INTO attempts VALUES {}"
-
-
-def _finish_all(conn: sqlite3.Connection, finishes: list[_Finish]) -> None:
-    """Each move is guarded by its lease (``attempts``); only moved ones get their attempt."""
-    for start in range(0, len(finishes), MULTI_ROW):
-        chunk = finishes[start : start + MULTI_ROW]
-        moved = {
-            row[0]
-            for row in conn.execute(
-                _MOVE.format(",".join(["(?,?,?,?,?,?)"] * len(chunk))),
-                [value for op in chunk for value in op.move],
-            )
-        }
-        for op in chunk:
-            op.result = op.move[4] in moved
-        recorded = [op.attempt for op in chunk if op.result]
-        if recorded:
-            conn.execute(
-                _ATTEMPTS.format(",".join(["(?,?,?,?,?,?,?)"] * len(recorded))),
-                [value for row in recorded for value in row],
-            )
-
-
-_INSERT_HEAD = f"INSERT INTO deliveries ({table.INSERTED}) VALUES "
-_INSERT = _INSERT_HEAD + "(?,?,?,?,?,?,?,?,?,?,?,?)"
-
-
-@functools.cache
-def _insert_many(rows: int) -> str:
-    return _INSERT_HEAD + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
-
-
-def _insert_all(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert with as few statements as possible: one per ``MULTI_ROW`` rows.
-
-    One statement is one ``sqlite3_step``, i.e. one GIL release and re-acquire for the
-    writer thread; row by row, the busy event loop would make it wait for the GIL per row.
-    """
-    for start in range(0, len(rows), MULTI_ROW):
-        chunk = rows[start : start + MULTI_ROW]
-        conn.execute(_insert_many(len(chunk)), [value for row in chunk for value in row])
-
-
-def _settle(ops: list[_Op], error: BaseException | None) -> None:
-    for op in ops:
-        if op.future.done():
-            continue
-        failure = error or (op.result if isinstance(op.result, BaseException) else None)
-        if failure is not None:
-            op.future.set_exception(failure)
-        else:
-            op.future.set_result(op.result)
-
-
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=30,
-        cached_statements=MULTI_ROW + 64,
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.store._writer_lost(self)
 
 
 class SQLiteStore:
@@ -170,14 +70,17 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self.max_queued_bytes = max_queued_bytes
         self.queued_bytes = 0
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._closing = threading.Event()
+        self._ids = itertools.count()
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._pending: list[tuple[int, str, Any]] = []
+        self._link: _WriterLink | None = None
+        self._transport: asyncio.Transport | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._closing = False
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookgate-sqlite-read")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Called from the writer thread after each commit with (operations, seconds).
+        # Called after each commit with (operations, seconds spent in the writer).
         self.on_commit: Callable[[int, float], None] = lambda _ops, _seconds: None
 
     # lifecycle ---------------------------------------------------------------------------
@@ -185,148 +88,133 @@ class SQLiteStore:
         self._loop = asyncio.get_running_loop()
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, self.synchronous)
-            self._migrate(conn)
-            self.queued_bytes = conn.execute(
-                "SELECT coalesce(sum(length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
-            ).fetchone()[0]
-            # Checkpoints run beside the writer, not inside one of its commits (a latency spike).
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._read_conn = _connect(self.path, self.synchronous)
-            checkpoints = _connect(self.path, self.synchronous)
+            conn = connect(self.path, self.synchronous)
+            try:
+                migrate(conn, self.path)
+                self.queued_bytes = conn.execute(
+                    "SELECT coalesce(sum(length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
+                ).fetchone()[0]
+            finally:
+                conn.close()
+            self._read_conn = connect(self.path, self.synchronous)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot create data directory for {self.path}: {exc}") from None
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(conn,), name="hookgate-sqlite-writer", daemon=True
-        )
-        self._writer.start()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop,
-            args=(checkpoints,),
-            name="hookgate-sqlite-checkpoint",
-            daemon=True,
-        )
-        self._checkpointer.start()
+        await self._start_writer()
 
-    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
-        """Copy committed WAL pages into the database file now and then (PASSIVE: it never
-        blocks the writer), so the WAL stays small."""
+    async def _start_writer(self) -> None:
+        assert self._loop is not None
+        ours, theirs = socket.socketpair()
         try:
-            while not self._closing.wait(CHECKPOINT_EVERY):
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hookgate.store.sqlite_writer",
+                self.path,
+                self.synchronous,
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise StoreUnavailable(f"cannot start the SQLite writer process: {exc}") from None
         finally:
-            conn.close()
+            theirs.close()
+        link = _WriterLink(self)
+        transport, _ = await self._loop.create_unix_connection(lambda: link, sock=ours)
+        self._link, self._transport = link, transport
+        if self._pending:
+            self._flush()
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"{self.path} has schema version {version}, newer than this Hookgate "
-                f"({SCHEMA_VERSION}); upgrade Hookgate or use a copy of the data directory"
-            )
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            script = resources.files("hookgate.store").joinpath(f"schema/sqlite-{step:04d}.sql")
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {script.read_text()}; PRAGMA user_version={step}; COMMIT;"
-            )
+    def _writer_lost(self, link: _WriterLink) -> None:
+        """Every op the writer had not answered fails (it may or may not have committed, so
+        callers answer 503, never 2xx); a new writer starts unless the store is closing."""
+        if link is not self._link:
+            return
+        self._link = self._transport = None
+        lost = StoreUnavailable("the SQLite writer process exited; retry")
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._futures.clear()
+        self._pending.clear()
+        if not self._closing and self._loop is not None:
+            code = self._process.returncode if self._process else None
+            log.error("SQLite writer process exited; restarting", exit_code=code)
+            self._loop.call_later(RESTART_DELAY, self._restart)
+
+    def _restart(self) -> None:
+        if not self._closing and self._link is None and self._loop is not None:
+            task = self._loop.create_task(self._start_writer())
+            task.add_done_callback(self._restarted)
+
+    def _restarted(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("cannot restart the SQLite writer process", error=str(exc))
+            assert self._loop is not None
+            self._loop.call_later(RESTART_DELAY, self._restart)
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (it is restarted if it dies)."""
+        return self._process.pid if self._process is not None else None
 
     async def schema_version(self) -> int:
         return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._ops.put(None)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
-        if self._checkpointer is not None:
-            self._closing.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
+        self._closing = True
+        if self._transport is not None and self._link is not None:
+            link = self._link
+            if self._pending:
+                self._flush()
+            self._transport.write_eof()
+            await link.lost
+        if self._process is not None:
+            await self._process.wait()
+            self._process = None
         if self._read_conn is not None:
             conn, self._read_conn = self._read_conn, None
             await asyncio.get_running_loop().run_in_executor(self._reads, conn.close)
         self._reads.shutdown(wait=True)
 
-    # the writer thread -------------------------------------------------------------------
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        assert self._loop is not None
-        while True:
-            first = self._ops.get()
-            if first is None:
-                break
-            ops = [first]
-            stop = False
-            while len(ops) < BATCH:
-                try:
-                    nxt = self._ops.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                ops.append(nxt)
-            error = self._run_batch(conn, ops)
-            try:
-                self._loop.call_soon_threadsafe(_settle, ops, error)
-            except RuntimeError:
-                break
-            if stop:
-                break
-        conn.close()
-
-    def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> BaseException | None:
-        started = time.perf_counter()
-        rows = [op.row for op in ops if isinstance(op, _Insert)]
-        try:
-            if len(rows) == len(ops) and len(rows) <= MULTI_ROW:
-                # The common burst of accepts: one statement that commits itself (autocommit).
-                _insert_all(conn, rows)
-                self.on_commit(len(ops), time.perf_counter() - started)
-                return None
-            conn.execute("BEGIN IMMEDIATE")
-            if rows:
-                _insert_all(conn, rows)
-            finishes = [op for op in ops if isinstance(op, _Finish)]
-            if finishes:
-                _finish_all(conn, finishes)
-            for op in ops:
-                if not isinstance(op, (_Insert, _Finish)):
-                    self._run_op(conn, op)
-            conn.execute("COMMIT")
-            self.on_commit(len(ops), time.perf_counter() - started)
-            return None
-        except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return _translate(exc)
-
-    @staticmethod
-    def _run_op(conn: sqlite3.Connection, op: _Op) -> None:
-        """Ops that may fail on their own (a flow name taken) run in a savepoint, so their
-        failure does not undo their neighbours'; queue transitions need none."""
-        if not op.isolated:
-            op.result = op.fn(conn)
-            return
-        conn.execute("SAVEPOINT op")
-        try:
-            op.result = op.fn(conn)
-            conn.execute("RELEASE op")
-        except Exception as exc:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            op.result = _translate(exc)
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, isolated: bool = False) -> T:
-        if self._loop is None or self._writer is None:
+    # talking to the writer ---------------------------------------------------------------
+    def _submit(self, kind: str, payload: Any) -> asyncio.Future[Any]:
+        """Queue an op for this loop turn's frame; the future resolves after its commit."""
+        if self._loop is None or self._closing:
             raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._ops.put(_Op(fn, future, isolated=isolated))
-        return await future
+        if self._link is None:
+            raise StoreUnavailable("the SQLite writer process is restarting; retry")
+        op_id = next(self._ids)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._futures[op_id] = future
+        self._pending.append((op_id, kind, payload))
+        if len(self._pending) == 1:
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        if self._pending and self._transport is not None:
+            self._transport.write(frame(self._pending))
+            self._pending = []
+
+    def _settle(self, payload: bytes) -> None:
+        count, seconds, results = pickle.loads(payload)  # noqa: S301 (our own writer)
+        self.on_commit(count, seconds)
+        futures = self._futures
+        for op_id, value in results:
+            future = futures.pop(op_id, None)
+            if future is None or future.done():
+                continue
+            if isinstance(value, BaseException):
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+    async def _write(self, name: str, *args: Any) -> Any:
+        return await self._submit(name, args)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._read_conn
@@ -343,59 +231,22 @@ class SQLiteStore:
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(
-                    "INSERT INTO flows (id, name, spec, status, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (
-                        flow.id,
-                        flow.name,
-                        encode(flow.spec),
-                        flow.status.value,
-                        flow.created_at,
-                        flow.updated_at,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
-
-        await self._write(run, isolated=True)
+        row = (
+            flow.id,
+            flow.name,
+            encode(flow.spec),
+            flow.status.value,
+            flow.created_at,
+            flow.updated_at,
+        )
+        await self._write("create_flow", row)
 
     async def update_flow(self, flow: Flow) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            try:
-                cur = conn.execute(
-                    "UPDATE flows SET name = ?, spec = ?, status = ?, updated_at = ? WHERE id = ?",
-                    (flow.name, encode(flow.spec), flow.status.value, flow.updated_at, flow.id),
-                )
-            except sqlite3.IntegrityError:
-                raise FlowConflict(f"a flow named {flow.name!r} exists already") from None
-            if cur.rowcount != 1:
-                raise FlowNotFound(f"no flow with id {flow.id}")
-
-        await self._write(run, isolated=True)
+        row = (flow.name, encode(flow.spec), flow.status.value, flow.updated_at, flow.id)
+        await self._write("update_flow", row)
 
     async def delete_flow(self, flow_id: str) -> None:
-        def run(conn: sqlite3.Connection) -> int:
-            if conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,)).rowcount != 1:
-                raise FlowNotFound(f"no flow with id {flow_id}")
-            freed = conn.execute(
-                "SELECT coalesce(sum(length(body)), 0) FROM deliveries"
-                " WHERE flow_id = ? AND state IN (0, 1)",
-                (flow_id,),
-            ).fetchone()[0]
-            conn.execute(
-                "DELETE FROM attempts WHERE delivery_id IN"
-                " (SELECT id FROM deliveries WHERE flow_id = ?)",
-                (flow_id,),
-            )
-            conn.execute("DELETE FROM deliveries WHERE flow_id = ?", (flow_id,))
-            conn.execute("DELETE FROM dedupe WHERE flow_id = ?", (flow_id,))
-            conn.execute("DELETE FROM schedules WHERE flow_id = ?", (flow_id,))
-            return int(freed)
-
-        self.queued_bytes -= await self._write(run, isolated=True)
+        self.queued_bytes -= await self._write("delete_flow", flow_id)
 
     async def list_flows(self) -> list[Flow]:
         def run(conn: sqlite3.Connection) -> list[Flow]:
@@ -415,82 +266,36 @@ class SQLiteStore:
             raise StoreFull(
                 f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
             )
-        if self._loop is None or self._writer is None:
-            raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[Accepted] = self._loop.create_future()
-        accepted = Accepted(request.request_id, request.id)
+        row = table.inserted_row(request)
         if dedupe_key is None:
-            self._ops.put(_Insert(table.inserted_row(request), future, accepted))
-        else:
-            self._ops.put(_Op(self._dedupe_insert(request, dedupe_key, dedupe_until), future))
-        result = await future
-        if not result.duplicate:
-            self.queued_bytes += size
-        return result
-
-    @staticmethod
-    def _dedupe_insert(
-        request: Request, key: str, until: float
-    ) -> Callable[[sqlite3.Connection], Accepted]:
-        def run(conn: sqlite3.Connection) -> Accepted:
-            seen = conn.execute(
-                "SELECT request_id, delivery_id FROM dedupe"
-                " WHERE flow_id = ? AND key = ? AND expires_at > ?",
-                (request.flow_id, key, request.received_at),
-            ).fetchone()
-            if seen is not None:
-                return Accepted(seen[0], seen[1], duplicate=True)
-            conn.execute(
-                "INSERT OR REPLACE INTO dedupe VALUES (?,?,?,?,?)",
-                (request.flow_id, key, request.request_id, request.id, until),
-            )
-            conn.execute(_INSERT, table.inserted_row(request))
-            return Accepted(request.request_id, request.id)
-
-        return run
+            await self._submit("insert", row)
+        elif seen := await self._write("dedupe_insert", row, dedupe_key, dedupe_until):
+            return Accepted(seen[0], seen[1], duplicate=True)
+        self.queued_bytes += size
+        return Accepted(request.request_id, request.id)
 
     # the queue ---------------------------------------------------------------------------
     async def lease(
         self, flow_id: str, *, limit: int, lease_for: float, now: float
     ) -> list[Delivery]:
-        def run(conn: sqlite3.Connection) -> list[Delivery]:
-            rows = conn.execute(
-                f"UPDATE deliveries SET state = 1, attempts = attempts + 1, lease_until = ?,"
-                f" updated_at = ? WHERE seq IN ("
-                f"  SELECT seq FROM deliveries WHERE flow_id = ? AND state = 0 AND next_at <= ?"
-                f"  UNION ALL"
-                f"  SELECT seq FROM deliveries WHERE flow_id = ? AND state = 1 AND lease_until < ?"
-                f"  ORDER BY 1 LIMIT ?"
-                f") RETURNING {table.FULL}",
-                (now + lease_for, now, flow_id, now, flow_id, now, limit),
-            ).fetchall()
-            return sorted((table.full(row) for row in rows), key=lambda d: d.id)
-
-        return await self._write(run)
+        rows = await self._write("lease", flow_id, limit, lease_for, now)
+        return sorted((table.full(row) for row in rows), key=lambda d: d.id)
 
     async def _finish(
         self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
     ) -> bool:
-        if self._loop is None or self._writer is None:
-            raise StoreUnavailable("the store is not open")
-        future: asyncio.Future[bool] = self._loop.create_future()
         ended = attempt.started_at + attempt.duration_ms / 1000
-        self._ops.put(
-            _Finish(
-                (int(to), next_at, attempt.problem, ended, delivery.id, delivery.attempts),
-                (
-                    delivery.id,
-                    attempt.number,
-                    attempt.started_at,
-                    attempt.duration_ms,
-                    attempt.status_code,
-                    attempt.error,
-                    attempt.response,
-                ),
-                future,
-            )
+        move = (int(to), next_at, attempt.problem, ended, delivery.id, delivery.attempts)
+        recorded = (
+            delivery.id,
+            attempt.number,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error,
+            attempt.response,
         )
-        return await future
+        return bool(await self._submit("finish", (move, recorded)))
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         done = await self._finish(delivery, attempt, to=State.DONE)
@@ -516,34 +321,16 @@ class SQLiteStore:
         return await self._replay(clause, params, now)
 
     async def _replay(self, clause: str, params: list[Any], now: float) -> int:
-        def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            rows = conn.execute(
-                f"UPDATE deliveries SET state = 0, attempts = 0, next_at = ?, lease_until = NULL,"
-                f" updated_at = ? WHERE ({clause}) AND state IN (2, 3) RETURNING length(body)",
-                [now, now, *params],
-            ).fetchall()
-            return len(rows), sum(row[0] for row in rows)
-
-        count, size = await self._write(run)
+        count, size = await self._write("replay", clause, params, now)
         self.queued_bytes += size
-        return count
+        return int(count)
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
-        marks = ",".join("?" * len(ids))
-
-        def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            rows = conn.execute(
-                f"DELETE FROM deliveries WHERE id IN ({marks}) RETURNING state, length(body)",
-                list(ids),
-            ).fetchall()
-            conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", list(ids))
-            return len(rows), sum(size for state, size in rows if state in (0, 1))
-
         if not ids:
             return 0
-        count, freed = await self._write(run)
+        count, freed = await self._write("delete_deliveries", list(ids))
         self.queued_bytes -= freed
-        return count
+        return int(count)
 
     # reading -----------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery:
@@ -603,24 +390,7 @@ class SQLiteStore:
 
     # hygiene -----------------------------------------------------------------------------
     async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT id FROM deliveries WHERE flow_id = ? AND state = 2 AND updated_at < ?"
-                    " LIMIT ?",
-                    (flow_id, done_before, limit),
-                )
-            ]
-            marks = ",".join("?" * len(ids))
-            conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)
-            conn.execute(f"DELETE FROM deliveries WHERE id IN ({marks})", ids)
-            conn.execute(
-                "DELETE FROM dedupe WHERE flow_id = ? AND expires_at < ?", (flow_id, time.time())
-            )
-            return len(ids)
-
-        return await self._write(run)
+        return int(await self._write("purge", flow_id, done_before, limit))
 
     # moving between stores ---------------------------------------------------------------
     async def count_deliveries(self) -> dict[str, dict[State, int]]:
@@ -657,40 +427,27 @@ class SQLiteStore:
         return await self._read(run)
 
     async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
-        def run(conn: sqlite3.Connection) -> tuple[int, int]:
-            inserted = queued = 0
-            for record in records:
-                d = record.delivery
-                cur = conn.execute(
-                    f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 16)})"
-                    " ON CONFLICT (id) DO NOTHING",
-                    table.full_row(d),
-                )
-                if cur.rowcount != 1:
-                    continue
-                conn.executemany(
-                    "INSERT INTO attempts VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (
-                            d.id,
-                            a.number,
-                            a.started_at,
-                            a.duration_ms,
-                            a.status_code,
-                            a.error,
-                            a.response,
-                        )
-                        for a in record.attempts
-                    ],
-                )
-                inserted += 1
-                if d.state in (State.QUEUED, State.LEASED):
-                    queued += len(d.body)
-            return inserted, queued
-
-        inserted, queued = await self._write(run)
+        rows = [
+            (
+                table.full_row(r.delivery),
+                [
+                    (
+                        r.delivery.id,
+                        a.number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.error,
+                        a.response,
+                    )
+                    for a in r.attempts
+                ],
+            )
+            for r in records
+        ]
+        inserted, queued = await self._write("import_deliveries", rows)
         self.queued_bytes += queued
-        return inserted
+        return int(inserted)
 
     # polling triggers --------------------------------------------------------------------
     async def last_tick(self, flow_id: str) -> float | None:
@@ -705,29 +462,8 @@ class SQLiteStore:
     async def claim_tick(
         self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
     ) -> Claim:
-        def run(conn: sqlite3.Connection) -> Claim:
-            conn.execute("INSERT OR IGNORE INTO schedules (flow_id) VALUES (?)", (flow_id,))
-            if (
-                exclusive
-                and conn.execute(
-                    "SELECT 1 FROM deliveries WHERE flow_id = ? AND source = 'schedule'"
-                    " AND state IN (0, 1) LIMIT 1",
-                    (flow_id,),
-                ).fetchone()
-            ):
-                return "busy"
-            moved = conn.execute(
-                "UPDATE schedules SET last_tick = ? WHERE flow_id = ?"
-                " AND (last_tick IS NULL OR last_tick < ?)",
-                (tick, flow_id, tick),
-            ).rowcount
-            if moved != 1:
-                return "taken"
-            if request is not None:
-                conn.execute(_INSERT, table.inserted_row(request))
-            return "claimed"
-
-        claim = await self._write(run)
+        row = None if request is None else table.inserted_row(request)
+        claim: Claim = await self._write("claim_tick", flow_id, tick, row, exclusive)
         if claim == "claimed" and request is not None:
             self.queued_bytes += len(request.body)
         return claim
@@ -742,14 +478,7 @@ class SQLiteStore:
         return await self._read(run)
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO schedules (flow_id, snapshot) VALUES (?, ?)"
-                " ON CONFLICT (flow_id) DO UPDATE SET snapshot = excluded.snapshot",
-                (flow_id, snapshot),
-            )
-
-        await self._write(run)
+        await self._write("set_snapshot", flow_id, snapshot)
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
@@ -768,9 +497,3 @@ def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
         clauses.append("received_at < ?")
         params.append(where.until)
     return " AND ".join(clauses), params
-
-
-def _translate(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.Error):
-        return StoreUnavailable(f"SQLite write failed: {exc}")
-    return exc
