@@ -15,7 +15,7 @@ import httpx
 
 from bench.context import REPO
 from bench.errors import BenchFailure
-from bench.procs import Service, rss_bytes
+from bench.procs import Service, rss_bytes, store_processes
 from bench.tools import ensure_free, free_port
 
 ECHO = REPO / "examples" / "workers" / "echo.py"
@@ -113,7 +113,8 @@ class Gateway:
         self.service.start()
         try:
             self.startup_s = self.service.wait_ready(self._ready, timeout=self.ready_timeout)
-            self.idle_rss_mb = rss_bytes(self.pid) / 1024**2
+            pids = [self.pid, *store_processes(self.pid)]
+            self.idle_rss_mb = sum(rss_bytes(p) for p in pids) / 1024**2
         except BaseException:
             self.close()
             raise

@@ -21,10 +21,18 @@ from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
 def flows(count: int) -> list[Flow]:
     return [
-        Flow(id=new_flow_id(), created_at=0.0, updated_at=0.0, spec=spec_from_object({
-            "name": f"flow-{i:05d}", "mode": "sync" if i % 2 else "async",
-            "worker": {"image": f"registry.example/flow-{i}:1"},
-        }))
+        Flow(
+            id=new_flow_id(),
+            created_at=0.0,
+            updated_at=0.0,
+            spec=spec_from_object(
+                {
+                    "name": f"flow-{i:05d}",
+                    "mode": "sync" if i % 2 else "async",
+                    "worker": {"image": f"registry.example/flow-{i}:1"},
+                }
+            ),
+        )
         for i in range(count)
     ]
 
@@ -37,24 +45,33 @@ async def main(count: int, steady: float, resync: float) -> None:
     wanted = flows(count)
     async with emulated() as cluster:
         runtime = KubernetesRuntime(
-            namespace="flows", client=kubeconfig_for(str(cluster.url)), identity="bench",
+            namespace="flows",
+            client=kubeconfig_for(str(cluster.url)),
+            identity="bench",
             resync=resync,
         )
         await runtime.start()
         started = time.perf_counter()
         await asyncio.gather(*(runtime.scale(flow, 1) for flow in wanted))
         elapsed = time.perf_counter() - started
-        print(f"{count} flows reconciled from nothing in {elapsed:.2f}s "
-              f"({count / elapsed:.0f} flows/s)")
+        print(
+            f"{count} flows reconciled from nothing in {elapsed:.2f}s "
+            f"({count / elapsed:.0f} flows/s)"
+        )
         print(f"  requests: {by_verb(cluster)}")
         mark = len(list(cluster))
         await asyncio.sleep(steady)
         await asyncio.gather(*(runtime.scale(flow, 1) for flow in wanted))
         later = list(cluster)[mark:]
-        written = sum(r.action in WRITES and r.resource.plural != "leases" for r in later
-                      if r.resource is not None)
-        print(f"steady state, {steady:.0f}s with resync every {resync:.0f}s and every flow "
-              f"re-scaled: {by_verb(cluster, mark)}; writes to flow objects: {written}")
+        written = sum(
+            r.action in WRITES and r.resource.plural != "leases"
+            for r in later
+            if r.resource is not None
+        )
+        print(
+            f"steady state, {steady:.0f}s with resync every {resync:.0f}s and every flow "
+            f"re-scaled: {by_verb(cluster, mark)}; writes to flow objects: {written}"
+        )
         await runtime.close()
         await runtime.kube.close()
 

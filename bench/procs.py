@@ -113,21 +113,38 @@ class Service:
 
 
 class Meter:
-    """CPU seconds spent by one process between :meth:`start` and :meth:`stop`, and its peak RSS."""
+    """CPU seconds spent between :meth:`start` and :meth:`stop` and peak RSS of one process and
+    its store processes (the SQLite writer a gateway starts): the gateway's whole cost."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._cpu_at_start = 0.0
+        self._cpu_at_start: dict[int, float] = {}
 
     def start(self) -> Meter:
-        self._cpu_at_start = cpu_seconds(self.pid)
+        self._cpu_at_start = {p: cpu_seconds(p) for p in self._pids()}
         return self
 
     def stop(self) -> Usage:
+        pids = [p for p in self._pids() if p in self._cpu_at_start]
         return Usage(
-            cpu_s=round(cpu_seconds(self.pid) - self._cpu_at_start, 2),
-            peak_rss_mb=round(peak_rss_bytes(self.pid) / 1024**2, 1),
+            cpu_s=round(sum(cpu_seconds(p) - self._cpu_at_start[p] for p in pids), 2),
+            peak_rss_mb=round(sum(peak_rss_bytes(p) for p in pids) / 1024**2, 1),
         )
+
+    def _pids(self) -> list[int]:
+        return [self.pid, *store_processes(self.pid)]
+
+
+def store_processes(pid: int) -> list[int]:
+    """Children of ``pid`` running ``hookgate.store.*`` (not its workers)."""
+    found = []
+    for child in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (child / "cmdline").read_bytes().split(b"\0")
+            if int(stat[1]) == pid and any(a.startswith(b"hookgate.store.") for a in command):
+                found.append(int(child.name))
+    return found
 
 
 def cpu_seconds(pid: int) -> float:

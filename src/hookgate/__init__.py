@@ -1,8 +1,7 @@
-"""Hookgate: permanent webhook URLs for integration flows, async (durable queue) or sync (proxy)."""
+"""Hookgate: permanent webhook URLs for integration flows, async (durable queue) or sync (proxy).
 
-from hookgate.domain.flows import Flow, FlowSpec, Mode
-from hookgate.errors import HookgateError
+Kept free of imports: the SQLite writer process (``hookgate.store.sqlite_writer``) starts
+from here and should not pay for the gateway's modules.
+"""
 
 __version__ = "0.1.0"
-
-__all__ = ["Flow", "FlowSpec", "HookgateError", "Mode", "__version__"]

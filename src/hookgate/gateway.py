@@ -40,7 +40,7 @@ from hookgate.proxy import SyncProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime, WorkerStatus
 from hookgate.runtime.local import LocalRuntime
-from hookgate.store import QueueStats, open_store
+from hookgate.store.base import QueueStats, open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import AiohttpTransport
 

@@ -21,7 +21,7 @@ from hookgate.cli.flows import as_json
 from hookgate.cli.output import console, emit_json, table
 from hookgate.domain.deliveries import State
 from hookgate.errors import HookgateError
-from hookgate.store import Store, open_store
+from hookgate.store.base import Store, open_store
 from hookgate.store.copy import copy_store
 
 T = TypeVar("T")

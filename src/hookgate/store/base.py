@@ -15,6 +15,7 @@ import msgspec
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow
+from hookgate.errors import ConfigError
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -154,3 +155,20 @@ class Store(Protocol):
         """The JSON a flow's last successful poll run returned, for the next run."""
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None: ...
+
+
+def open_store(url: str, *, max_queued_bytes: int, synchronous: str = "FULL") -> Store:
+    """A store for a URL: ``sqlite:///path/to.db`` or ``postgresql://…``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from hookgate.store.postgres import PostgresStore
+
+        return PostgresStore(url, max_queued_bytes=max_queued_bytes)
+    if not url.startswith("sqlite://"):
+        raise ConfigError(
+            f"unsupported database URL {url.split('@')[-1]!r}: use sqlite:///path or postgresql://"
+        )
+    from hookgate.store.sqlite import SQLiteStore
+
+    return SQLiteStore(
+        url.removeprefix("sqlite://"), max_queued_bytes=max_queued_bytes, synchronous=synchronous
+    )

@@ -14,18 +14,10 @@ import msgspec
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow, FlowSpec, Status
 from hookgate.domain.units import dec_hook
-
-SUMMARY = (
-    "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
-    " last_error, updated_at, method, path, query, source"
-)
-FULL = SUMMARY + ", headers, body"
-INSERTED = (
-    "id, request_id, flow_id, next_at, received_at, updated_at, method, path, query,"
-    " headers, body, source"
-)
-
-ATTEMPT = "number, started_at, duration_ms, status_code, error, response"
+from hookgate.store.columns import ATTEMPT as ATTEMPT
+from hookgate.store.columns import FULL as FULL
+from hookgate.store.columns import INSERTED as INSERTED
+from hookgate.store.columns import SUMMARY as SUMMARY
 
 _headers = msgspec.json.Decoder(list[tuple[str, str]])
 _spec = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)

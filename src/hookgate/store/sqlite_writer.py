@@ -30,10 +30,11 @@ from importlib import resources
 from typing import Any
 
 from hookgate.errors import FlowConflict, FlowNotFound, SchemaMismatch, StoreUnavailable
-from hookgate.store import rows as table
+from hookgate.store import columns as table
 
 BATCH = 2048
 CHECKPOINT_EVERY = 0.25
+REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
 SCHEMA_VERSION = 2
 HEADER = struct.Struct(">I")
@@ -404,24 +405,38 @@ class Inbox:
         return payload
 
 
-def _checkpoint_loop(conn: sqlite3.Connection, stop: threading.Event) -> None:
-    """Copy committed WAL pages into the database file now and then (PASSIVE: it never
-    blocks the writer), so the WAL stays small; checkpoints inside a commit are spikes."""
-    while not stop.wait(CHECKPOINT_EVERY):
+class Checkpoints(threading.Thread):
+    """Copies committed WAL pages into the database file now and then (PASSIVE: it never
+    blocks the writer), so a checkpoint is never a spike inside a commit.
+
+    Under steady load such a checkpoint never quite catches up (frames keep arriving while it
+    copies), and SQLite rewinds the WAL only after one that did: the WAL would grow without
+    bound, and with it the disk traffic. So when the WAL is past ``REWIND_FRAMES``, the writer
+    itself checkpoints the last few frames between two batches (``catch_up``), and its next
+    commit starts the WAL from the beginning again.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(name="hookgate-sqlite-checkpoint", daemon=True)
+        self.conn = conn
+        self.stop = threading.Event()
+        self.catch_up = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(CHECKPOINT_EVERY):
+            with contextlib.suppress(sqlite3.Error):
+                _, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames >= REWIND_FRAMES:
+                    self.catch_up.set()
         with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
 
 
 def serve(sock: socket.socket, path: str, synchronous: str) -> None:
     conn = connect(path, synchronous)
     conn.execute("PRAGMA wal_autocheckpoint=0")
-    stop = threading.Event()
-    checkpoints = threading.Thread(
-        target=_checkpoint_loop, args=(connect(path, synchronous), stop), daemon=True
-    )
+    checkpoints = Checkpoints(connect(path, synchronous))
     checkpoints.start()
     inbox = Inbox(sock)
     try:
@@ -432,9 +447,13 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
                 sock.sendall(frame((len(ops), time.perf_counter() - started, results)))
             except OSError:
                 break  # the gateway is gone; what was committed stays committed
+            if checkpoints.catch_up.is_set():
+                checkpoints.catch_up.clear()
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         conn.close()
-        stop.set()
+        checkpoints.stop.set()
         checkpoints.join()
 
 
