@@ -20,6 +20,7 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
     enqueue_s: float
     backlog: int
     many_flows: tuple[int, ...]
+    upload_bytes: int
 
 
 QUICK = Timing(
@@ -30,6 +31,7 @@ QUICK = Timing(
     enqueue_s=3,
     backlog=5_000,
     many_flows=(10_000,),
+    upload_bytes=256 * 1024**2,
 )
 FULL = Timing(
     warmup_s=3,
@@ -39,6 +41,7 @@ FULL = Timing(
     enqueue_s=5,
     backlog=20_000,
     many_flows=(10_000, 100_000),
+    upload_bytes=1024**3,
 )
 
 

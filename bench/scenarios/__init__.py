@@ -28,7 +28,7 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def all_scenarios() -> list[Scenario]:
-    from bench.scenarios import accept, ceiling, cold_start, drain, postgres, sync
+    from bench.scenarios import accept, ceiling, cold_start, drain, postgres, sync, upload
 
     wrk = ("wrk",)
     return [
@@ -61,6 +61,12 @@ def all_scenarios() -> list[Scenario]:
             run=sync.run,
             tools=wrk,
             about="1 KB POST via the gateway to 2 echo workers vs one worker direct",
+        ),
+        Scenario(
+            name="upload",
+            run=upload.run,
+            tools=(),
+            about="1 GiB chunked POST streamed via a sync flow: gateway RSS growth, MB/s",
         ),
         Scenario(
             name="drain",

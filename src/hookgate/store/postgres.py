@@ -44,16 +44,24 @@ from hookgate.store.base import (
 
 SCHEMA_VERSION = 2
 BATCH = 4096
+INGESTERS = 3
+"""Group commits in flight at once: while one waits for its fsync, the next is written."""
 FLOW_CHANNEL = "hookgate_flow"
 QUEUE_CHANNEL = "hookgate_queue"
 _MIGRATION_LOCK = 0x686F6F6B67617465  # "hookgate": serialises migrations of every replica
 _RECOUNT_EVERY = 5.0
 
 
-_COPY = (
-    "COPY deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
-    " method, path, query, headers, body, source) FROM STDIN"
+_INSERT_PLAIN = (
+    "WITH added AS (INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at,"
+    " updated_at, method, path, query, headers, body, source)"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],"
+    " %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::text[])"
+    " RETURNING flow_id)"
+    " SELECT pg_notify('hookgate_queue', flow_id) FROM (SELECT DISTINCT flow_id FROM added) AS f"
 )
+"""A group of plain enqueues and the wake-up of their flows' dispatchers, in one statement:
+in autocommit it is its own transaction, so the group costs one round trip."""
 
 
 def _qualified(alias: str, columns: str) -> str:
@@ -124,6 +132,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._ingesters: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -148,16 +157,20 @@ class PostgresStore:
             if isinstance(exc, StoreError):
                 raise
             raise StoreUnavailable(self._unreachable("no connection")) from None
-        self._tasks = [asyncio.create_task(self._ingest()), asyncio.create_task(self._recounter())]
+        self._ingesters = [asyncio.create_task(self._ingest()) for _ in range(INGESTERS)]
+        self._tasks = [asyncio.create_task(self._recounter())]
 
     async def close(self) -> None:
         self._closing = True
-        if self._tasks:
-            self._pending.put_nowait(None)
-            await self._tasks[0]
-            self._tasks[1].cancel()
-            await asyncio.gather(self._tasks[1], return_exceptions=True)
-            self._tasks = []
+        if self._ingesters:
+            for _ in self._ingesters:
+                self._pending.put_nowait(None)
+            await asyncio.gather(*self._ingesters)
+            self._ingesters = []
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -271,25 +284,28 @@ class PostgresStore:
                 item.future.set_result(result)
 
     async def _write_batch(self, batch: list[_Pending]) -> list[Accepted | BaseException]:
-        results: list[Accepted | BaseException] = []
-        async with self._conn() as conn, conn.transaction():
-            plain = [item for item in batch if item.key is None]
+        """Plain enqueues go in one statement (its own transaction: one round trip); those
+        with a dedupe key in a transaction of their own, row by row."""
+        claimed: dict[int, Accepted] = {}
+        async with self._conn() as conn:
+            plain = [item.request for item in batch if item.key is None]
             if plain:
-                async with conn.cursor().copy(_COPY) as copy:
-                    for item in plain:
-                        await copy.write_row(table.inserted_row(item.request))
-            for item in batch:
-                if item.key is None:
-                    results.append(Accepted(item.request.request_id, item.request.id))
-                else:
-                    results.append(await self._claim(conn, item))
-            flows = {
-                item.request.flow_id
-                for item, result in zip(batch, results, strict=True)
-                if isinstance(result, Accepted) and not result.duplicate
-            }
-            await conn.execute(_NOTIFY_QUEUE, [sorted(flows)])
-        return results
+                rows = (table.inserted_row(r) for r in plain)
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                await conn.execute(_INSERT_PLAIN, columns)
+            keyed = [item for item in batch if item.key is not None]
+            if keyed:
+                async with conn.transaction():
+                    for item in keyed:
+                        claimed[id(item)] = await self._claim(conn, item)
+                    flows = {i.request.flow_id for i in keyed if not claimed[id(i)].duplicate}
+                    await conn.execute(_NOTIFY_QUEUE, [sorted(flows)])
+        return [
+            claimed[id(item)]
+            if item.key is not None
+            else Accepted(item.request.request_id, item.request.id)
+            for item in batch
+        ]
 
     @staticmethod
     async def _claim(conn: psycopg.AsyncConnection[Any], item: _Pending) -> Accepted:
