@@ -1,7 +1,8 @@
 """The cluster store: PostgreSQL shared by several gateways, through a psycopg 3 pool.
 
-Ingest is group-committed: one task takes every enqueue that is waiting, writes them with one
-``COPY`` in one transaction and resolves each caller only after ``COMMIT``. Leasing uses
+Ingest and delivery outcomes are group-committed: a few tasks each take every write that is
+waiting and send it as one statement (``unnest`` of arrays, its own transaction), resolving
+each caller only after the commit; several groups are in flight at once. Leasing uses
 ``FOR UPDATE SKIP LOCKED`` so gateways never hand out the same delivery; every transition is
 guarded by the state it leaves and by ``attempts`` (the lease token). Changes are announced with
 ``pg_notify`` inside the changing transaction, and ``watch()`` turns them into events.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -44,8 +45,9 @@ from hookgate.store.base import (
 
 SCHEMA_VERSION = 2
 BATCH = 4096
-INGESTERS = 3
+GROUPS_IN_FLIGHT = 3
 """Group commits in flight at once: while one waits for its fsync, the next is written."""
+T = TypeVar("T")
 FLOW_CHANNEL = "hookgate_flow"
 QUEUE_CHANNEL = "hookgate_queue"
 _MIGRATION_LOCK = 0x686F6F6B67617465  # "hookgate": serialises migrations of every replica
@@ -81,17 +83,24 @@ _LEASE = sql.SQL(
     "  lease_until = %(until)s, updated_at = %(now)s"
     " FROM pick WHERE d.seq = pick.seq RETURNING {}"
 ).format(sql.SQL(_qualified("d", table.FULL)))
-# One statement (one round trip, its own transaction): the guarded move, its attempt, and
-# for a retry the wake-up of every dispatcher.
+# One statement for a group of outcomes (one round trip, its own transaction): the moves,
+# each guarded by its lease (``attempts``), the attempts of those that moved, and for retries
+# the wake-up of every dispatcher.
 _FINISH = (
-    "WITH moved AS (UPDATE deliveries SET state = %(to)s,"
-    "  next_at = coalesce(%(next_at)s, next_at), lease_until = NULL,"
-    "  last_error = %(error)s, updated_at = %(now)s"
-    "  WHERE id = %(id)s AND state = 1 AND attempts = %(token)s RETURNING id, flow_id),"
+    "WITH v AS (SELECT * FROM unnest(%s::text[], %s::int4[], %s::int2[], %s::float8[],"
+    "  %s::text[], %s::float8[], %s::int4[], %s::float8[], %s::float8[], %s::int4[],"
+    "  %s::text[], %s::text[], %s::bool[]) AS v(id, token, target, next_at, problem, ended,"
+    "  number, started, ms, status, error, response, notify)),"
+    " moved AS (UPDATE deliveries AS d SET state = v.target,"
+    "  next_at = coalesce(v.next_at, d.next_at), lease_until = NULL,"
+    "  last_error = v.problem, updated_at = v.ended"
+    "  FROM v WHERE d.id = v.id AND d.state = 1 AND d.attempts = v.token"
+    "  RETURNING d.id, d.flow_id, v.notify),"
     " tried AS (INSERT INTO attempts (delivery_id, number, started_at, duration_ms,"
     "  status_code, error, response)"
-    "  SELECT id, %(number)s, %(started)s, %(ms)s, %(status)s, %(aerr)s, %(resp)s FROM moved)"
-    " SELECT CASE WHEN %(notify)s THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
+    "  SELECT v.id, v.number, v.started, v.ms, v.status, v.error, v.response"
+    "  FROM v JOIN moved ON moved.id = v.id)"
+    " SELECT id, CASE WHEN notify THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
 )
 _NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
 
@@ -106,6 +115,51 @@ class _Pending:
         self.key = key
         self.until = until
         self.future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+
+
+class _Finishing:
+    """An outcome waiting for its group: the columns of ``_FINISH``, in order."""
+
+    __slots__ = ("future", "row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+
+class _Groups(Generic[T]):
+    """Writes that go to the database together: each of ``writers`` tasks takes everything
+    waiting (up to ``BATCH``) and writes it as one group, so several groups are in flight
+    while others wait for their commit."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]], writers: int) -> None:
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._run(write)) for _ in range(writers)]
+
+    def put(self, item: T) -> None:
+        self._queue.put_nowait(item)
+
+    async def _run(self, write: Callable[[list[T]], Awaitable[None]]) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group, stop = [first], False
+            while len(group) < BATCH and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+            await write(group)
+            if stop:
+                return
+
+    async def close(self) -> None:
+        """Write what is waiting, then stop."""
+        for _ in self._tasks:
+            self._queue.put_nowait(None)
+        await asyncio.gather(*self._tasks)
 
 
 class PostgresStore:
@@ -131,8 +185,8 @@ class PostgresStore:
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
-        self._pending: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._ingesters: list[asyncio.Task[None]] = []
+        self._ingest: _Groups[_Pending] | None = None
+        self._finishes: _Groups[_Finishing] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -157,16 +211,16 @@ class PostgresStore:
             if isinstance(exc, StoreError):
                 raise
             raise StoreUnavailable(self._unreachable("no connection")) from None
-        self._ingesters = [asyncio.create_task(self._ingest()) for _ in range(INGESTERS)]
+        self._ingest = _Groups(self._commit, GROUPS_IN_FLIGHT)
+        self._finishes = _Groups(self._finish_group, GROUPS_IN_FLIGHT)
         self._tasks = [asyncio.create_task(self._recounter())]
 
     async def close(self) -> None:
         self._closing = True
-        if self._ingesters:
-            for _ in self._ingesters:
-                self._pending.put_nowait(None)
-            await asyncio.gather(*self._ingesters)
-            self._ingesters = []
+        for groups in (self._ingest, self._finishes):
+            if groups is not None:
+                await groups.close()
+        self._ingest = self._finishes = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,22 +295,6 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL {self.where} refused the statement: {exc}") from None
 
     # group commit ------------------------------------------------------------------------
-    async def _ingest(self) -> None:
-        while True:
-            first = await self._pending.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            while len(batch) < BATCH and not self._pending.empty():
-                item = self._pending.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stop:
-                return
-
     async def _commit(self, batch: list[_Pending]) -> None:
         """Write a batch in one transaction; if one row is refused, write the rest one by one."""
         results: list[Accepted | BaseException]
@@ -425,7 +463,7 @@ class PostgresStore:
     async def enqueue(
         self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
     ) -> Accepted:
-        if not self._tasks or self._closing:
+        if self._ingest is None or self._closing:
             raise StoreUnavailable("the store is not open")
         size = len(request.body)
         if self.queued_bytes + size > self.max_queued_bytes:
@@ -433,7 +471,7 @@ class PostgresStore:
                 f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
             )
         item = _Pending(request, dedupe_key, dedupe_until)
-        self._pending.put_nowait(item)
+        self._ingest.put(item)
         result = await item.future
         if not result.duplicate:
             self.queued_bytes += size
@@ -453,27 +491,45 @@ class PostgresStore:
     async def _finish(
         self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
     ) -> bool:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                _FINISH,
-                {
-                    "to": int(to),
-                    "next_at": next_at,
-                    "error": attempt.problem,
-                    "now": attempt.started_at + attempt.duration_ms / 1000,
-                    "id": delivery.id,
-                    "token": delivery.attempts,
-                    "number": attempt.number,
-                    "started": attempt.started_at,
-                    "ms": attempt.duration_ms,
-                    "status": attempt.status_code,
-                    "aerr": attempt.error,
-                    "resp": attempt.response,
-                    "notify": to is State.QUEUED,
-                },
+        if self._finishes is None or self._closing:
+            raise StoreUnavailable("the store is not open")
+        item = _Finishing(
+            (
+                delivery.id,
+                delivery.attempts,
+                int(to),
+                next_at,
+                attempt.problem,
+                attempt.started_at + attempt.duration_ms / 1000,
+                attempt.number,
+                attempt.started_at,
+                attempt.duration_ms,
+                attempt.status_code,
+                attempt.error,
+                attempt.response,
+                to is State.QUEUED,
             )
-            moved = await cur.fetchone() is not None
-        return moved
+        )
+        self._finishes.put(item)
+        return await item.future
+
+    async def _finish_group(self, group: list[_Finishing]) -> None:
+        """Every outcome of the group in one statement: guarded moves, their attempts and
+        the wake-ups for retries."""
+        try:
+            async with self._conn() as conn:
+                columns = [list(column) for column in zip(*(f.row for f in group), strict=True)]
+                cur = await conn.execute(_FINISH, columns)
+                moved = {row[0] for row in await cur.fetchall()}
+        except Exception as exc:
+            error = exc if isinstance(exc, StoreError) else StoreError(f"finishing failed: {exc}")
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        for item in group:
+            if not item.future.done():
+                item.future.set_result(item.row[0] in moved)
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         done = await self._finish(delivery, attempt, to=State.DONE)
