@@ -493,23 +493,10 @@ class PostgresStore:
     ) -> bool:
         if self._finishes is None or self._closing:
             raise StoreUnavailable("the store is not open")
-        item = _Finishing(
-            (
-                delivery.id,
-                delivery.attempts,
-                int(to),
-                next_at,
-                attempt.problem,
-                attempt.started_at + attempt.duration_ms / 1000,
-                attempt.number,
-                attempt.started_at,
-                attempt.duration_ms,
-                attempt.status_code,
-                attempt.error,
-                attempt.response,
-                to is State.QUEUED,
-            )
-        )
+        _, *tried = table.attempt_row(delivery.id, attempt)
+        ended = attempt.started_at + attempt.duration_ms / 1000
+        move = (delivery.id, delivery.attempts, int(to), next_at, attempt.problem, ended)
+        item = _Finishing((*move, *tried, to is State.QUEUED))
         self._finishes.put(item)
         return await item.future
 
@@ -704,17 +691,7 @@ class PostgresStore:
             ) as copy:
                 for record in fresh:
                     for a in record.attempts:
-                        await copy.write_row(
-                            (
-                                record.delivery.id,
-                                a.number,
-                                a.started_at,
-                                a.duration_ms,
-                                a.status_code,
-                                a.error,
-                                a.response,
-                            )
-                        )
+                        await copy.write_row(table.attempt_row(record.delivery.id, a))
             pending = [
                 r.delivery for r in fresh if r.delivery.state in (State.QUEUED, State.LEASED)
             ]

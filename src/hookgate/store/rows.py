@@ -113,3 +113,16 @@ def attempt(row: Sequence[Any]) -> Attempt:
         error=row[4],
         response=row[5],
     )
+
+
+def attempt_row(delivery_id: str, a: Attempt) -> tuple[Any, ...]:
+    """The columns of the ``attempts`` table for one attempt."""
+    return (
+        delivery_id,
+        a.number,
+        a.started_at,
+        a.duration_ms,
+        a.status_code,
+        a.error,
+        a.response,
+    )

@@ -286,15 +286,7 @@ class SQLiteStore:
     ) -> bool:
         ended = attempt.started_at + attempt.duration_ms / 1000
         move = (int(to), next_at, attempt.problem, ended, delivery.id, delivery.attempts)
-        recorded = (
-            delivery.id,
-            attempt.number,
-            attempt.started_at,
-            attempt.duration_ms,
-            attempt.status_code,
-            attempt.error,
-            attempt.response,
-        )
+        recorded = table.attempt_row(delivery.id, attempt)
         return bool(await self._submit("finish", (move, recorded)))
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
@@ -428,21 +420,7 @@ class SQLiteStore:
 
     async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
         rows = [
-            (
-                table.full_row(r.delivery),
-                [
-                    (
-                        r.delivery.id,
-                        a.number,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.error,
-                        a.response,
-                    )
-                    for a in r.attempts
-                ],
-            )
+            (table.full_row(r.delivery), [table.attempt_row(r.delivery.id, a) for a in r.attempts])
             for r in records
         ]
         inserted, queued = await self._write("import_deliveries", rows)
