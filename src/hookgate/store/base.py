@@ -8,14 +8,17 @@ of a newer lease.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -155,6 +158,17 @@ class Store(Protocol):
         """The JSON a flow's last successful poll run returned, for the next run."""
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None: ...
+
+
+def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
+    """Resolve a store caller with its result, or the exception it failed with; a caller
+    that gave up (cancelled) is skipped."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def open_store(url: str, *, max_queued_bytes: int, synchronous: str = "FULL") -> Store:

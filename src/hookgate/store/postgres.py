@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
@@ -41,6 +48,7 @@ from hookgate.store.base import (
     DeliveryRecord,
     Page,
     QueueStats,
+    settle,
 )
 
 SCHEMA_VERSION = 2
@@ -55,8 +63,7 @@ _RECOUNT_EVERY = 5.0
 
 
 _INSERT_PLAIN = (
-    "WITH added AS (INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at,"
-    " updated_at, method, path, query, headers, body, source)"
+    f"WITH added AS (INSERT INTO deliveries ({table.INSERTED})"
     " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],"
     " %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::text[])"
     " RETURNING flow_id)"
@@ -64,6 +71,11 @@ _INSERT_PLAIN = (
 )
 """A group of plain enqueues and the wake-up of their flows' dispatchers, in one statement:
 in autocommit it is its own transaction, so the group costs one round trip."""
+
+
+def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows turned into one list per column: the arrays ``unnest`` turns back into rows."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _qualified(alias: str, columns: str) -> str:
@@ -314,12 +326,7 @@ class PostgresStore:
             )
             results = [StoreUnavailable(message)]
         for item, result in zip(batch, results, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(result, BaseException):
-                item.future.set_exception(result)
-            else:
-                item.future.set_result(result)
+            settle(item.future, result)
 
     async def _write_batch(self, batch: list[_Pending]) -> list[Accepted | BaseException]:
         """Plain enqueues go in one statement (its own transaction: one round trip); those
@@ -328,9 +335,7 @@ class PostgresStore:
         async with self._conn() as conn:
             plain = [item.request for item in batch if item.key is None]
             if plain:
-                rows = (table.inserted_row(r) for r in plain)
-                columns = [list(column) for column in zip(*rows, strict=True)]
-                await conn.execute(_INSERT_PLAIN, columns)
+                await conn.execute(_INSERT_PLAIN, _columns(table.inserted_row(r) for r in plain))
             keyed = [item for item in batch if item.key is not None]
             if keyed:
                 async with conn.transaction():
@@ -505,18 +510,15 @@ class PostgresStore:
         the wake-ups for retries."""
         try:
             async with self._conn() as conn:
-                columns = [list(column) for column in zip(*(f.row for f in group), strict=True)]
-                cur = await conn.execute(_FINISH, columns)
+                cur = await conn.execute(_FINISH, _columns(f.row for f in group))
                 moved = {row[0] for row in await cur.fetchall()}
         except Exception as exc:
             error = exc if isinstance(exc, StoreError) else StoreError(f"finishing failed: {exc}")
             for item in group:
-                if not item.future.done():
-                    item.future.set_exception(error)
+                settle(item.future, error)
             return
         for item in group:
-            if not item.future.done():
-                item.future.set_result(item.row[0] in moved)
+            settle(item.future, item.row[0] in moved)
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         done = await self._finish(delivery, attempt, to=State.DONE)

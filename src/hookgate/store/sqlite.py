@@ -27,8 +27,16 @@ from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
-from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
-from hookgate.store.sqlite_writer import HEADER, SCHEMA_VERSION, connect, frame, migrate
+from hookgate.store.base import (
+    Accepted,
+    Claim,
+    DeliveryFilter,
+    DeliveryRecord,
+    Page,
+    QueueStats,
+    settle,
+)
+from hookgate.store.sqlite_writer import SCHEMA_VERSION, connect, frame, migrate, take_frame
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -47,13 +55,7 @@ class _WriterLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while len(self.buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self.buffer)
-            end = HEADER.size + size
-            if len(self.buffer) < end:
-                return
-            payload = bytes(self.buffer[HEADER.size : end])
-            del self.buffer[:end]
+        while (payload := take_frame(self.buffer)) is not None:
             self.store._settle(payload)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -203,15 +205,9 @@ class SQLiteStore:
     def _settle(self, payload: bytes) -> None:
         count, seconds, results = pickle.loads(payload)  # noqa: S301 (our own writer)
         self.on_commit(count, seconds)
-        futures = self._futures
         for op_id, value in results:
-            future = futures.pop(op_id, None)
-            if future is None or future.done():
-                continue
-            if isinstance(value, BaseException):
-                future.set_exception(value)
-            else:
-                future.set_result(value)
+            if (future := self._futures.pop(op_id, None)) is not None:
+                settle(future, value)
 
     async def _write(self, name: str, *args: Any) -> Any:
         return await self._submit(name, args)

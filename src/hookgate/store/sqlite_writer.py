@@ -47,6 +47,19 @@ def frame(payload: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
+def take_frame(buffer: bytearray) -> bytes | None:
+    """The first complete frame's payload, cut from ``buffer``; None until one is complete."""
+    if len(buffer) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack_from(buffer)
+    end = HEADER.size + size
+    if len(buffer) < end:
+        return None
+    payload = bytes(buffer[HEADER.size : end])
+    del buffer[:end]
+    return payload
+
+
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path,
@@ -377,7 +390,7 @@ class Inbox:
         """The next group of ops, or None once the gateway closed its end."""
         ops: list[Op] = []
         while len(ops) < limit:
-            payload = self._frame()
+            payload = take_frame(self.buffer)
             if payload is not None:
                 ops += pickle.loads(payload)  # noqa: S301 (our own gateway)
                 continue
@@ -392,17 +405,6 @@ class Inbox:
                 break
             self.buffer += data
         return ops or None
-
-    def _frame(self) -> bytes | None:
-        if len(self.buffer) < HEADER.size:
-            return None
-        (size,) = HEADER.unpack_from(self.buffer)
-        end = HEADER.size + size
-        if len(self.buffer) < end:
-            return None
-        payload = bytes(self.buffer[HEADER.size : end])
-        del self.buffer[:end]
-        return payload
 
 
 class Checkpoints(threading.Thread):
