@@ -42,7 +42,7 @@ from hookgate.runtime.base import Runtime, WorkerStatus
 from hookgate.runtime.local import LocalRuntime
 from hookgate.store.base import QueueStats, open_store
 from hookgate.store.sqlite import SQLiteStore
-from hookgate.transport.client import AiohttpTransport
+from hookgate.transport.client import Http1Transport
 
 log = logs.get("hookgate")
 
@@ -112,7 +112,7 @@ class Gateway:
         )
         self.registry = FlowRegistry(self.store)
         self.runtime = build_runtime(settings)
-        self.transport = AiohttpTransport()
+        self.transport = Http1Transport()
         self.events = EventHub()
         self.dispatcher = Dispatcher(
             events=self.events,

@@ -23,7 +23,7 @@ from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import forward_headers
 from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint, Runtime
-from hookgate.transport.client import AiohttpTransport, AiohttpUpstream
+from hookgate.transport.base import Upstream, WorkerTransport
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -74,7 +74,7 @@ class _Lane:
 
 
 class SyncProxy:
-    def __init__(self, *, runtime: Runtime, transport: AiohttpTransport) -> None:
+    def __init__(self, *, runtime: Runtime, transport: WorkerTransport) -> None:
         self.runtime = runtime
         self.transport = transport
         self._lanes: dict[str, _Lane] = {}
@@ -103,7 +103,7 @@ class SyncProxy:
         tried: set[Endpoint] = set()
         sent = False
         try:
-            upstream: AiohttpUpstream | None = None
+            upstream: Upstream | None = None
             while upstream is None:
                 tried.add(endpoint)
                 try:
@@ -217,7 +217,7 @@ class SyncProxy:
         request_id: str,
         sub_path: str,
         body: bytes | None,
-    ) -> AiohttpUpstream:
+    ) -> Upstream:
         raw = scope["headers"]
         client = scope.get("client")
         headers = forward_headers(
@@ -247,11 +247,9 @@ class SyncProxy:
         )
 
     @staticmethod
-    async def _relay(
-        upstream: AiohttpUpstream, receive: Receive, send: Send, request_id: str
-    ) -> int:
+    async def _relay(upstream: Upstream, receive: Receive, send: Send, request_id: str) -> int:
         """Stream the answer while watching for the caller hanging up (then drop the worker)."""
-        headers = [(k.lower(), v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP]
+        headers = [(k, v) for k, v in upstream.headers if k not in HOP_BY_HOP]
         if not any(k == b"x-request-id" for k, _ in headers):
             headers.append((b"x-request-id", request_id.encode()))
         if upstream.length is not None and upstream.length <= SMALL_ANSWER:

@@ -1,5 +1,5 @@
-"""How Hookgate talks HTTP to workers. ``WorkerTransport`` is the seam; aiohttp lives here only."""
+"""How Hookgate talks HTTP to workers. ``WorkerTransport`` is the seam; ``client`` implements it."""
 
-from hookgate.transport.base import Outbound, Reply, WorkerTransport
+from hookgate.transport.base import Outbound, Reply, Upstream, WorkerTransport
 
-__all__ = ["Outbound", "Reply", "WorkerTransport"]
+__all__ = ["Outbound", "Reply", "Upstream", "WorkerTransport"]
