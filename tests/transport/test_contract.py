@@ -280,7 +280,7 @@ async def test_a_small_answer_comes_back_and_the_request_arrives_as_sent(
         worker.endpoint,
         method="POST",
         target="/orders/7?x=1&y=a%20b",
-        headers=[("X-Custom", "v"), ("x-request-id", "rid-1")],
+        headers=[(b"X-Custom", b"v"), (b"x-request-id", b"rid-1")],
         body=b"payload",
         timeout=2,
     )
@@ -318,7 +318,7 @@ async def test_send_returns_the_whole_small_answer(
     request = Outbound(
         method="PUT",
         target="/hook?id=1",
-        headers=[("content-type", "application/json")],
+        headers=[(b"content-type", b"application/json")],
         body=b'{"a":1}',
     )
     reply = await transport.send(worker.endpoint, request, timeout=2, keep_body=100)
@@ -553,7 +553,7 @@ async def test_a_streamed_body_arrives_chunked_and_whole(
         worker.endpoint,
         method="POST",
         target="/upload",
-        headers=[("content-type", "application/octet-stream")],
+        headers=[(b"content-type", b"application/octet-stream")],
         body=pieces(*PARTS),
         timeout=2,
     )
@@ -580,7 +580,7 @@ async def test_a_streamed_body_with_a_content_length_arrives_unchunked(
         worker.endpoint,
         method="POST",
         target="/upload",
-        headers=[("Content-Length", str(len(WHOLE)))],
+        headers=[(b"Content-Length", str(len(WHOLE)).encode())],
         body=pieces(*PARTS),
         timeout=2,
     )

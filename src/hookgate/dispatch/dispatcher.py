@@ -45,12 +45,12 @@ def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outboun
         keep = [
             (k, v)
             for k, v in headers
-            if k.startswith(("x-hookgate-", "idempotency-key", "x-request-id"))
+            if k.startswith((b"x-hookgate-", b"idempotency-key", b"x-request-id"))
         ]
         return Outbound(
             method="POST",
             target="/",
-            headers=[*keep, ("content-type", "application/json")],
+            headers=[*keep, (b"content-type", b"application/json")],
             body=msgspec.json.encode(envelope(delivery, flow_name=flow.name)),
         )
     target = delivery.path + (f"?{delivery.query}" if delivery.query else "")

@@ -1,6 +1,8 @@
 """What a worker receives: the caller's request minus hop-by-hop headers, plus Hookgate's.
 
 Used by both the sync proxy and async deliveries, so a worker sees one shape (design §4).
+Headers are bytes, as they come off the wire and go back onto it: the proxy forwards a request
+without decoding and re-encoding every header.
 """
 
 from __future__ import annotations
@@ -13,79 +15,88 @@ from typing import Any
 
 from hookgate.domain.deliveries import POLL_SOURCE, Delivery
 
+Headers = list[tuple[bytes, bytes]]
+
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "expect",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
     }
 )
 ADDED = frozenset(
     {
-        "x-request-id",
-        "x-hookgate-flow",
-        "x-hookgate-delivery",
-        "x-hookgate-attempt",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
+        b"x-request-id",
+        b"x-hookgate-flow",
+        b"x-hookgate-delivery",
+        b"x-hookgate-attempt",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
     }
 )
+DROPPED = HOP_BY_HOP | ADDED
 
 
 def forward_headers(
-    headers: Iterable[tuple[str, str]],
+    headers: Iterable[tuple[bytes, bytes]],
     *,
     request_id: str,
     flow_id: str,
     client: str,
     proto: str = "http",
-) -> list[tuple[str, str]]:
+) -> Headers:
     """The caller's headers (hop-by-hop and ``Connection``-named ones removed) plus ours."""
-    pairs = list(headers)
-    named = {
-        token.strip().lower()
-        for name, value in pairs
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    host = next((v for k, v in pairs if k.lower() == "host"), "")
-    prior = next((v for k, v in pairs if k.lower() == "x-forwarded-for"), "")
-    kept = [
-        (k, v)
-        for k, v in pairs
-        if (low := k.lower()) not in HOP_BY_HOP and low not in named and low not in ADDED
-    ]
-    kept += [("x-request-id", request_id), ("x-hookgate-flow", flow_id)]
-    forwarded_for = f"{prior}, {client}" if prior and client else (client or prior)
+    kept: Headers = []
+    named: set[bytes] = set()
+    host = prior = b""
+    for name, value in headers:
+        low = name.lower()
+        if low not in DROPPED:
+            kept.append((name, value))
+        elif low == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+        elif low == b"host":
+            host = host or value
+        elif low == b"x-forwarded-for":
+            prior = prior or value
+    if named:
+        kept = [(k, v) for k, v in kept if k.lower() not in named]
+    kept += [(b"x-request-id", request_id.encode()), (b"x-hookgate-flow", flow_id.encode())]
+    address = client.encode()
+    forwarded_for = prior + b", " + address if prior and address else (address or prior)
     if forwarded_for:
-        kept.append(("x-forwarded-for", forwarded_for))
-    kept.append(("x-forwarded-proto", proto))
+        kept.append((b"x-forwarded-for", forwarded_for))
+    kept.append((b"x-forwarded-proto", proto.encode()))
     if host:
-        kept.append(("x-forwarded-host", host))
+        kept.append((b"x-forwarded-host", host))
     return kept
 
 
-def delivery_headers(delivery: Delivery) -> list[tuple[str, str]]:
+def delivery_headers(delivery: Delivery) -> Headers:
     """Async: Hookgate's ``Idempotency-Key`` (the delivery id) replaces a caller's own."""
     return [
         *forward_headers(
-            [(k, v) for k, v in delivery.headers if k.lower() != "idempotency-key"],
+            [
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in delivery.headers
+                if k.lower() != "idempotency-key"
+            ],
             request_id=delivery.request_id,
             flow_id=delivery.flow_id,
             client=delivery.source if delivery.source != POLL_SOURCE else "",
         ),
-        ("x-hookgate-delivery", delivery.id),
-        ("x-hookgate-attempt", str(delivery.attempts)),
-        ("idempotency-key", delivery.idempotency_key),
+        (b"x-hookgate-delivery", delivery.id.encode()),
+        (b"x-hookgate-attempt", str(delivery.attempts).encode()),
+        (b"idempotency-key", delivery.idempotency_key.encode()),
     ]
 
 
@@ -116,7 +127,7 @@ def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
         else:
             data = _parsed(kind, text)
     headers = forward_headers(
-        delivery.headers,
+        [(k.encode("latin-1"), v.encode("latin-1")) for k, v in delivery.headers],
         request_id=delivery.request_id,
         flow_id=delivery.flow_id,
         client=delivery.source,
@@ -124,7 +135,7 @@ def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
     return {
         "id": delivery.id,
         "data": data,
-        "headers": dict(headers),
+        "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
         "query": query,
         "method": delivery.method,
         "url": delivery.path + (f"?{delivery.query}" if delivery.query else ""),

@@ -94,7 +94,7 @@ class SyncProxy:
         body: bytes | None,
     ) -> int:
         request_id = request_id or new_id()
-        lane = self._lanes.setdefault(flow.id, _Lane())
+        lane = self._lanes.get(flow.id) or self._lanes.setdefault(flow.id, _Lane())
         endpoint = await self._slot(flow, lane)
         if endpoint is None:
             return await _fail(
@@ -221,7 +221,7 @@ class SyncProxy:
         raw = scope["headers"]
         client = scope.get("client")
         headers = forward_headers(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw],
+            raw,
             request_id=request_id,
             flow_id=flow.id,
             client=client[0] if client else "",
@@ -234,7 +234,7 @@ class SyncProxy:
         else:
             payload = _caller_body(receive, flow.spec.max_body)
             if length is not None:
-                headers.append(("content-length", length.decode("latin-1")))
+                headers.append((b"content-length", length))
         query = scope.get("query_string", b"")
         target = sub_path + ("?" + query.decode("latin-1") if query else "")
         return await self.transport.stream(

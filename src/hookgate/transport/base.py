@@ -19,7 +19,7 @@ RESPONSE_HEAD = 1024
 class Outbound(msgspec.Struct, kw_only=True, frozen=True):
     method: str
     target: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]
     body: bytes
 
 
@@ -72,7 +72,7 @@ class WorkerTransport(Protocol):
         *,
         method: str,
         target: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]],
         body: bytes | AsyncIterable[bytes],
         timeout: float,
     ) -> Upstream:

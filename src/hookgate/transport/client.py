@@ -36,7 +36,7 @@ HIGH_WATER = 256 * 1024
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
 
-Headers = Sequence[tuple[str, str]]
+Headers = Sequence[tuple[bytes, bytes]]
 Body = bytes | AsyncIterable[bytes]
 
 
@@ -47,8 +47,9 @@ class _Connection(asyncio.Protocol):
     resolved at the end of ``data_received`` so a whole small answer costs one wake-up.
     """
 
-    def __init__(self, pool: list[_Connection]) -> None:
+    def __init__(self, pool: list[_Connection], host: bytes) -> None:
         self.pool = pool
+        self.host = host
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
@@ -366,18 +367,21 @@ class Http1Transport:
         transport = connection.transport
         assert transport is not None
         connection._begin(head_only=method == "HEAD")
-        lines = [f"{method} {target} HTTP/1.1\r\nhost: {endpoint.host}:{endpoint.port}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers]
+        lines = [
+            b"%b %b HTTP/1.1\r\nhost: %b"
+            % (method.encode(), target.encode("latin-1"), connection.host)
+        ]
+        lines += [name + b": " + value for name, value in headers]
         try:
             if isinstance(body, bytes):
-                lines.append(f"content-length: {len(body)}\r\n\r\n")
+                lines.append(b"content-length: %d\r\n\r\n" % len(body))
                 # One write: on loopback each write is a system call.
-                transport.write("".join(lines).encode("latin-1") + body)
+                transport.write(b"\r\n".join(lines) + body)
                 connection.sent = True
             else:
-                chunked = not any(name.lower() == "content-length" for name, _ in headers)
-                lines.append("transfer-encoding: chunked\r\n\r\n" if chunked else "\r\n")
-                transport.write("".join(lines).encode("latin-1"))
+                chunked = not any(name.lower() == b"content-length" for name, _ in headers)
+                lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
+                transport.write(b"\r\n".join(lines))
                 connection.pump = asyncio.create_task(connection.send_body(body, chunked=chunked))
             while not connection.head_done:
                 await connection.wait(timeout)
@@ -407,7 +411,9 @@ class Http1Transport:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(pool), endpoint.host, endpoint.port
+                    lambda: _Connection(pool, f"{endpoint.host}:{endpoint.port}".encode()),
+                    endpoint.host,
+                    endpoint.port,
                 )
         except TimeoutError:
             raise WorkerUnreachable(f"no connection within {CONNECT_TIMEOUT:g}s") from None
