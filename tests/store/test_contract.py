@@ -157,6 +157,33 @@ async def test_dedupe_holds_within_one_group_commit(store: Store) -> None:
     assert len(await all_deliveries(store, DeliveryFilter(flow_id="f1"))) == 1
 
 
+async def test_dedupe_in_a_mixed_group_answers_each_request_with_its_own_first(
+    store: Store,
+) -> None:
+    """A burst mixing new keys, repeats within the burst, keys seen before, expired keys and
+    other flows: each request is stored once per key and window, else told the first's ids."""
+    seen = make_request("f1", received_at=NOW)
+    expired = make_request("f1", received_at=NOW - 100)
+    await store.enqueue(seen, dedupe_key="seen", dedupe_until=NOW + 60)
+    await store.enqueue(expired, dedupe_key="expired", dedupe_until=NOW - 50)
+    burst = [
+        (make_request(flow, received_at=NOW + 1), key)
+        for key in ("new-0", "new-1", "seen", "expired", "new-0", "seen", "new-1", "new-2")
+        for flow in ("f1", "f2")
+    ]
+    answers = await asyncio.gather(
+        *(store.enqueue(r, dedupe_key=key, dedupe_until=NOW + 60) for r, key in burst)
+    )
+    first: dict[tuple[str, str], str] = {("f1", "seen"): seen.id}
+    for (request, key), answer in zip(burst, answers, strict=True):
+        expected = first.setdefault((request.flow_id, key), request.id)
+        assert answer.delivery_id == expected, (request.flow_id, key)
+        assert answer.duplicate == (expected != request.id)
+    stored = {d.id for d in await all_deliveries(store, DeliveryFilter())}
+    assert stored == {seen.id, expired.id, *first.values()}
+    assert len(stored) == 2 + 2 * 5 - 1  # new-0..2 and expired per flow; "seen" once in f2
+
+
 async def test_store_full_over_the_queued_bytes_bound(backend: Backend, where: str) -> None:
     store = backend.store(where, max_queued_bytes=100)
     await store.open()
