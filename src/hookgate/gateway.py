@@ -23,7 +23,7 @@ from typing import IO, Any
 import uvicorn
 from starlette.routing import Mount
 
-from hookgate import logs
+from hookgate import logs, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.config import Address, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
@@ -36,7 +36,7 @@ from hookgate.ingress import Ingress
 from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.ingress.protocol import BoundedHttpToolsProtocol
 from hookgate.metrics import Metrics
-from hookgate.proxy import SyncProxy
+from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime, WorkerStatus
 from hookgate.runtime.local import LocalRuntime
@@ -114,6 +114,7 @@ class Gateway:
         self.runtime = build_runtime(settings)
         self.transport = Http1Transport()
         self.events = EventHub()
+        self.tracing = tracing.from_environment()
         self.dispatcher = Dispatcher(
             events=self.events,
             registry=self.registry,
@@ -121,6 +122,7 @@ class Gateway:
             runtime=self.runtime,
             transport=self.transport,
             metrics=self.metrics,
+            tracing=self.tracing,
         )
         self.scheduler = Scheduler(
             registry=self.registry, store=self.store, notify=self.dispatcher.notify
@@ -132,8 +134,9 @@ class Gateway:
             store=self.store,
             metrics=self.metrics,
             guards=self.guards,
-            forwarder=self.proxy,
+            forwarder=TracedProxy(self.proxy, self.tracing) if self.tracing.enabled else self.proxy,
             events=self.events,
+            tracing=self.tracing,
             on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
         )
@@ -374,6 +377,7 @@ class Gateway:
         await self.runtime.close()
         await self.transport.close()
         await self.store.close()
+        await asyncio.to_thread(self.tracing.shutdown)
         if self._lock is not None:
             self._lock.close()
 

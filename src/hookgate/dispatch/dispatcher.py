@@ -26,6 +26,7 @@ from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.store.base import QueueStats, Store
+from hookgate.tracing import Tracing
 from hookgate.transport.base import Outbound, Reply, WorkerTransport
 
 log = logs.get("hookgate.dispatch")
@@ -55,6 +56,15 @@ def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outboun
         )
     target = delivery.path + (f"?{delivery.query}" if delivery.query else "")
     return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)
+
+
+def _trace_headers(delivery: Delivery) -> list[tuple[bytes, bytes]]:
+    """The stored request's ``traceparent``: the request span it was accepted under."""
+    return [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in delivery.headers
+        if k.lower() in ("traceparent", "tracestate")
+    ]
 
 
 class FlowDispatcher:
@@ -173,12 +183,33 @@ class FlowDispatcher:
         started, clock = time.time(), time.perf_counter()
         try:
             snapshot = await owner.store.snapshot(flow.id) if poll else None
-            reply = await owner.transport.send(
-                endpoint,
-                _outbound(delivery, flow, snapshot),
-                timeout=flow.spec.timeout,
-                keep_body=MAX_SNAPSHOT + 1 if poll else 0,
-            )
+            with owner.tracing.span(
+                "hookgate.deliver",
+                kind="client",
+                parent=_trace_headers(delivery) if owner.tracing.enabled else None,
+                attributes={
+                    "hookgate.flow": flow.name,
+                    "hookgate.delivery_id": delivery.id,
+                    "hookgate.attempt": delivery.attempts,
+                    "server.address": endpoint.host,
+                    "server.port": endpoint.port,
+                },
+            ) as span:
+                request = _outbound(delivery, flow, snapshot)
+                if owner.tracing.enabled:
+                    request = msgspec.structs.replace(
+                        request, headers=owner.tracing.propagate(request.headers)
+                    )
+                reply = await owner.transport.send(
+                    endpoint,
+                    request,
+                    timeout=flow.spec.timeout,
+                    keep_body=MAX_SNAPSHOT + 1 if poll else 0,
+                )
+                if reply.status is not None:
+                    span.set("http.response.status_code", reply.status)
+                if reply.error is not None or (reply.status or 500) >= 400:
+                    span.fail(reply.error or f"the worker answered {reply.status}")
             if poll and reply.status is not None and 200 <= reply.status < 300:
                 # Saved before the run counts as done, so the next run always gets it.
                 await self._keep_snapshot(reply)
@@ -290,8 +321,10 @@ class Dispatcher:
         transport: WorkerTransport,
         metrics: Metrics,
         events: EventHub | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.events = events or EventHub()
+        self.tracing = tracing or Tracing()
         self.registry = registry
         self.store = store
         self.runtime = runtime

@@ -24,6 +24,7 @@ from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
+from hookgate.tracing import Tracing
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -66,6 +67,7 @@ class Ingress:
         on_accepted: Callable[[str], None] = lambda _flow_id: None,
         ready: Callable[[], bool] = lambda: True,
         events: EventHub | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -75,6 +77,7 @@ class Ingress:
         self.on_accepted = on_accepted
         self.ready = ready
         self.events = events or EventHub()
+        self.tracing = tracing or Tracing()
         # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
         self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}
 
@@ -119,7 +122,12 @@ class Ingress:
             await self.guards.miss(address)
             await _error(send, 404, "not found", request_id)
             return
-        status = await self._flow(flow, scope, receive, send, request_id, "/" + sub_path, address)
+        sub_path = "/" + sub_path
+        status = await (
+            self._traced(flow, scope, receive, send, request_id, sub_path, address)
+            if self.tracing.enabled
+            else self._flow(flow, scope, receive, send, request_id, sub_path, address)
+        )
         took = time.perf_counter() - started
         key = (flow.name, flow.mode, status)
         if (measures := self._measures.get(key)) is None:
@@ -138,9 +146,41 @@ class Ingress:
             requestId=request_id,
             status=status,
             method=scope["method"],
-            path="/" + sub_path,
+            path=sub_path,
             ms=round(took * 1000, 3),
         )
+
+    async def _traced(
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        sub_path: str,
+        address: str,
+    ) -> int:
+        """``_flow`` inside the request's span, a child of the caller's ``traceparent``. The
+        request goes on with the span's own ``traceparent``: stored with an async request, it
+        makes the deliveries part of this trace."""
+        attributes = {
+            "http.request.method": scope["method"],
+            "url.path": "/hook/" + flow.id + sub_path,
+            "client.address": address,
+            "hookgate.flow": flow.name,
+            "hookgate.flow_id": flow.id,
+            "hookgate.mode": flow.mode.value,
+            "hookgate.request_id": request_id,
+        }
+        with self.tracing.span(
+            "hookgate.request", kind="server", parent=scope["headers"], attributes=attributes
+        ) as span:
+            scope = {**scope, "headers": self.tracing.propagate(scope["headers"])}
+            status = await self._flow(flow, scope, receive, send, request_id, sub_path, address)
+            span.set("http.response.status_code", status)
+            if status >= 500:
+                span.fail(f"answered {status}")
+            return status
 
     async def _flow(
         self,
@@ -232,9 +272,11 @@ class Ingress:
         )
         key = guard.dedupe_key(scope["headers"], body)
         try:
-            accepted = await self.store.enqueue(
-                request, dedupe_key=key, dedupe_until=now + flow.spec.dedupe_window
-            )
+            with self.tracing.span("hookgate.store.enqueue") as span:
+                accepted = await self.store.enqueue(
+                    request, dedupe_key=key, dedupe_until=now + flow.spec.dedupe_window
+                )
+                span.set("hookgate.delivery_id", accepted.delivery_id)
         except StoreFull:
             await _error(
                 send, 503, "queue full, retry later", request.request_id, [(b"retry-after", b"5")]

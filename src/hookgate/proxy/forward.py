@@ -23,6 +23,7 @@ from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import forward_headers
 from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.tracing import Tracing
 from hookgate.transport.base import Upstream, WorkerTransport
 
 Scope = dict[str, Any]
@@ -276,6 +277,38 @@ class SyncProxy:
         finally:
             watcher.cancel()
             upstream.close()
+
+
+class TracedProxy:
+    """The proxy inside a ``hookgate.proxy`` span, whose context the worker gets as
+    ``traceparent``; used in place of :class:`SyncProxy` only when tracing is on."""
+
+    def __init__(self, proxy: SyncProxy, tracing: Tracing) -> None:
+        self.proxy = proxy
+        self.tracing = tracing
+
+    async def forward(
+        self,
+        flow: Flow,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        request_id: str,
+        sub_path: str,
+        body: bytes | None,
+    ) -> int:
+        with self.tracing.span(
+            "hookgate.proxy", kind="client", attributes={"hookgate.flow": flow.name}
+        ) as span:
+            scope = {**scope, "headers": self.tracing.propagate(scope["headers"])}
+            status = await self.proxy.forward(
+                flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
+            )
+            span.set("http.response.status_code", status)
+            if status >= 500:
+                span.fail(f"answered {status}")
+            return status
 
 
 async def _caller_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
