@@ -224,8 +224,10 @@ class Gateway:
         while True:
             try:
                 async for kind, subject in watch():
-                    if kind in ("listening", "flow"):
-                        await self.registry.load()
+                    if kind == "listening":
+                        await self.registry.load()  # whatever changed while not listening
+                    elif kind == "flow":
+                        await self.registry.refresh(subject)
                     elif kind == "queue":
                         self.dispatcher.notify(subject)
             except StoreError as exc:

@@ -1,7 +1,8 @@
 """The flow registry: every flow change goes through here, and the hot path reads its cache.
 
 The ingress looks a flow up on every request, so flows are held in a dict by id; the store is
-the truth and the cache is refreshed from it on start (and, with PostgreSQL, on NOTIFY).
+the truth and the cache is loaded from it on start (and, with PostgreSQL, each flow another
+gateway changes is reread on its NOTIFY).
 Listeners (the dispatcher, the runtime) hear of every change and reconcile.
 """
 
@@ -41,6 +42,23 @@ class FlowRegistry:
         self._by_name = {flow.name: flow.id for flow in fresh.values()}
         for flow_id in changed:
             await self._changed(flow_id)
+
+    async def refresh(self, flow_id: str) -> None:
+        """Reread one flow (another gateway changed it); listeners hear only if it differs.
+
+        A gateway also hears of its own changes: those find the cache up to date already.
+        """
+        fresh = await self.store.get_flow(flow_id)
+        current = self.by_id.get(flow_id)
+        if fresh == current:
+            return
+        if current is not None and self._by_name.get(current.name) == flow_id:
+            del self._by_name[current.name]
+        if fresh is None:
+            self.by_id.pop(flow_id, None)
+        else:
+            self._put(fresh)
+        await self._changed(flow_id)
 
     def get(self, flow_id: str) -> Flow | None:
         return self.by_id.get(flow_id)

@@ -231,9 +231,15 @@ async def test_flow_changes_on_one_gateway_reach_the_other(
     assert one.admin("POST", "/api/v1/flows/billing/start").status_code == 200
     eventually(lambda: status(on_two) == 202, timeout=1.0)
 
-    assert two.admin("DELETE", "/api/v1/flows/billing").status_code == 200
+    renamed = one.admin("PUT", "/api/v1/flows/billing", json={**spec, "name": "invoices"})
+    assert renamed.status_code == 200, renamed.text
+    eventually(lambda: two.admin("GET", "/api/v1/flows/invoices").status_code == 200, timeout=1.0)
+    assert two.admin("GET", "/api/v1/flows/billing").status_code == 404
+    assert status(on_two) == 202  # the same URL: the id did not change
+
+    assert two.admin("DELETE", "/api/v1/flows/invoices").status_code == 200
     eventually(lambda: status(on_one) == 404, timeout=1.0)
-    assert one.admin("GET", "/api/v1/flows/billing").status_code == 404
+    assert one.admin("GET", "/api/v1/flows/invoices").status_code == 404
 
 
 # the database goes away --------------------------------------------------------------------

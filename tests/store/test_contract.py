@@ -81,8 +81,10 @@ async def test_flows_round_trip_and_names_are_unique(store: Store) -> None:
     with pytest.raises(FlowNotFound):
         await store.update_flow(make_flow("ghost"))
 
+    assert await store.get_flow(orders.id) == orders
     await store.delete_flow(orders.id)
     assert [f.name for f in await store.list_flows()] == ["billing"]
+    assert await store.get_flow(orders.id) is None
     with pytest.raises(FlowNotFound):
         await store.delete_flow(orders.id)
 

@@ -78,6 +78,9 @@ class Store(Protocol):
 
     async def list_flows(self) -> list[Flow]: ...
 
+    async def get_flow(self, flow_id: str) -> Flow | None:
+        """One flow by id, None if there is none: what another gateway changed."""
+
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
         self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0

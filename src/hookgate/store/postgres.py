@@ -464,6 +464,15 @@ class PostgresStore:
             )
             return [table.flow(r) for r in await cur.fetchall()]
 
+    async def get_flow(self, flow_id: str) -> Flow | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT id, spec::text, status, created_at, updated_at FROM flows WHERE id = %s",
+                [flow_id],
+            )
+            row = await cur.fetchone()
+            return None if row is None else table.flow(row)
+
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
         self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0

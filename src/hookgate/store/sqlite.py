@@ -253,6 +253,16 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    async def get_flow(self, flow_id: str) -> Flow | None:
+        def run(conn: sqlite3.Connection) -> Flow | None:
+            row = conn.execute(
+                "SELECT id, spec, status, created_at, updated_at FROM flows WHERE id = ?",
+                (flow_id,),
+            ).fetchone()
+            return None if row is None else table.flow(row)
+
+        return await self._read(run)
+
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
         self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
