@@ -84,7 +84,7 @@ def test_slow_worker_gives_504_at_timeout(gateway_factory: Any) -> None:
     assert "requestId" in answer.json()
 
 
-@pytest.mark.parametrize("action", ["crash", "close", "garbage"])
+@pytest.mark.parametrize("action", ["crash", "close", "garbage", "endless-head"])
 def test_worker_failing_mid_request_gives_502(gateway_factory: Any, action: str) -> None:
     gateway: GatewayProcess = gateway_factory(sync_flow(command=FLAKY, replicas=1))
     ready(gateway, 1)

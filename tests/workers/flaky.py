@@ -13,7 +13,9 @@ query              env                    effect
 ``sleep=S``        ``FLAKY_SLEEP``        wait S seconds (float) before acting (default 0)
 ``action=A``       ``FLAKY_ACTION``       ``answer`` (default); ``close``: close the connection
                                           without answering; ``garbage``: send bytes that are
-                                          not HTTP, then close; ``crash``: ``os._exit(1)``
+                                          not HTTP, then close; ``crash``: ``os._exit(1)``;
+                                          ``endless-head``: a status line, then header
+                                          bytes that never end
 ``retry_after=S``  ``FLAKY_RETRY_AFTER``  add ``Retry-After: S`` to the answer
 ``fail_attempts``  ``FLAKY_FAIL_ATTEMPTS`` misbehave (all of the above) only while
                                           ``X-Hookgate-Attempt`` ≤ K (a missing header counts
@@ -103,6 +105,11 @@ class Flaky:
             writer.write(GARBAGE)
             await writer.drain()
             return False
+        if action == "endless-head":
+            writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+            while True:
+                writer.write(b"a" * 65536)
+                await writer.drain()
 
         payload = json.dumps({"pid": os.getpid(), "path": path, "attempt": attempt}).encode()
         answer_headers = [
