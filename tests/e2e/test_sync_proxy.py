@@ -142,6 +142,10 @@ def test_streaming_upload_and_download(gateway_factory: Any, tmp_path: Path) -> 
     answer = httpx.post(url + "/upload", content=upload(), timeout=60)
     assert answer.status_code == 200
     assert answer.json() == {"received": size}
+    # A worker may answer before it has read the upload: every byte still reaches it.
+    answer = httpx.post(url + "/early", content=upload(), timeout=60)
+    assert answer.status_code == 200
+    assert answer.json() == {"received": size}
 
     received = 0
     first_chunk_at = None
@@ -268,6 +272,19 @@ from hookgate.worker import serve
 
 async def app(scope, receive, send):
     path = scope["path"]
+    if path == "/early":
+        # The answer begins before the upload is read: a streamed answer, then the count.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.body", "body": ('{"received": %d}' % total).encode()})
+        return
     if path == "/upload":
         total = 0
         while True:

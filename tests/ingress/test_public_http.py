@@ -123,6 +123,18 @@ def test_unknown_stopped_and_deleted_flows_look_the_same(gateway: GatewayProcess
     assert {r.headers["content-type"] for r in answers} == {"application/json"}
 
 
+def test_the_hook_prefix_is_matched_as_sent_not_decoded(gateway: GatewayProcess) -> None:
+    """``/%68ook/…`` decodes to ``/hook/…``; taken as one it would let an encoded CR/LF in the
+    sub-path reach the worker decoded, splitting the request the gateway sends."""
+    flow_id = gateway.flow("orders")["id"]
+    with httpx.Client() as client:
+        sneaky = client.build_request(
+            "POST", gateway.base + f"/%68ook/{flow_id}/x%0D%0AX-Injected:%20yes", content=b"{}"
+        )
+        assert client.send(sneaky).status_code == 404
+    assert httpx.post(gateway.hook("orders") + "/x%0D%0Ay", content=b"{}").status_code == 202
+
+
 def test_body_over_max_body_is_413_with_content_length(gateway: GatewayProcess) -> None:
     response = httpx.post(gateway.hook("orders"), content=b"x" * 1001)
     assert response.status_code == 413

@@ -466,6 +466,64 @@ async def test_a_pooled_connection_the_worker_closed_is_replaced(
     assert worker.connections == 2
 
 
+async def test_a_get_on_a_connection_the_worker_just_closed_is_sent_again(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    """No grace at all: each answer announces keep-alive, then the worker closes at once, so a
+    reused connection may be gone as the request leaves. An idempotent request gets through."""
+    closed = asyncio.Event()
+    worker = await serve(answer_once_then_close(closed))
+    for _ in range(20):
+        assert await fetch(transport, worker.endpoint) == b"ok"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05], ids=["same-write", "later"])
+async def test_an_answer_after_the_answer_never_reaches_the_next_request(
+    transport: WorkerTransport, serve: Serve, delay: float
+) -> None:
+    """A worker that writes a second answer (an error handler after the real one): the stray
+    one is not taken for the answer to whatever is sent next on that connection."""
+    first = head(200, ("content-length", "2")) + b"ok"
+    stray = head(500, ("content-length", "5")) + b"stray"
+
+    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await read_request(reader) is not None:
+            if worker.connections == 1 and not delay:
+                w.write(first + stray)
+            elif worker.connections == 1:
+                w.write(first)
+                await w.drain()
+                await asyncio.sleep(delay)
+                w.write(stray)
+            else:
+                w.write(head(200, ("content-length", "5")) + b"fresh")
+            await w.drain()
+
+    worker = await serve(handle)
+    assert await fetch(transport, worker.endpoint) == b"ok"
+    await asyncio.sleep(delay + 0.05)
+    upstream = await get(transport, worker.endpoint)
+    try:
+        assert (upstream.status, await upstream.read()) == (200, b"fresh")
+    finally:
+        upstream.close()
+    assert worker.connections == 2
+
+
+async def test_a_target_that_could_split_the_request_is_never_sent(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    worker = await serve(h11_worker(echo_target))
+    for target in ("/x\r\nX-Injected: yes", "/a b", "/\u20ac", "x"):
+        with pytest.raises(WorkerFailed, match="request target"):
+            await get(transport, worker.endpoint, target)
+        reply = await transport.send(worker.endpoint, outbound(target), timeout=2)
+        assert reply.status is None
+        assert reply.error is not None
+        assert "request target" in reply.error
+    assert worker.requests == []
+
+
 # 4-5. Streamed answers -------------------------------------------------------------------
 
 
@@ -733,6 +791,30 @@ async def test_an_early_answer_to_an_unread_streamed_body_does_not_hang(
 
 
 # 9-13. Failures ----------------------------------------------------------------------------
+
+
+async def test_a_worker_that_stops_reading_an_upload_is_cut_off_at_the_timeout(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    """What the worker never read is dropped with the connection, not kept until it reads."""
+    stop = asyncio.Event()
+
+    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await stop.wait()  # never reads the body, never answers
+        await until_eof(worker, reader)
+
+    async def big() -> AsyncIterator[bytes]:
+        for _ in range(256):
+            yield b"x" * MiB
+
+    worker = await serve(handle)
+    with pytest.raises(WorkerTimeout):
+        await transport.stream(
+            worker.endpoint, method="POST", target="/", headers=[], body=big(), timeout=0.3
+        )
+    stop.set()
+    await worker.wait_ended(1)
 
 
 async def test_a_refused_port_is_unreachable(transport: WorkerTransport, refused: Endpoint) -> None:

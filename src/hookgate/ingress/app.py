@@ -84,12 +84,11 @@ class Ingress:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        path: str = scope["path"]
+        # Route on the path as sent: the sub-path keeps its percent-encoding (workers may sign
+        # or route on it), and an encoded "/%68ook/" is no way round that.
+        raw = scope.get("raw_path")
+        path: str = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
         if path.startswith("/hook/"):
-            raw = scope.get("raw_path")
-            if isinstance(raw, bytes) and raw.startswith(b"/hook/"):
-                # Keep the sub-path's percent-encoding: workers may sign or route on it.
-                path = raw.decode("latin-1")
             await self._hook(scope, receive, send, path[6:])
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')

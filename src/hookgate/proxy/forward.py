@@ -103,13 +103,14 @@ class SyncProxy:
             )
         tried: set[Endpoint] = set()
         sent = False
+        payload = body if body is not None else _CallerBody(receive, flow.spec.max_body)
         try:
             upstream: Upstream | None = None
             while upstream is None:
                 tried.add(endpoint)
                 try:
                     upstream = await self._open(
-                        flow, scope, receive, endpoint, request_id, sub_path, body
+                        flow, scope, endpoint, request_id, sub_path, payload
                     )
                 except WorkerUnreachable:
                     other = self._pick(flow, lane, exclude=tried)
@@ -119,7 +120,8 @@ class SyncProxy:
                     endpoint = other
                     self._take(lane, endpoint)
             sent = True
-            return await self._relay(upstream, receive, send, request_id)
+            read = payload.read if isinstance(payload, _CallerBody) else None
+            return await self._relay(upstream, receive, send, request_id, read)
         except CallerGone:
             return 499
         except BodyTooLarge:
@@ -213,11 +215,10 @@ class SyncProxy:
         self,
         flow: Flow,
         scope: Scope,
-        receive: Receive,
         endpoint: Endpoint,
         request_id: str,
         sub_path: str,
-        body: bytes | None,
+        body: bytes | _CallerBody,
     ) -> Upstream:
         raw = scope["headers"]
         client = scope.get("client")
@@ -229,13 +230,8 @@ class SyncProxy:
             proto=scope.get("scheme", "http"),
         )
         length = next((v for k, v in raw if k == b"content-length"), None)
-        payload: bytes | AsyncIterator[bytes]
-        if body is not None:
-            payload = body
-        else:
-            payload = _caller_body(receive, flow.spec.max_body)
-            if length is not None:
-                headers.append((b"content-length", length))
+        if isinstance(body, _CallerBody) and length is not None:
+            headers.append((b"content-length", length))
         query = scope.get("query_string", b"")
         target = sub_path + ("?" + query.decode("latin-1") if query else "")
         return await self.transport.stream(
@@ -243,12 +239,18 @@ class SyncProxy:
             method=scope["method"],
             target=target,
             headers=headers,
-            body=payload,
+            body=body,
             timeout=flow.spec.timeout,
         )
 
     @staticmethod
-    async def _relay(upstream: Upstream, receive: Receive, send: Send, request_id: str) -> int:
+    async def _relay(
+        upstream: Upstream,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        body_read: asyncio.Event | None,
+    ) -> int:
         """Stream the answer while watching for the caller hanging up (then drop the worker)."""
         headers = [(k, v) for k, v in upstream.headers if k not in HOP_BY_HOP]
         if not any(k == b"x-request-id" for k, _ in headers):
@@ -263,7 +265,7 @@ class SyncProxy:
             )
             await send({"type": "http.response.body", "body": body})
             return upstream.status
-        watcher = asyncio.create_task(_hangup(receive))
+        watcher = asyncio.create_task(_hangup(receive, body_read))
         try:
             await send(
                 {"type": "http.response.start", "status": upstream.status, "headers": headers}
@@ -311,24 +313,39 @@ class TracedProxy:
             return status
 
 
-async def _caller_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise CallerGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
+class _CallerBody:
+    """The caller's body for the worker, as it arrives; ``read`` is set once all of it has.
+
+    Until then nobody else may call ``receive()``: a worker can answer before it has read the
+    whole upload, and a hang-up watcher started then would take chunks meant for the worker.
+    """
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.read = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise CallerGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self.read.set()
+                return
 
 
-async def _hangup(receive: Receive) -> None:
-    """Returns when the caller disconnects (the request body has been read by then)."""
+async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
+    """Returns when the caller disconnects; an upload still coming in is watched by its reader."""
+    if body_read is not None:
+        await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import cast
@@ -38,6 +39,16 @@ MAX_HEADERS = 100
 
 Headers = Sequence[tuple[bytes, bytes]]
 Body = bytes | AsyncIterable[bytes]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_TARGET = re.compile(r"/[\x21-\x7e\x80-\xff]*")
+
+
+def _target(target: str) -> bytes:
+    """The request target as sent: no spaces, controls or line breaks can split the request."""
+    if _TARGET.fullmatch(target) is None:
+        raise WorkerFailed(f"the request target {target[:80]!r} is not one HTTP can carry")
+    return target.encode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
@@ -124,6 +135,12 @@ class _Connection(asyncio.Protocol):
             self.drained.set_result(None)
 
     # httptools callbacks -----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # An answer after the answer (a worker's error handler writing a second one): it
+            # belongs to no request and must not reach the next one on this connection.
+            raise WorkerFailed("the worker sent an answer nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
         if len(self.headers) >= MAX_HEADERS or self.head_size > MAX_HEAD:
@@ -182,9 +199,13 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
             self.error = exc
-        if self.transport is not None:
-            self.transport.close()
+        self.drop()
         self._wake()
+
+    def drop(self) -> None:
+        """Close at once: what is still unsent (a worker that stopped reading) is discarded."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -204,7 +225,7 @@ class _Connection(asyncio.Protocol):
         finally:
             self.timer.cancel()
             self.waiter = None
-        if self.error is not None:
+        if self.error is not None and not self.complete:  # a whole answer is still its reader's
             raise self.error
 
     def _expire(self, waiter: asyncio.Future[None], timeout: float, uploaded: int) -> None:
@@ -310,8 +331,8 @@ class Http1Upstream:
         if connection.reusable():
             connection.idle_since = time.monotonic()
             connection.pool.append(connection)
-        elif connection.transport is not None:
-            connection.transport.close()
+        else:
+            connection.drop()
 
 
 class Http1Transport:
@@ -363,15 +384,34 @@ class Http1Transport:
 
         An exception raised by the body iterator (the caller hung up, say) propagates as is.
         """
-        connection = await self._connect(endpoint)
+        request_line = method.encode() + b" " + _target(target) + b" HTTP/1.1"
+        fields = [name + b": " + value for name, value in headers]
+        connection, reused = await self._connect(endpoint)
+        try:
+            return await self._exchange(connection, request_line, fields, headers, body, timeout)
+        except WorkerFailed:
+            # A pooled connection the worker closed just as the request went out (RFC 9112
+            # §9.3.1): an idempotent request that got no byte back is sent once more.
+            if not (reused and connection.head_received == 0 and method in IDEMPOTENT):
+                raise
+            if not isinstance(body, bytes):
+                raise
+        connection, _ = await self._connect(endpoint, fresh=True)
+        return await self._exchange(connection, request_line, fields, headers, body, timeout)
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        request_line: bytes,
+        fields: list[bytes],
+        headers: Headers,
+        body: Body,
+        timeout: float,
+    ) -> Http1Upstream:
         transport = connection.transport
         assert transport is not None
-        connection._begin(head_only=method == "HEAD")
-        lines = [
-            b"%b %b HTTP/1.1\r\nhost: %b"
-            % (method.encode(), target.encode("latin-1"), connection.host)
-        ]
-        lines += [name + b": " + value for name, value in headers]
+        connection._begin(head_only=request_line.startswith(b"HEAD "))
+        lines = [request_line, b"host: " + connection.host, *fields]
         try:
             if isinstance(body, bytes):
                 lines.append(b"content-length: %d\r\n\r\n" % len(body))
@@ -388,25 +428,27 @@ class Http1Transport:
         except BaseException:
             if connection.pump is not None:
                 connection.pump.cancel()
-            transport.close()
+            transport.abort()
             raise
         return Http1Upstream(connection, timeout)
 
-    async def _connect(self, endpoint: Endpoint) -> _Connection:
+    async def _connect(
+        self, endpoint: Endpoint, *, fresh: bool = False
+    ) -> tuple[_Connection, bool]:
+        """A pooled connection (the newest; those idle too long are closed), else a new one;
+        and whether it was pooled."""
         key = (endpoint.host, endpoint.port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = []
         stale = time.monotonic() - KEEP_IDLE
-        while pool:
+        while pool and pool[0].idle_since < stale:
+            pool.pop(0).drop()
+        while pool and not fresh:
             connection = pool.pop()
             transport = connection.transport
-            if connection.lost or transport is None or transport.is_closing():
-                continue
-            if connection.idle_since < stale:
-                transport.close()
-                continue
-            return connection
+            if not connection.lost and transport is not None and not transport.is_closing():
+                return connection, True
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -419,7 +461,7 @@ class Http1Transport:
             raise WorkerUnreachable(f"no connection within {CONNECT_TIMEOUT:g}s") from None
         except OSError as exc:
             raise WorkerUnreachable(f"connection refused: {exc.strerror or exc}") from None
-        return protocol
+        return protocol, False
 
     async def close(self) -> None:
         for pool in self._pools.values():
