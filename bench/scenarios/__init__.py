@@ -28,7 +28,16 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def all_scenarios() -> list[Scenario]:
-    from bench.scenarios import accept, ceiling, cold_start, drain, postgres, sync, upload
+    from bench.scenarios import (
+        accept,
+        ceiling,
+        cold_start,
+        drain,
+        postgres,
+        sync,
+        traced,
+        upload,
+    )
 
     wrk = ("wrk",)
     return [
@@ -61,6 +70,12 @@ def all_scenarios() -> list[Scenario]:
             run=sync.run,
             tools=wrk,
             about="1 KB POST via the gateway to 2 echo workers vs one worker direct",
+        ),
+        Scenario(
+            name="traced",
+            run=traced.run,
+            tools=wrk,
+            about="the sync scenario with OpenTelemetry tracing off, on, and 1 % sampled",
         ),
         Scenario(
             name="upload",
