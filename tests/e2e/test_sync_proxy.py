@@ -270,6 +270,14 @@ STREAM_WORKER = """
 import asyncio, os, sys
 from hookgate.worker import serve
 
+async def received(receive):  # the upload's size, as JSON
+    total = 0
+    while True:
+        message = await receive()
+        total += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return ('{"received": %d}' % total).encode()
+
 async def app(scope, receive, send):
     path = scope["path"]
     if path == "/early":
@@ -277,22 +285,10 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b"", "more_body": True})
-        total = 0
-        while True:
-            message = await receive()
-            total += len(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.body", "body": ('{"received": %d}' % total).encode()})
+        await send({"type": "http.response.body", "body": await received(receive)})
         return
     if path == "/upload":
-        total = 0
-        while True:
-            message = await receive()
-            total += len(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = ('{"received": %d}' % total).encode()
+        body = await received(receive)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})

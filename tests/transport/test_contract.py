@@ -200,6 +200,25 @@ async def until_eof(worker: Worker, reader: asyncio.StreamReader) -> None:
     worker.saw_eof()
 
 
+async def slow(pieces: int) -> AsyncIterator[bytes]:
+    """An upload of ``pieces`` pieces of 100 bytes, one every 0.1 s."""
+    for _ in range(pieces):
+        await asyncio.sleep(0.1)
+        yield b"x" * 100
+
+
+def answers_once(answer: bytes) -> Handler:
+    """A worker that reads one request, sends ``answer`` as it is, then waits for the EOF."""
+
+    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        w.write(answer)
+        await w.drain()
+        await until_eof(worker, reader)
+
+    return handle
+
+
 async def pieces(*chunks: bytes) -> AsyncIterator[bytes]:
     for chunk in chunks:
         await asyncio.sleep(0)
@@ -603,23 +622,31 @@ PARTS = [b"first,", b"x" * 300_000, b",last"]
 WHOLE = b"".join(PARTS)
 
 
+async def upload(
+    transport: WorkerTransport,
+    endpoint: Endpoint,
+    body: AsyncIterator[bytes],
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    timeout: float = 2,
+) -> tuple[int, bytes]:
+    """A whole POST exchange with a streamed body: the answer's status and body."""
+    upstream = await transport.stream(
+        endpoint, method="POST", target="/upload", headers=headers or [], body=body, timeout=timeout
+    )
+    try:
+        return upstream.status, await upstream.read()
+    finally:
+        upstream.close()
+
+
 async def test_a_streamed_body_arrives_chunked_and_whole(
     transport: WorkerTransport, serve: Serve
 ) -> None:
     worker = await serve(h11_worker(count_body))
-    upstream = await transport.stream(
-        worker.endpoint,
-        method="POST",
-        target="/upload",
-        headers=[(b"content-type", b"application/octet-stream")],
-        body=pieces(*PARTS),
-        timeout=2,
-    )
-    try:
-        assert upstream.status == 200
-        assert await upstream.read() == str(len(WHOLE)).encode()
-    finally:
-        upstream.close()
+    headers = [(b"content-type", b"application/octet-stream")]
+    answer = await upload(transport, worker.endpoint, pieces(*PARTS), headers=headers)
+    assert answer == (200, str(len(WHOLE)).encode())
     (request,) = worker.requests
     assert request.values("transfer-encoding") == ["chunked"]
     assert request.values("content-length") == []
@@ -634,18 +661,9 @@ async def test_a_streamed_body_with_a_content_length_arrives_unchunked(
     transport: WorkerTransport, serve: Serve
 ) -> None:
     worker = await serve(h11_worker(count_body))
-    upstream = await transport.stream(
-        worker.endpoint,
-        method="POST",
-        target="/upload",
-        headers=[(b"Content-Length", str(len(WHOLE)).encode())],
-        body=pieces(*PARTS),
-        timeout=2,
-    )
-    try:
-        assert await upstream.read() == str(len(WHOLE)).encode()
-    finally:
-        upstream.close()
+    headers = [(b"Content-Length", str(len(WHOLE)).encode())]
+    answer = await upload(transport, worker.endpoint, pieces(*PARTS), headers=headers)
+    assert answer == (200, str(len(WHOLE)).encode())
     (request,) = worker.requests
     assert request.values("content-length") == [str(len(WHOLE))]
     assert request.values("transfer-encoding") == []
@@ -657,18 +675,7 @@ async def test_an_empty_piece_of_a_streamed_body_does_not_end_it(
     transport: WorkerTransport, serve: Serve
 ) -> None:
     worker = await serve(h11_worker(count_body))
-    upstream = await transport.stream(
-        worker.endpoint,
-        method="POST",
-        target="/upload",
-        headers=[],
-        body=pieces(b"abc", b"", b"def"),
-        timeout=2,
-    )
-    try:
-        assert await upstream.read() == b"6"
-    finally:
-        upstream.close()
+    assert await upload(transport, worker.endpoint, pieces(b"abc", b"", b"def")) == (200, b"6")
     assert [r.body for r in worker.requests] == [b"abcdef"]
     assert worker.errors == []
 
@@ -677,33 +684,15 @@ async def test_a_slow_upload_longer_than_the_timeout_is_not_a_timeout(
     transport: WorkerTransport, serve: Serve
 ) -> None:
     """The timeout bounds the worker's silence, not the caller's upload."""
-
-    async def slow() -> AsyncIterator[bytes]:
-        for _ in range(8):
-            await asyncio.sleep(0.1)
-            yield b"x" * 100
-
     worker = await serve(h11_worker(count_body))
     start = time.monotonic()
-    upstream = await transport.stream(
-        worker.endpoint, method="POST", target="/", headers=[], body=slow(), timeout=0.3
-    )
-    try:
-        assert upstream.status == 200
-        assert await upstream.read() == b"800"
-    finally:
-        upstream.close()
+    assert await upload(transport, worker.endpoint, slow(8), timeout=0.3) == (200, b"800")
     assert time.monotonic() - start >= 0.8
 
 
 async def test_a_worker_silent_after_a_slow_upload_times_out(
     transport: WorkerTransport, serve: Serve
 ) -> None:
-    async def slow() -> AsyncIterator[bytes]:
-        for _ in range(3):
-            await asyncio.sleep(0.1)
-            yield b"x" * 100
-
     async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await until_eof(worker, reader)  # reads it all, never answers
 
@@ -711,7 +700,7 @@ async def test_a_worker_silent_after_a_slow_upload_times_out(
     start = time.monotonic()
     with pytest.raises(WorkerTimeout):
         await transport.stream(
-            worker.endpoint, method="POST", target="/", headers=[], body=slow(), timeout=0.3
+            worker.endpoint, method="POST", target="/", headers=[], body=slow(3), timeout=0.3
         )
     assert 0.3 <= time.monotonic() - start < 3
     await worker.wait_ended(1)
@@ -974,13 +963,7 @@ async def test_a_worker_breaking_off_mid_body_failed_at_once(
 async def test_invalid_http_is_worker_failed(
     transport: WorkerTransport, serve: Serve, answer: bytes
 ) -> None:
-    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        w.write(answer)
-        await w.drain()
-        await until_eof(worker, reader)
-
-    worker = await serve(handle)
+    worker = await serve(answers_once(answer))
     start = time.monotonic()
     with pytest.raises(WorkerFailed, match="invalid HTTP"):
         upstream = await get(transport, worker.endpoint)
@@ -1011,13 +994,7 @@ def many_headers(count: int) -> bytes:
 async def test_an_oversized_answer_head_is_worker_failed(
     transport: WorkerTransport, serve: Serve, answer: bytes
 ) -> None:
-    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        w.write(answer)
-        await w.drain()
-        await until_eof(worker, reader)
-
-    worker = await serve(handle)
+    worker = await serve(answers_once(answer))
     start = time.monotonic()
     with pytest.raises(WorkerFailed):
         upstream = await get(transport, worker.endpoint, timeout=1.5)

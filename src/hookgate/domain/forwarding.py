@@ -27,11 +27,11 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
     }
 )
+"""Meaningful for one connection only (RFC 9110 §7.6.1), requests and answers alike."""
+RESET = frozenset({b"host", b"content-length", b"expect"})
+"""What the hop to the worker sets again for the request it sends."""
 ADDED = frozenset(
     {
         b"x-request-id",
@@ -43,7 +43,7 @@ ADDED = frozenset(
         b"x-forwarded-host",
     }
 )
-DROPPED = HOP_BY_HOP | ADDED
+DROPPED = HOP_BY_HOP | RESET | ADDED
 
 
 def forward_headers(

@@ -20,7 +20,7 @@ import msgspec
 from hookgate import logs
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.flows import Flow
-from hookgate.domain.forwarding import forward_headers
+from hookgate.domain.forwarding import HOP_BY_HOP, forward_headers
 from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.tracing import Tracing
@@ -35,18 +35,6 @@ log = logs.get("hookgate.proxy")
 QUEUE_PER_SLOT = 4
 RECHECK = 0.25
 SMALL_ANSWER = 256 * 1024
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
 
 
 class CallerGone(Exception):
