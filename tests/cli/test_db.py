@@ -186,6 +186,41 @@ def test_status_counts_flows_and_deliveries_by_status(pg_url: str) -> None:
     assert orders.id in text.output
 
 
+def test_status_of_an_older_schema_says_so_and_migrates_nothing(
+    sqlite_path: Path, pg_url: str
+) -> None:
+    """An operator checking a database before an upgrade must not upgrade it by looking: older
+    gateways may still run on it."""
+    sqlite_url = f"sqlite://{sqlite_path}"
+    assert hookgate("db", "migrate", "--database", sqlite_url).exit_code == 0
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute(f"PRAGMA user_version = {SQLITE_SCHEMA - 1}")
+    assert hookgate("db", "migrate", "--database", pg_url).exit_code == 0
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("DELETE FROM schema_version WHERE version = %s", [PG_SCHEMA])
+
+    for url, code in ((sqlite_url, SQLITE_SCHEMA), (pg_url, PG_SCHEMA)):
+        text = hookgate("db", "status", "--database", url)
+        assert text.exit_code == 0, text.output
+        assert f"schema    {code - 1} (this Hookgate: {code}): older" in text.output
+        assert "hookgate db migrate" in text.output
+        status = json.loads(hookgate("db", "status", "--database", url, "--json").output)
+        assert (status["schemaVersion"], status["migrationNeeded"]) == (code - 1, True)
+
+    with sqlite3.connect(sqlite_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_SCHEMA - 1
+    with psycopg.connect(pg_url) as conn:
+        versions = conn.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()
+    assert versions == [(v,) for v in range(1, PG_SCHEMA)]
+
+
+def test_status_of_an_empty_postgres_database_creates_nothing(pg_url: str) -> None:
+    status = json.loads(hookgate("db", "status", "--database", pg_url, "--json").output)
+    assert (status["schemaVersion"], status["migrationNeeded"]) == (0, True)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+
+
 def test_status_never_prints_a_password(pg_url: str) -> None:
     with_password = pg_url.replace("postgres@", "postgres:s3cret@")
     result = hookgate("db", "status", "--database", with_password)

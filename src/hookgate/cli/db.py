@@ -55,8 +55,22 @@ def migrate(database: str) -> None:
 @database_option
 @as_json
 def status(database: str, json_out: bool) -> None:
-    """Schema version, flows, and deliveries by status."""
-    summary = _run(_check(database, must_exist=True), _summary)
+    """Schema version, flows, and deliveries by status (changes nothing, migrations included)."""
+    url = _check(database, must_exist=True)
+    stored, code = asyncio.run(_stored_version(url)), _code_version(url)
+    if stored < code:
+        # Opening the store would migrate it, under gateways that may still run the old version.
+        behind = {"database": _shown(url), "schemaVersion": stored, "hookgate": code}
+        if json_out:
+            emit_json({**behind, "migrationNeeded": True})
+            return
+        console.print(f"database  {behind['database']}")
+        console.print(
+            f"schema    {stored} (this Hookgate: {code}): older; `hookgate db migrate` upgrades it"
+            " (stop gateways of the older version first). Nothing was changed."
+        )
+        return
+    summary = _run(url, _summary)
     if json_out:
         emit_json(summary)
         return
@@ -173,6 +187,14 @@ async def _opened(store: Store) -> AsyncIterator[Store]:
 
 async def _schema_version(store: Store, _url: str) -> int:
     return await store.schema_version()
+
+
+async def _stored_version(url: str) -> int:
+    """The database's schema version, read without opening (and so migrating) the store."""
+    try:
+        return await open_store(url, max_queued_bytes=NO_BOUND).schema_version()
+    except HookgateError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 async def _summary(store: Store, url: str) -> dict[str, Any]:

@@ -64,7 +64,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def schema_version(self) -> int:
-        """The schema version the database is at, for ``hookgate db status``."""
+        """The schema version the database is at, for ``hookgate db status``: works before
+        ``open()`` and changes nothing (``open()`` is what migrates)."""
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:

@@ -243,7 +243,11 @@ class PostgresStore:
 
     async def schema_version(self) -> int:
         """The version the database is at, for ``hookgate db status``."""
-        async with self._conn() as conn:
+        async with await self._connect() as conn:
+            cur = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return 0
             cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
             row = await cur.fetchone()
             return int(row[0]) if row else 0

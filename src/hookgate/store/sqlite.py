@@ -11,6 +11,7 @@ run here on their own connection in a thread (WAL readers never block the writer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import pickle
 import socket
@@ -164,7 +165,16 @@ class SQLiteStore:
         return self._process.pid if self._process is not None else None
 
     async def schema_version(self) -> int:
-        return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
+        def read() -> int:
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True)
+                ) as conn:
+                    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read {self.path}: {exc}") from None
+
+        return await asyncio.to_thread(read)
 
     async def close(self) -> None:
         self._closing = True
