@@ -8,7 +8,7 @@ httptools (the parser uvicorn uses), and a small answer that arrives in one read
 without another turn of the event loop. Bodies still stream both ways, with back-pressure.
 
 Each wait (for the answer's head, then for each piece of its body) is bounded by ``timeout``;
-:class:`Upstream` raises :class:`WorkerTimeout` past it, :class:`WorkerFailed` when the worker
+:class:`Http1Upstream` raises :class:`WorkerTimeout` past it, :class:`WorkerFailed` when the worker
 breaks off or speaks invalid HTTP, and :class:`WorkerUnreachable` when it refuses the connection.
 """
 
