@@ -26,7 +26,7 @@ from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.store.base import QueueStats, Store
-from hookgate.tracing import Tracing
+from hookgate.tracing import TRACE_HEADERS, Attributes, Tracing
 from hookgate.transport.base import Outbound, Reply, WorkerTransport
 
 log = logs.get("hookgate.dispatch")
@@ -60,11 +60,19 @@ def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outboun
 
 def _trace_headers(delivery: Delivery) -> list[tuple[bytes, bytes]]:
     """The stored request's ``traceparent``: the request span it was accepted under."""
-    return [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in delivery.headers
-        if k.lower() in ("traceparent", "tracestate")
-    ]
+    pairs = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in delivery.headers]
+    return [(k, v) for k, v in pairs if k in TRACE_HEADERS]
+
+
+def _span_attributes(flow: Flow, delivery: Delivery, endpoint: Endpoint) -> Attributes:
+    """Built only when tracing is on: the drain path does not pay for it otherwise."""
+    return {
+        "hookgate.flow": flow.name,
+        "hookgate.delivery_id": delivery.id,
+        "hookgate.attempt": delivery.attempts,
+        "server.address": endpoint.host,
+        "server.port": endpoint.port,
+    }
 
 
 class FlowDispatcher:
@@ -183,20 +191,15 @@ class FlowDispatcher:
         started, clock = time.time(), time.perf_counter()
         try:
             snapshot = await owner.store.snapshot(flow.id) if poll else None
+            traced = owner.tracing.enabled
             with owner.tracing.span(
                 "hookgate.deliver",
                 kind="client",
-                parent=_trace_headers(delivery) if owner.tracing.enabled else None,
-                attributes={
-                    "hookgate.flow": flow.name,
-                    "hookgate.delivery_id": delivery.id,
-                    "hookgate.attempt": delivery.attempts,
-                    "server.address": endpoint.host,
-                    "server.port": endpoint.port,
-                },
+                parent=_trace_headers(delivery) if traced else None,
+                attributes=_span_attributes(flow, delivery, endpoint) if traced else None,
             ) as span:
                 request = _outbound(delivery, flow, snapshot)
-                if owner.tracing.enabled:
+                if traced:
                     request = msgspec.structs.replace(
                         request, headers=owner.tracing.propagate(request.headers)
                     )

@@ -386,9 +386,13 @@ class Http1Transport:
         """
         request_line = method.encode() + b" " + _target(target) + b" HTTP/1.1"
         fields = [name + b": " + value for name, value in headers]
+        # A streamed body without a declared length goes out chunked.
+        chunked = not isinstance(body, bytes) and not any(
+            name.lower() == b"content-length" for name, _ in headers
+        )
         connection, reused = await self._connect(endpoint)
         try:
-            return await self._exchange(connection, request_line, fields, headers, body, timeout)
+            return await self._exchange(connection, request_line, fields, body, chunked, timeout)
         except WorkerFailed:
             # A pooled connection the worker closed just as the request went out (RFC 9112
             # §9.3.1): an idempotent request that got no byte back is sent once more.
@@ -397,15 +401,15 @@ class Http1Transport:
             if not isinstance(body, bytes):
                 raise
         connection, _ = await self._connect(endpoint, fresh=True)
-        return await self._exchange(connection, request_line, fields, headers, body, timeout)
+        return await self._exchange(connection, request_line, fields, body, chunked, timeout)
 
     async def _exchange(
         self,
         connection: _Connection,
         request_line: bytes,
         fields: list[bytes],
-        headers: Headers,
         body: Body,
+        chunked: bool,
         timeout: float,
     ) -> Http1Upstream:
         transport = connection.transport
@@ -419,7 +423,6 @@ class Http1Transport:
                 transport.write(b"\r\n".join(lines) + body)
                 connection.sent = True
             else:
-                chunked = not any(name.lower() == b"content-length" for name, _ in headers)
                 lines.append(b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n")
                 transport.write(b"\r\n".join(lines))
                 connection.pump = asyncio.create_task(connection.send_body(body, chunked=chunked))
