@@ -71,8 +71,10 @@ class GatewayProcess:
         flows: str | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.prefix = prefix or []
         self.port = free_port()
         self.admin_port = free_port()
         self.flows_file: Path | None = None
@@ -94,6 +96,7 @@ class GatewayProcess:
 
     def command(self) -> list[str]:
         cmd = [
+            *self.prefix,
             sys.executable,
             "-m",
             "hookgate",

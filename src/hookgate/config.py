@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from hookgate.domain.units import ByteSize
+from hookgate.auth.ip import parse_networks
+from hookgate.domain.limits import ListenerLimits
+from hookgate.domain.units import ByteSize, Duration
 from hookgate.errors import ConfigError
 
 TOKEN_FILE = "admin-token"
@@ -47,6 +51,10 @@ class Settings(msgspec.Struct, kw_only=True):
     namespace: str = "default"
     owner: str | None = None
     flows_file: Path | None = None
+    limits: ListenerLimits = ListenerLimits()
+    max_connections: int | None = None
+    """None: derived from the open-file limit at start (``limits.connections_for``)."""
+    trusted_proxies: list[str] = []
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -77,6 +85,20 @@ def load_settings(
     synchronous = (env("SQLITE_SYNCHRONOUS") or "FULL").upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ConfigError("HOOKGATE_SQLITE_SYNCHRONOUS must be FULL, EXTRA, NORMAL or OFF")
+    max_connections = _setting("MAX_CONNECTIONS", None, _count)
+    limits = ListenerLimits(
+        head_timeout=_setting("HEAD_TIMEOUT", 10.0, Duration.parse),
+        body_timeout=_setting("BODY_TIMEOUT", 10.0, Duration.parse),
+        body_min_rate=_setting("BODY_MIN_RATE", 1024, ByteSize.parse),
+        keep_alive=_setting("KEEP_ALIVE", 30.0, Duration.parse),
+        max_connections_per_ip=_setting("MAX_CONNECTIONS_PER_IP", 256, _count),
+        body_memory=_setting("BODY_MEMORY", 64 * 1024**2, ByteSize.parse),
+    )
+    trusted = [p.strip() for p in (env("TRUSTED_PROXIES") or "").split(",") if p.strip()]
+    try:
+        parse_networks(trusted)
+    except ValueError as exc:
+        raise ConfigError(f"HOOKGATE_TRUSTED_PROXIES: {exc}") from None
     kind = runtime or env("RUNTIME") or "local"
     if kind not in {"local", "kubernetes"}:
         raise ConfigError(f"--runtime must be 'local' or 'kubernetes', got {kind!r}")
@@ -92,7 +114,30 @@ def load_settings(
         namespace=env("NAMESPACE") or "default",
         owner=env("OWNER"),
         flows_file=Path(flows_file) if flows_file else None,
+        limits=limits,
+        max_connections=max_connections,
+        trusted_proxies=trusted,
     )
+
+
+def _setting(name: str, default: Any, parse: Callable[[str], Any]) -> Any:
+    """``HOOKGATE_<name>`` parsed, or ``default``; a bad value names the variable."""
+    text = env(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"HOOKGATE_{name}: {exc}") from None
+    if not value:
+        raise ConfigError(f"HOOKGATE_{name}: must be above 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(text)
 
 
 def prepare_data_dir(directory: Path) -> None:

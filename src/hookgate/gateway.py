@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
-import os
 import signal
 import socket
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import IO, Any
 
-import uvicorn
 from starlette.routing import Mount
 
-from hookgate import logs, tracing
+from hookgate import logs, serving, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
-from hookgate.config import Address, Settings, admin_token, prepare_data_dir
+from hookgate.asgi import BodyBudget, BodyReader
+from hookgate.config import Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.scheduler import Scheduler
@@ -34,7 +31,7 @@ from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavai
 from hookgate.events import EventHub
 from hookgate.ingress import Ingress
 from hookgate.ingress.guards import FlowGuard, Guards
-from hookgate.ingress.protocol import BoundedHttpToolsProtocol
+from hookgate.ingress.protocol import Edge
 from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
@@ -50,42 +47,6 @@ STATS_EVERY = 5.0
 GC_THRESHOLD = 20_000
 PURGE_EVERY = 60.0
 FULL_PURGE_EVERY = 60
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the gateway (it runs two of them)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def bind(address: Address, what: str) -> socket.socket:
-    """Bind before serving so a port in use is one clear message, not a traceback."""
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address.host, address.port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"{what} {address}: {exc.strerror}") from None
-    sock.listen(2048)
-    return sock
-
-
-def _lock(directory: Path) -> IO[str]:
-    """One gateway per data directory: SQLite's single writer lives in one process."""
-    handle = (directory / "gateway.lock").open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ConfigError(f"another gateway is running on data directory {directory}") from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -137,6 +98,9 @@ class Gateway:
             forwarder=TracedProxy(self.proxy, self.tracing) if self.tracing.enabled else self.proxy,
             events=self.events,
             tracing=self.tracing,
+            bodies=BodyReader(
+                budget=BodyBudget(settings.limits.body_memory), spool_dir=settings.data_dir
+            ),
             on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
         )
@@ -147,6 +111,7 @@ class Gateway:
         self._lock: IO[str] | None = None
         self._specs: list[FlowSpec] = []
         self._console: Console | None = None
+        self._edges: tuple[Edge, ...] = ()
 
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
@@ -155,9 +120,12 @@ class Gateway:
         if settings.flows_file is not None:
             self._specs = await self._read_flow_file(settings.flows_file)
         prepare_data_dir(settings.data_dir)
-        self._lock = _lock(settings.data_dir)
-        public = bind(settings.listen, "cannot listen on")
-        admin = bind(settings.admin_listen, "cannot listen (admin) on")
+        self._lock = serving.lock(settings.data_dir)
+        public = serving.bind(settings.listen, "cannot listen on", backlog=serving.PUBLIC_BACKLOG)
+        admin = serving.bind(
+            settings.admin_listen, "cannot listen (admin) on", backlog=serving.ADMIN_BACKLOG
+        )
+        serving.warn_if_exposed(settings.admin_listen)
         self.token, generated = admin_token(settings.data_dir)
         if generated:
             print(
@@ -308,6 +276,8 @@ class Gateway:
                         self.dispatcher.notify(flow_id, s.next_due_at)
                     self._report(flow.name, self.runtime.status(flow_id), s, now)
                 reported = set(watched)
+            for edge in self._edges:
+                self.metrics.connections.labels(edge.name).set(len(edge.open))
             await asyncio.sleep(STATS_EVERY)
 
     def _report(
@@ -386,16 +356,25 @@ class Gateway:
     # serving -----------------------------------------------------------------------------
     async def serve(self) -> None:
         public, admin = await self.start()
+        closed = self.metrics.connections_closed
+        public_edge, admin_edge = serving.edges(
+            self.settings, lambda listener, reason: closed.labels(listener, reason).inc()
+        )
+        self._edges = (public_edge, admin_edge)
         servers = [
-            _Server(_config(self.ingress, backlog=2048, http=BoundedHttpToolsProtocol)),
-            _Server(_config(self.admin_app(), backlog=128)),
+            serving.Server(
+                serving.config(self.ingress, edge=public_edge, backlog=serving.PUBLIC_BACKLOG)
+            ),
+            serving.Server(
+                serving.config(self.admin_app(), edge=admin_edge, backlog=serving.ADMIN_BACKLOG)
+            ),
         ]
         if self._console is not None:
             self._console.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        serving = [
+        listening = [
             asyncio.create_task(servers[0].serve(sockets=[public])),
             asyncio.create_task(servers[1].serve(sockets=[admin])),
         ]
@@ -404,12 +383,12 @@ class Gateway:
         await asyncio.wait([booting, stopper], return_when=asyncio.FIRST_COMPLETED)
         if booting.done() and booting.exception() is None:
             self._announce()
-            await asyncio.wait([*serving, stopper], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*listening, stopper], return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down: finishing in-flight requests")
         self.ready = False
         for server in servers:
             server.should_exit = True
-        await asyncio.gather(*serving, return_exceptions=True)
+        await asyncio.gather(*listening, return_exceptions=True)
         stopper.cancel()
         if not booting.done():
             booting.cancel()
@@ -434,21 +413,3 @@ class Gateway:
             print(
                 f"  {flow.name:<24} {flow.mode.value:<5} {s.public_url}/hook/{flow.id}", flush=True
             )
-
-
-def _config(app: Any, *, backlog: int, http: Any = "httptools") -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        loop="none",
-        http=http,
-        proxy_headers=False,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        date_header=False,
-        backlog=backlog,
-        timeout_keep_alive=30,
-        timeout_graceful_shutdown=30,
-        h11_max_incomplete_event_size=65536,
-    )

@@ -83,3 +83,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.connections = Gauge(
+            "hookgate_connections", "Open connections, by listener.", ["listener"], registry=r
+        )
+        self.connections_closed = Counter(
+            "hookgate_connections_closed",
+            "Connections closed or refused by the listener's limits, by listener and reason "
+            "(idle, head_timeout, body_timeout, head_too_large, slow_reader, evicted, "
+            "per_address, over_capacity).",
+            ["listener", "reason"],
+            registry=r,
+        )

@@ -137,6 +137,8 @@ class FlowSpec(_Spec):
     cors: Cors | None = None
     schedule: Schedule | None = None
     delivery: Literal["raw", "envelope"] = "raw"
+    request_buffering: bool = True
+    """sync: read the whole body before a worker slot is taken (a slow sender holds no worker)."""
     retention: Duration = seconds(7 * 86400)
 
     def __post_init__(self) -> None:

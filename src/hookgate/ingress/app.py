@@ -3,19 +3,36 @@
 ``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → CORS preflight → size (413,
 before reading when Content-Length says so, else while reading) → credentials (401) → rate
 limit (429, charged to admitted requests only) → HEAD readiness → async: commit to the store,
-then 202 / sync: hand to the proxy (streamed when no scheme signs the body).
+then 202 / sync: hand to the proxy. The whole body is read before a sync request takes a
+worker slot (a slow sender never holds a worker) unless the flow sets
+``request_buffering: false``; the listener's protocol (``protocol.py``) bounds how long that
+read may take, and ``asgi.BodyReader`` how much of it stays in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
 from hookgate import logs
+from hookgate.asgi import (
+    Body,
+    BodyBudget,
+    BodyReader,
+    BodyTooLarge,
+    CallerGone,
+    Receive,
+    Scope,
+    Send,
+    SpooledBody,
+    content_length,
+)
+from hookgate.asgi import error as _error
+from hookgate.asgi import respond as _respond
 from hookgate.domain.deliveries import Request, new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import StoreError, StoreFull
@@ -26,12 +43,8 @@ from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
 from hookgate.tracing import Tracing
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-JSON = (b"content-type", b"application/json")
 RETRY_AFTER_STORE = b"1"
+_RETRY = [(b"retry-after", RETRY_AFTER_STORE)]
 MAX_REQUEST_ID = 200
 SMALL_BODY = 64 * 1024
 _encode = msgspec.json.encode
@@ -50,7 +63,7 @@ class Forwarder(Protocol):
         *,
         request_id: str,
         sub_path: str,
-        body: bytes | None,
+        body: Body | None,
     ) -> int:
         """Send the worker's answer to ``send``; return the status code sent."""
 
@@ -68,6 +81,7 @@ class Ingress:
         ready: Callable[[], bool] = lambda: True,
         events: EventHub | None = None,
         tracing: Tracing | None = None,
+        bodies: BodyReader | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -78,6 +92,7 @@ class Ingress:
         self.ready = ready
         self.events = events or EventHub()
         self.tracing = tracing or Tracing()
+        self.bodies = bodies or BodyReader(budget=BodyBudget(64 * 1024 * 1024))
         # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
         self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}
 
@@ -202,17 +217,21 @@ class Ingress:
         if cors is not None:
             await _respond(send, 204, b"", cors)
             return 204
-        declared = _content_length(headers)
+        declared = content_length(headers)
         if declared is not None and declared > spec.max_body:
-            await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
-            return 413
+            return await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
         if method == "HEAD" and not guard.enabled:
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
         streamed = declared is None or declared > SMALL_BODY
-        if spec.mode is Mode.SYNC and streamed and not guard.needs_body and self.forwarder:
-            # Large or unsized bodies go to the worker as they arrive; small ones are read
-            # first so the worker gets them in one write with their Content-Length.
+        if (
+            spec.mode is Mode.SYNC
+            and not spec.request_buffering
+            and streamed
+            and not guard.needs_body
+            and self.forwarder
+        ):
+            # The flow opted out of buffering: the body goes to the worker as it arrives.
             rejected = guard.check(scope, b"", address)
             if rejected:
                 return await self._unauthorized(flow, send, request_id, rejected)
@@ -221,28 +240,59 @@ class Ingress:
             return await self.forwarder.forward(
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=None
             )
-        body = await _read_body(receive, spec.max_body)
-        if body is None:
-            await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
-            return 413
-        if body is _DISCONNECTED:
+        try:
+            body = await self.bodies.read(receive, spec.max_body)
+        except BodyTooLarge:
+            return await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
+        except CallerGone:
             return 499
-        rejected = guard.check(scope, body, address)
+        except OSError as exc:
+            log.error("cannot buffer a request body", flow=flow.name, error=str(exc))
+            return await _error(
+                send, 503, "cannot take the request now, retry later", request_id, _RETRY
+            )
+        try:
+            return await self._admitted(
+                flow, guard, scope, receive, send, request_id, sub_path, address, body
+            )
+        finally:
+            if isinstance(body, SpooledBody):
+                body.close()
+
+    async def _admitted(
+        self,
+        flow: Flow,
+        guard: FlowGuard,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        sub_path: str,
+        address: str,
+        body: Body,
+    ) -> int:
+        """A request whose whole body is in: credentials, rate limit, then accept or proxy."""
+        spec = flow.spec
+        if isinstance(body, SpooledBody):
+            # Read back only when needed: a signature over it, or the store (async).
+            data = body.read() if guard.needs_body or spec.mode is Mode.ASYNC else b""
+        else:
+            data = body
+        rejected = guard.check(scope, data, address)
         if rejected:
             return await self._unauthorized(flow, send, request_id, rejected)
         if (limited := await _rate_limited(guard, send, request_id)) is not None:
             return limited
-        if method == "HEAD":
+        if scope["method"] == "HEAD":
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
         if spec.mode is Mode.SYNC:
             if self.forwarder is None:
-                await _error(send, 503, "no worker available", request_id)
-                return 503
+                return await _error(send, 503, "no worker available", request_id)
             return await self.forwarder.forward(
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
             )
-        return await self._accept(flow, scope, send, request_id, sub_path, body, address, guard)
+        return await self._accept(flow, scope, send, request_id, sub_path, data, address, guard)
 
     async def _accept(
         self,
@@ -253,7 +303,7 @@ class Ingress:
         sub_path: str,
         body: bytes,
         address: str,
-        guard: Any,
+        guard: FlowGuard,
     ) -> int:
         now = time.time()
         delivery_id = new_id()
@@ -326,26 +376,6 @@ async def _rate_limited(guard: FlowGuard, send: Send, request_id: str) -> int | 
     return 429
 
 
-_DISCONNECTED = b"\x00disconnected"
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, None past ``limit`` (stops reading there), or the disconnect marker."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return _DISCONNECTED
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The caller's ``X-Request-Id`` if it is sane, else a new one."""
     for name, value in headers:
@@ -356,44 +386,3 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
                     return text
             break
     return ""
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    *,
-    head: bool = False,
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def _error(
-    send: Send,
-    status: int,
-    message: str,
-    request_id: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """Every error body is ``{"error": ..., "requestId": ...}`` (design §3)."""
-    request_id = request_id or new_id()
-    body = _encode({"error": message, "requestId": request_id})
-    await _respond(send, status, body, [(b"x-request-id", request_id.encode()), *(headers or ())])

@@ -1,22 +1,50 @@
-"""uvicorn's httptools protocol with bounded request heads: too many or too large → 431.
+"""uvicorn's httptools protocol with a bound on every phase of a connection (the "edge").
 
-httptools buffers a request head without limit; this stops reading a head once its raw bytes
-or its header count pass the bound, answers ``431`` and closes the connection, so a caller
-cannot make the gateway hold an endless head in memory.
+uvicorn arms its keep-alive timer only after a first response and reads heads and bodies for
+as long as a caller keeps them coming. Here each connection is in one :class:`Phase`, and one
+sweep a second closes the ones past their deadline (``domain/limits.py``):
+
+* ``IDLE`` (new, or between requests) past ``keep_alive``: closed without a word;
+* ``HEAD`` past ``head_timeout``, or a head over ``max_head_bytes``/``max_headers``: 408/431;
+* ``BODY`` with no byte for ``body_timeout``, or under ``body_min_rate`` on average: 408
+  (time during which the gateway itself stopped reading does not count against the caller);
+* ``BUSY`` (the gateway answers): only a caller that stops reading the answer is closed.
+
+Connections are capped per listener and per source address. At the cap, the connection that
+has waited longest without sending a complete head is closed to make room (slow-drip clients
+go first); only when every connection is busy does a newcomer get a fast ``503``.
+
+This subclasses uvicorn's private ``HttpToolsProtocol``; the supported uvicorn range is pinned
+in pyproject.toml and ``tests/ingress/test_protocol_compat.py`` fails loudly if it changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hookgate import logs
 from hookgate.domain.deliveries import new_id
+from hookgate.domain.limits import ListenerLimits
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 100
+SWEEP_EVERY = 1.0
+REPORT_EVERY = 60.0
+
+log = logs.get("hookgate.edge")
+
+
+class Phase(enum.IntEnum):
+    IDLE = 0
+    HEAD = 1
+    BODY = 2
+    BUSY = 3
 
 
 class HeadTooLarge(Exception):
@@ -62,59 +90,235 @@ class HeadHolder:
         return self.transport.is_closing()
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+class Edge:
+    """One listener's connections: its limits, counts by address, and the deadline sweep.
+
+    ``on_close`` is told the reason whenever the edge closes or refuses a connection (for a
+    metric); a summary is logged at most once a minute, never a line per connection.
+    """
+
+    def __init__(
+        self,
+        limits: ListenerLimits,
+        *,
+        name: str,
+        trusted: Callable[[str], bool] = lambda _address: False,
+        on_close: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
+        self.limits = limits
+        self.name = name
+        self.trusted = trusted
+        self.on_close = on_close
+        self.open: set[EdgeProtocol] = set()
+        self.by_address: dict[str, int] = {}
+        # Connections with no complete request head, longest-waiting first: the ones to close
+        # when the listener is full.
+        self.waiting: dict[EdgeProtocol, None] = {}
+        self._closed: Counter[str] = Counter()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._reported = 0.0
+
+    def protocol(self) -> Any:
+        """The protocol factory uvicorn calls once per connection."""
+        return functools.partial(EdgeProtocol, edge=self)
+
+    def admit(self, conn: EdgeProtocol) -> str | None:
+        """None when ``conn`` may stay, else why it is refused."""
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(SWEEP_EVERY, self.sweep, conn.loop)
+        if not self.trusted(conn.address):
+            if self.by_address.get(conn.address, 0) >= self.limits.max_connections_per_ip:
+                return "per_address"
+            conn.counted = True
+            self.by_address[conn.address] = self.by_address.get(conn.address, 0) + 1
+        if len(self.open) >= self.limits.max_connections:
+            if not self.waiting:
+                self.release(conn)
+                return "over_capacity"
+            oldest = next(iter(self.waiting))
+            oldest.drop("evicted")
+        self.open.add(conn)
+        return None
+
+    def release(self, conn: EdgeProtocol) -> None:
+        self.open.discard(conn)
+        self.waiting.pop(conn, None)
+        if conn.counted:
+            conn.counted = False
+            left = self.by_address[conn.address] - 1
+            if left:
+                self.by_address[conn.address] = left
+            else:
+                del self.by_address[conn.address]
+
+    def closed(self, reason: str) -> None:
+        self._closed[reason] += 1
+        self.on_close(reason)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for conn in list(self.open):
+            conn.check(now)
+        if self._closed and now - self._reported >= REPORT_EVERY:
+            log.warning("closed or refused connections", listener=self.name, **self._closed)
+            self._closed.clear()
+            self._reported = now
+        self._sweeper = loop.call_later(SWEEP_EVERY, self.sweep, loop) if self.open else None
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, edge: Edge, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.in_head = True
+        self.edge = edge
+        self.limits = edge.limits
+        self.address = ""
+        self.counted = False
+        self.phase = Phase.IDLE
+        self.since = 0.0
+        self.progress_at = 0.0
+        self.body_bytes = 0
+        self.checked_at = 0.0
+        self.write_stalled_at: float | None = None
         self.head_bytes = 0
         self.header_count = 0
         self.refused = False
 
+    # connection ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.address = self.client[0] if self.client else ""
+        refusal = self.edge.admit(self)
+        if refusal is not None:
+            self.refused = True
+            self.edge.closed(refusal)
+            self._answer(503, "too many connections, retry later", b"retry-after: 1\r\n")
+            return
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.edge.release(self)
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
-        if self.in_head:
+        if self.phase is Phase.HEAD or self.phase is Phase.IDLE:
             self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES and not self._head_ends_within(data):
-                self._refuse()
+            if self.head_bytes > self.limits.max_head_bytes and not self._head_ends_within(data):
+                self._refuse_head()
                 return
         super().data_received(data)
 
     def _head_ends_within(self, data: bytes) -> bool:
         """Whether the head ends in this chunk early enough (what follows may be body)."""
         end = data.find(b"\r\n\r\n")
-        return end >= 0 and self.head_bytes - len(data) + end <= MAX_HEAD_BYTES
+        return end >= 0 and self.head_bytes - len(data) + end <= self.limits.max_head_bytes
+
+    # parser callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.phase = Phase.HEAD
+        self.since = self.loop.time()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_count += 1
-        if self.header_count > MAX_HEADERS:
-            self._refuse()
+        if self.header_count > self.limits.max_headers:
+            self._refuse_head()
             raise HeadTooLarge
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        self.edge.waiting.pop(self, None)
+        self.phase = Phase.BODY
+        self.since = self.progress_at = self.checked_at = self.loop.time()
+        self.body_bytes = 0
         super().on_headers_complete()
         self.cycle.transport = HeadHolder(self.transport, self.loop)  # type: ignore[assignment]
 
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        self.progress_at = self.loop.time()
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self.in_head = True
+        self.phase = Phase.BUSY
         self.head_bytes = 0
         self.header_count = 0
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)
+        super().on_response_complete()
+        if not pipelined and self.phase is Phase.BUSY and not self.transport.is_closing():
+            self._idle()
 
     def send_400_response(self, msg: str) -> None:
         if not self.refused:
             super().send_400_response(msg)
 
-    def _refuse(self) -> None:
+    # deadlines -----------------------------------------------------------------------------
+    def _idle(self) -> None:
+        self.phase = Phase.IDLE
+        self.since = self.loop.time()
+        self.edge.waiting.pop(self, None)
+        self.edge.waiting[self] = None
+
+    def check(self, now: float) -> None:
+        """Called by the sweep: close this connection if it is past its phase's deadline."""
+        limits = self.limits
+        if self.phase is Phase.IDLE:
+            if now - self.since > limits.keep_alive:
+                self.drop("idle")
+        elif self.phase is Phase.HEAD:
+            if now - self.since > limits.head_timeout:
+                self._timed_out("head_timeout", "request head not received in time")
+        elif self.phase is Phase.BODY:
+            if self.flow.read_paused:
+                # The gateway is not reading (back-pressure): that time is not the caller's.
+                self.since += now - self.checked_at
+                self.progress_at = now
+            elapsed = now - self.since
+            if now - self.progress_at > limits.body_timeout or (
+                elapsed > limits.body_timeout and self.body_bytes < limits.body_min_rate * elapsed
+            ):
+                self._timed_out("body_timeout", "request body not received in time")
+        elif self.flow.write_paused:
+            if self.write_stalled_at is None:
+                self.write_stalled_at = now
+            elif now - self.write_stalled_at > limits.body_timeout:
+                self.drop("slow_reader")
+        else:
+            self.write_stalled_at = None
+        self.checked_at = now
+
+    def drop(self, reason: str) -> None:
+        self.edge.release(self)
+        self.edge.closed(reason)
         self.refused = True
-        self.logger.warning("request head too large: answered 431")
-        body = msgspec.json.encode(
-            {"error": "request header fields too large", "requestId": new_id()}
+        self.transport.close()
+
+    def _timed_out(self, reason: str, message: str) -> None:
+        self.edge.release(self)
+        self.edge.closed(reason)
+        self.refused = True
+        if self.cycle is not None and self.cycle.response_started and self.phase is Phase.BODY:
+            self.transport.close()
+            return
+        self._answer(408, message)
+
+    def _refuse_head(self) -> None:
+        self.refused = True
+        self.edge.closed("head_too_large")
+        self._answer(431, "request header fields too large")
+
+    def _answer(self, status: int, message: str, extra: bytes = b"") -> None:
+        """A JSON error written straight to the socket, then the connection closed."""
+        body = msgspec.json.encode({"error": message, "requestId": new_id()})
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}.get(
+            status, b"Service Unavailable"
         )
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"%scontent-length: %d\r\n\r\n%s" % (status, reason, extra, len(body), body)
         )
         self.transport.close()

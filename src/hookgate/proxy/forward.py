@@ -1,8 +1,9 @@
 """The sync proxy: the caller's request to the least busy ready worker, its answer streamed back.
 
-Bodies are streamed both ways (a 1 GB upload or download never sits in memory), each worker
-has at most ``concurrency`` requests in flight, and when all are busy a request waits up to
-``queue_timeout`` in a bounded queue before ``503``. Failures map to design §3: no answer in
+A caller's body comes whole (in memory, or spooled to a file by the ingress), or streamed as it
+arrives when the flow sets ``request_buffering: false``; answers stream back, so a 1 GB upload
+or download never sits in memory. Each worker has at most ``concurrency`` requests in flight,
+and when all are busy a request waits up to ``queue_timeout`` in a bounded queue before ``503``. Failures map to design §3: no answer in
 ``timeout`` → 504, a worker that fails → 502, a refused connection → one other replica.
 """
 
@@ -12,12 +13,10 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import Any
-
-import msgspec
+from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
+from hookgate.asgi import Body, BodyTooLarge, CallerGone, Receive, Scope, Send, SpooledBody, error
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import HOP_BY_HOP, forward_headers
@@ -26,23 +25,12 @@ from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.tracing import Tracing
 from hookgate.transport.base import Upstream, WorkerTransport
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 log = logs.get("hookgate.proxy")
 
 QUEUE_PER_SLOT = 4
 RECHECK = 0.25
 SMALL_ANSWER = 256 * 1024
-
-
-class CallerGone(Exception):
-    """The caller disconnected; the worker side is cancelled."""
-
-
-class BodyTooLarge(Exception):
-    """A streamed upload went past the flow's ``max_body``; the worker side is cancelled."""
+_RETRY = [(b"retry-after", b"1")]
 
 
 class _Lane:
@@ -80,7 +68,7 @@ class SyncProxy:
         *,
         request_id: str,
         sub_path: str,
-        body: bytes | None,
+        body: Body | None,
     ) -> int:
         request_id = request_id or new_id()
         lane = self._lanes.get(flow.id) or self._lanes.setdefault(flow.id, _Lane())
@@ -206,7 +194,7 @@ class SyncProxy:
         endpoint: Endpoint,
         request_id: str,
         sub_path: str,
-        body: bytes | _CallerBody,
+        body: bytes | SpooledBody | _CallerBody,
     ) -> Upstream:
         raw = scope["headers"]
         client = scope.get("client")
@@ -218,7 +206,9 @@ class SyncProxy:
             proto=scope.get("scheme", "http"),
         )
         length = next((v for k, v in raw if k == b"content-length"), None)
-        if isinstance(body, _CallerBody) and length is not None:
+        if isinstance(body, SpooledBody):
+            headers.append((b"content-length", str(body.size).encode()))
+        elif isinstance(body, _CallerBody) and length is not None:
             headers.append((b"content-length", length))
         query = scope.get("query_string", b"")
         target = sub_path + ("?" + query.decode("latin-1") if query else "")
@@ -286,7 +276,7 @@ class TracedProxy:
         *,
         request_id: str,
         sub_path: str,
-        body: bytes | None,
+        body: Body | None,
     ) -> int:
         with self.tracing.span(
             "hookgate.proxy", kind="client", attributes={"hookgate.flow": flow.name}
@@ -341,14 +331,4 @@ async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
 async def _fail(
     send: Send, status: int, message: str, request_id: str, *, retry_after: bool = False
 ) -> int:
-    body = msgspec.json.encode({"error": message, "requestId": request_id})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    if retry_after:
-        headers.append((b"retry-after", b"1"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return status
+    return await error(send, status, message, request_id, _RETRY if retry_after else None)
