@@ -1,0 +1,94 @@
+"""The edge protocol subclasses uvicorn's private httptools protocol: if a uvicorn release
+renames what it relies on, this fails loudly instead of the limits silently not applying."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from hookgate.domain.limits import ListenerLimits
+from hookgate.ingress.protocol import Edge, EdgeProtocol, Phase
+
+HOOKS = [
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "on_response_complete",
+    "send_400_response",
+]
+
+
+def test_uvicorn_still_has_every_hook_the_edge_overrides() -> None:
+    for name in HOOKS:
+        assert callable(getattr(HttpToolsProtocol, name, None)), name
+        ours = inspect.signature(getattr(EdgeProtocol, name)).parameters
+        theirs = inspect.signature(getattr(HttpToolsProtocol, name)).parameters
+        assert list(ours) == list(theirs), name
+    assert {"read_paused", "write_paused"} <= set(vars(FlowControl(_Transport())))
+    assert "response_started" in inspect.getsource(RequestResponseCycle.__init__)
+    major, minor = (int(part) for part in uvicorn.__version__.split(".")[:2])
+    assert (0, 34) <= (major, minor) < (0, 56), "update the pin in pyproject.toml after checking"
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.9", 5000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_phases_follow_a_request_through_uvicorns_callbacks() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    edge = Edge(ListenerLimits(), name="test")
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    state = uvicorn.server.ServerState()
+    protocol = edge.protocol()(config=config, server_state=state, app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    assert protocol.phase is Phase.IDLE and protocol in edge.waiting
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\n")
+    assert protocol.phase is Phase.HEAD
+    protocol.data_received(b"content-length: 4\r\n\r\nab")
+    assert protocol.phase is Phase.BODY and protocol not in edge.waiting
+    protocol.data_received(b"cd")
+    assert protocol.phase is Phase.BUSY and protocol.body_bytes == 4
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 204 ")
+    assert protocol.phase is Phase.IDLE and protocol in edge.waiting
+    protocol.connection_lost(None)
+    assert not edge.open and not edge.by_address
