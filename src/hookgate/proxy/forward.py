@@ -3,8 +3,9 @@
 A caller's body comes whole (in memory, or spooled to a file by the ingress), or streamed as it
 arrives when the flow sets ``request_buffering: false``; answers stream back, so a 1 GB upload
 or download never sits in memory. Each worker has at most ``concurrency`` requests in flight,
-and when all are busy a request waits up to ``queue_timeout`` in a bounded queue before ``503``. Failures map to design §3: no answer in
-``timeout`` → 504, a worker that fails → 502, a refused connection → one other replica.
+and when all are busy a request waits up to ``queue_timeout`` in a bounded queue before ``503``.
+Failures map to design §3: no answer in ``timeout`` → 504, a worker that fails → 502, a refused
+connection → one other replica.
 """
 
 from __future__ import annotations
