@@ -55,8 +55,10 @@ class Gateway:
         database: str | None = None,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        prefix: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.prefix = prefix or []
         self.flows = flows
         self.database = database
         self.env = env or {}
@@ -86,6 +88,7 @@ class Gateway:
         flows_file = self.workdir / "flows.yaml"
         flows_file.write_text(json.dumps({"flows": self.flows}))  # JSON is YAML
         command = [
+            *self.prefix,
             sys.executable,
             "-m",
             "hookgate",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.errors import PortInUse, ToolMissing
 
-DEBIAN_PACKAGES = {"wrk": "wrk", "nginx": "nginx-light"}
+DEBIAN_PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "prlimit": "util-linux"}
 SEARCH_PATH = (os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin")
 
 

@@ -33,6 +33,7 @@ def all_scenarios() -> list[Scenario]:
         ceiling,
         cold_start,
         drain,
+        edge,
         postgres,
         sync,
         traced,
@@ -82,6 +83,12 @@ def all_scenarios() -> list[Scenario]:
             run=upload.run,
             tools=(),
             about="1 GiB chunked POST streamed via a sync flow: gateway RSS growth, MB/s",
+        ),
+        Scenario(
+            name="edge",
+            run=edge.run,
+            tools=("prlimit",),
+            about="hostile clients on the defaults: slow drips at the cap, stalled 9 MB bodies",
         ),
         Scenario(
             name="drain",
