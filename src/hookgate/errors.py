@@ -1,6 +1,6 @@
 """The one error tree of Hookgate.
 
-Foreign exceptions (sqlite3, psycopg, aiohttp, lightkube) are translated into these at the
+Foreign exceptions (sqlite3, psycopg, socket errors in the worker transport, lightkube) are translated into these at the
 boundary of the module that imports the driver, so callers only ever catch what is drawn here::
 
     HookgateError

@@ -280,3 +280,21 @@ def test_without_buffering_the_body_deadline_still_frees_the_workers(gateway_fac
         busy = httpx.post(url, content=b"x" * 100_000, timeout=5).status_code
         eventually(lambda: httpx.post(url, content=b"x" * 100_000, timeout=5).status_code == 200)
     assert busy == 503  # both slots held by the trickles, until their deadline
+
+
+def test_the_admin_listener_has_the_same_head_limits(gateway_factory: Any) -> None:
+    gateway = start(gateway_factory)
+    sock = socket.create_connection(("127.0.0.1", gateway.admin_port), timeout=10)
+    sock.sendall(b"GET /api/v1/flows HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 200_000)
+    reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+    stalled = socket.create_connection(("127.0.0.1", gateway.admin_port), timeout=10)
+    stalled.sendall(b"GET /api/v1/flows HTTP/1.1\r\nhost: x\r\n")
+    assert answer(stalled).startswith(b"HTTP/1.1 408 ")
+
+
+def test_an_admin_listener_open_to_other_hosts_is_warned_about(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(start=False)
+    gateway.args = ["--admin-listen", f"0.0.0.0:{gateway.admin_port}"]
+    gateway.start()
+    assert "the admin listener is reachable from other hosts" in gateway.logs()
