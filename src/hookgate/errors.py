@@ -1,7 +1,8 @@
 """The one error tree of Hookgate.
 
-Foreign exceptions (sqlite3, psycopg, socket errors in the worker transport, lightkube) are translated into these at the
-boundary of the module that imports the driver, so callers only ever catch what is drawn here::
+Foreign exceptions (sqlite3, psycopg, the worker transport's socket errors, lightkube) are
+translated into these at the boundary of the module that imports the driver, so callers only
+ever catch what is drawn here::
 
     HookgateError
     ├── ConfigError            a flow file, a flow body or a setting is invalid
