@@ -83,6 +83,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.concurrency_limit = Gauge(
+            "hookgate_concurrency_limit",
+            "Requests the flow's ready workers may have in flight now (adaptive or pinned).",
+            ["flow"],
+            registry=r,
+        )
         self.connections = Gauge(
             "hookgate_connections", "Open connections, by listener.", ["listener"], registry=r
         )

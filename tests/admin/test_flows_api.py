@@ -30,7 +30,7 @@ def test_create_returns_the_flow_with_id_url_and_defaults(
     assert flow["mode"] == "async"
     assert flow["status"] == "running"
     assert flow["url"] == f"{gateway.base}/hook/{flow['id']}"
-    assert flow["spec"]["concurrency"] == 8
+    assert flow["spec"]["concurrency"] == "auto"
     assert flow["spec"]["timeout"] == 30
     assert flow["spec"]["retry"] == {"max_attempts": 10, "backoff": 1, "max_backoff": 3600}
     assert flow["createdAt"] == flow["updatedAt"]

@@ -43,7 +43,8 @@ def test_only_name_mode_and_worker_are_needed_and_the_rest_has_the_documented_de
     assert spec.name == "shop-orders"
     assert spec.mode is Mode.ASYNC
     assert spec.worker.command == ["python", "-m", "orders"]
-    assert spec.concurrency == 8
+    assert spec.concurrency == "auto"
+    assert spec.slots == 256
     assert spec.max_workers == 4
     assert spec.replicas == 1
     assert spec.idle_timeout == 30.0
@@ -291,7 +292,7 @@ def test_spec_hash_is_stable_across_spelling_and_key_order() -> None:
     # Defaults written out explicitly are the same spec.
     explicit = parse_one(
         "flows:\n  - name: x\n    mode: async\n    timeout: 1m\n    max_body: 1KiB\n"
-        "    worker: {command: [w], env: {B: '2', A: '1'}}\n    concurrency: 8\n"
+        "    worker: {command: [w], env: {B: '2', A: '1'}}\n    concurrency: auto\n"
     )
     assert explicit.spec_hash() == one.spec_hash()
 

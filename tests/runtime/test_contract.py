@@ -48,7 +48,7 @@ async def observe(
         endpoints = runtime.endpoints(flow.id)
         assert all(e.capacity > 0 for e in endpoints), endpoints
         assert len(set(endpoints)) == len(endpoints), endpoints
-        assert sum(e.capacity for e in endpoints) == status.ready * flow.spec.concurrency, (
+        assert sum(e.capacity for e in endpoints) == status.ready * flow.spec.slots, (
             status,
             endpoints,
         )

@@ -1,8 +1,9 @@
 """Async delivery: per flow, lease due deliveries, send them to workers, record the outcome.
 
 One task per running async flow. It asks the runtime for workers only while work waits
-(on demand, up to ``max_workers``), keeps at most ``concurrency`` deliveries in flight per
-worker, and scales to zero after ``idle_timeout`` without work. What an answer means
+(on demand, up to ``max_workers``), keeps at most the flow's ``concurrency`` in flight per
+worker (a pinned number, or the limit ``domain.concurrency`` finds by measuring), and scales
+to zero after ``idle_timeout`` without work. What an answer means
 (done, retry when, dead) is decided by the pure rules in ``domain.backoff``.
 """
 
@@ -16,6 +17,7 @@ import msgspec
 
 from hookgate import logs
 from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
+from hookgate.domain.concurrency import Limiter
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import delivery_headers, envelope
@@ -58,6 +60,11 @@ def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outboun
     return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)
 
 
+def overloaded(reply: Reply) -> bool:
+    """A worker that says it has too much, or does not answer in time."""
+    return reply.status in (429, 503) or reply.timed_out
+
+
 def _trace_headers(delivery: Delivery) -> list[tuple[bytes, bytes]]:
     """The stored request's ``traceparent``: the request span it was accepted under."""
     pairs = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in delivery.headers]
@@ -85,6 +92,7 @@ class FlowDispatcher:
         self.pending = False
         self.timer: float | None = None
         self.inflight: dict[Endpoint, int] = {}
+        self.limiters: dict[Endpoint, Limiter] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle_since = time.monotonic()
         self.wanted = 0
@@ -118,11 +126,14 @@ class FlowDispatcher:
             spec = self.flow.spec
             due = self._due()
             endpoints = runtime.endpoints(self.flow.id)
-            capacity = sum(e.capacity for e in endpoints)
+            capacity = sum(self.limit(e) for e in endpoints)
             free = capacity - self.busy
+            if len(self.limiters) > len(endpoints):
+                self._forget(endpoints)
             if due and endpoints:
-                # Lease in batches: wait for half the slots to free up while busy.
-                if free > 0 and (self.busy == 0 or free * 2 >= capacity):
+                # Lease in batches, the next while the last is in flight: a quarter of the
+                # slots free is enough (one store round trip per batch, never an empty pipe).
+                if free > 0 and (self.busy == 0 or free * 4 >= capacity):
                     await self._lease(endpoints, free, now)
                 elif free <= 0 and self.wanted < spec.max_workers:
                     await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
@@ -152,9 +163,32 @@ class FlowDispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
+    def limiter(self, endpoint: Endpoint) -> Limiter:
+        limiter = self.limiters.get(endpoint)
+        if limiter is None:
+            pinned = self.flow.spec.pinned()
+            fixed = None if pinned is None else endpoint.capacity
+            limiter = self.limiters[endpoint] = Limiter(fixed=fixed, ceiling=endpoint.capacity)
+        return limiter
+
+    def limit(self, endpoint: Endpoint) -> int:
+        """Deliveries the endpoint may have in flight now."""
+        return self.limiter(endpoint).limit
+
+    @property
+    def current_limit(self) -> int:
+        """The flow's limit now: the sum over its ready endpoints (for metrics and display)."""
+        return sum(self.limit(e) for e in self.owner.runtime.endpoints(self.flow.id))
+
+    def _forget(self, endpoints: list[Endpoint]) -> None:
+        """Limiters of workers that are gone (a restarted worker has a new endpoint)."""
+        for endpoint in list(self.limiters):
+            if endpoint not in endpoints and not self.inflight.get(endpoint):
+                del self.limiters[endpoint]
+
     def _ready(self, endpoints: list[Endpoint]) -> int:
         """Ready workers, whether each has its endpoint (local) or share one (a Service)."""
-        return sum(e.capacity for e in endpoints) // self.flow.spec.concurrency
+        return sum(e.capacity for e in endpoints) // self.flow.spec.slots
 
     async def _want(self, workers: int) -> None:
         if workers != self.wanted:
@@ -179,13 +213,14 @@ class FlowDispatcher:
         elif self.wanted < spec.max_workers and self._ready(endpoints) >= self.wanted:
             await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
         for delivery in batch:
-            endpoint = min(endpoints, key=lambda e: self.inflight.get(e, 0) / e.capacity)
-            self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
-            task = asyncio.create_task(self._deliver(delivery, endpoint))
+            endpoint = min(endpoints, key=lambda e: self.inflight.get(e, 0) / self.limit(e))
+            taken = self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
+            busy = taken >= self.limit(endpoint)
+            task = asyncio.create_task(self._deliver(delivery, endpoint, busy))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _deliver(self, delivery: Delivery, endpoint: Endpoint) -> None:
+    async def _deliver(self, delivery: Delivery, endpoint: Endpoint, busy: bool) -> None:
         owner, flow = self.owner, self.flow
         poll = delivery.source == POLL_SOURCE
         started, clock = time.time(), time.perf_counter()
@@ -213,6 +248,7 @@ class FlowDispatcher:
                     span.set("http.response.status_code", reply.status)
                 if reply.error is not None or (reply.status or 500) >= 400:
                     span.fail(reply.error or f"the worker answered {reply.status}")
+            self._measured(endpoint, reply, busy)
             if poll and reply.status is not None and 200 <= reply.status < 300:
                 # Saved before the run counts as done, so the next run always gets it.
                 await self._keep_snapshot(reply)
@@ -226,6 +262,19 @@ class FlowDispatcher:
             if self.inflight[endpoint] <= 0:
                 del self.inflight[endpoint]
             self.wake.set()
+
+    def _measured(self, endpoint: Endpoint, reply: Reply, busy: bool) -> None:
+        """Feed the answer to the limiter: an overloaded worker lowers it at once, and a
+        ``Retry-After`` lowers it for every worker of the flow (the flow's backend is full)."""
+        now = time.monotonic()
+        if not overloaded(reply):
+            self.limiter(endpoint).done(busy=busy, now=now)
+            return
+        targets = (
+            self.limiters.values() if reply.header("retry-after") else [self.limiter(endpoint)]
+        )
+        for limiter in targets:
+            limiter.overloaded(now=now)
 
     async def _keep_snapshot(self, reply: Reply) -> None:
         """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored."""
@@ -379,6 +428,11 @@ class Dispatcher:
 
     def inflight(self, endpoint: Endpoint) -> int:
         return sum(d.inflight.get(endpoint, 0) for d in self.flows.values())
+
+    def limit(self, flow_id: str) -> int | None:
+        """The flow's concurrency limit now, None while it has no delivery loop."""
+        dispatcher = self.flows.get(flow_id)
+        return None if dispatcher is None else dispatcher.current_limit
 
     async def flow_changed(self, flow_id: str) -> None:
         """Level-based: make the set of flow loops match the registry."""

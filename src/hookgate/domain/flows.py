@@ -18,6 +18,7 @@ import yaml
 from croniter import croniter
 
 from hookgate.domain.auth import AuthMethod
+from hookgate.domain.concurrency import CEILING
 from hookgate.domain.units import ByteSize, Duration, dec_hook, enc_hook, seconds, size
 from hookgate.errors import ConfigError
 
@@ -123,7 +124,7 @@ class FlowSpec(_Spec):
     name: str
     mode: Mode
     worker: WorkerSpec
-    concurrency: AtLeastOne = 8
+    concurrency: AtLeastOne | Literal["auto"] = "auto"
     max_workers: AtLeastOne = 4
     replicas: AtLeastOne = 1
     idle_timeout: Duration = seconds(30)
@@ -151,6 +152,15 @@ class FlowSpec(_Spec):
             raise ValueError("timeout must be above 0")
         if self.schedule is not None and self.mode is not Mode.ASYNC:
             raise ValueError("a schedule needs mode: async (poll runs are queued deliveries)")
+
+    @property
+    def slots(self) -> int:
+        """Requests one worker may get at a time: the pinned number, or ``auto``'s ceiling."""
+        return CEILING if self.concurrency == "auto" else self.concurrency
+
+    def pinned(self) -> int | None:
+        """The fixed per-worker concurrency, None when it is found by measuring (``auto``)."""
+        return None if self.concurrency == "auto" else self.concurrency
 
     def spec_hash(self) -> str:
         """A stable digest of the spec: equal specs give equal hashes (unchanged on re-apply)."""
@@ -247,6 +257,11 @@ def _split(message: str) -> tuple[str, list[tuple[str, int | None]]]:
     unknown = _UNKNOWN.search(problem)
     if unknown:
         tokens.append((unknown.group(1), None))
+    if tokens and tokens[-1][0] == "concurrency" and problem.startswith("Invalid enum value"):
+        # msgspec names only the string half of `int | "auto"`.
+        problem = "Expected `int` >= 1 or 'auto', got " + problem.removeprefix(
+            "Invalid enum value "
+        )
     return problem, tokens
 
 

@@ -70,7 +70,7 @@ class Worker:
         self.ready = False
         self.draining = False
         self.started_at = time.monotonic()
-        self.endpoint = Endpoint("127.0.0.1", port, flow.spec.concurrency)
+        self.endpoint = Endpoint("127.0.0.1", port, flow.spec.slots)
         self.logs: list[asyncio.Task[None]] = []
         self.tail: collections.deque[str] = collections.deque(maxlen=3)
 

@@ -31,6 +31,7 @@ class Reply(msgspec.Struct, kw_only=True, frozen=True):
     head: bytes = b""
     body: bytes = b""
     error: str | None = None
+    timed_out: bool = False
 
     def header(self, name: str) -> str | None:
         name = name.lower()

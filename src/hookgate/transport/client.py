@@ -360,7 +360,7 @@ class Http1Transport:
                 finally:
                     upstream.close()
         except TimeoutError:
-            return Reply(status=None, error=f"no answer within {timeout:g}s")
+            return Reply(status=None, error=f"no answer within {timeout:g}s", timed_out=True)
         except WorkerError as exc:
             return Reply(status=None, error=str(exc))
         return Reply(

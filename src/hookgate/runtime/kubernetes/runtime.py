@@ -113,7 +113,7 @@ class KubernetesRuntime:
         if not ready:
             return []
         host = f"{names.base_name(wanted.flow)}.{self.namespace}.svc"
-        return [Endpoint(host, specs.SERVICE_PORT, ready * wanted.flow.spec.concurrency)]
+        return [Endpoint(host, specs.SERVICE_PORT, ready * wanted.flow.spec.slots)]
 
     def status(self, flow_id: str) -> WorkerStatus:
         key = names.flow_key(flow_id)

@@ -1,0 +1,74 @@
+"""The adaptive limit against simulated workers of known capacity (pure arithmetic, no I/O)."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+from hookgate.domain.concurrency import CEILING, FLOOR, INITIAL, Limiter
+
+
+def drain(limiter: Limiter, *, parallel: int, service: float, requests: int) -> list[int]:
+    """A backlog of ``requests`` sent to a worker that serves ``parallel`` requests at once
+    in ``service`` seconds and shares itself among the rest (each then takes longer); the
+    sender keeps ``limiter.limit`` in flight. Returns the limit after every completion."""
+    now = 0.0
+    running: list[tuple[float, int, bool]] = []
+    limits = []
+    sent = 0
+    while sent < requests or running:
+        while sent < requests and len(running) < limiter.limit:
+            load = len(running) + 1
+            busy = load >= limiter.limit
+            took = service * max(1.0, load / parallel)
+            heapq.heappush(running, (now + took, sent, busy))
+            sent += 1
+        now, _, busy = heapq.heappop(running)
+        limiter.done(busy=busy, now=now)
+        limits.append(limiter.limit)
+    return limits
+
+
+@pytest.mark.parametrize("parallel", [2, 10, 50])
+def test_the_limit_settles_near_what_the_worker_can_serve_at_once(parallel: int) -> None:
+    limits = drain(Limiter(), parallel=parallel, service=0.01, requests=60_000)
+    settled = limits[-20_000:]
+    average = sum(settled) / len(settled)
+    assert parallel * 0.6 <= average <= parallel * 2 + 2, (parallel, average, settled[-10:])
+
+
+def test_a_worker_that_never_queues_gets_up_to_the_ceiling() -> None:
+    limits = drain(Limiter(), parallel=10_000, service=0.01, requests=100_000)
+    assert limits[-1] >= CEILING * 0.8
+
+
+def test_overload_halves_at_once_and_never_goes_below_the_floor() -> None:
+    limiter = Limiter()
+    assert limiter.limit == INITIAL
+    limiter.overloaded(now=1.0)
+    assert limiter.limit == INITIAL // 2
+    for _ in range(10):
+        limiter.overloaded(now=2.0)
+    assert limiter.limit == FLOOR
+
+
+def test_a_pinned_number_never_moves() -> None:
+    limiter = Limiter(fixed=8)
+    drain(limiter, parallel=1, service=0.01, requests=5_000)
+    limiter.overloaded(now=99.0)
+    assert limiter.limit == 8
+
+
+def test_windows_without_waiting_work_do_not_move_the_limit() -> None:
+    limiter = Limiter()
+    for i in range(10_000):
+        limiter.done(busy=False, now=i * 0.01)
+    assert limiter.limit == INITIAL
+
+
+def test_the_ceiling_bounds_the_limit() -> None:
+    limiter = Limiter(ceiling=4)
+    assert limiter.limit == 4
+    drain(limiter, parallel=10_000, service=0.01, requests=5_000)
+    assert limiter.limit <= 4
