@@ -176,6 +176,26 @@ def test_callers_past_the_gateways_waiter_bound_get_503(
     assert refused.json()["error"] == "no worker available, retry later"
 
 
+def test_a_caller_waits_for_a_replica_that_is_restarting(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(
+            command=FLAKY,
+            replicas=1,
+            extra="    queue_timeout: 20s",
+            env=", FLAKY_START_DELAY: '1'",
+        )
+    )
+    ready(gateway, 1)
+    url = gateway.hook("api")
+    victim = httpx.get(url).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    ready(gateway, 0)
+    # No worker is ready (the new one takes a second to listen): the caller waits for it.
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["pid"] != victim
+
+
 def test_a_bad_waiter_bound_is_refused_at_start(gateway_factory: Any) -> None:
     gateway: GatewayProcess = gateway_factory(
         sync_flow(replicas=1), start=False, env={"HOOKGATE_MAX_SYNC_WAITERS": "lots"}

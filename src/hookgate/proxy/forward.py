@@ -59,6 +59,7 @@ class _Lane:
             collections.OrderedDict()
         )
         self.next = 0  # where the search for a tie's winner starts (round-robin)
+        self.recheck: asyncio.TimerHandle | None = None
 
 
 class SyncProxy:
@@ -178,19 +179,16 @@ class SyncProxy:
         if endpoint is not None:
             self._take(lane, endpoint)
             return endpoint
-        if self.waiting >= self.max_waiting:
+        if self.waiting >= self.max_waiting or flow.spec.queue_timeout <= 0:
             return None
         loop = asyncio.get_running_loop()
         turn: asyncio.Future[Endpoint] = loop.create_future()
         lane.waiters[turn] = None
         self.waiting += 1
-        deadline = loop.time() + flow.spec.queue_timeout
+        if lane.recheck is None:
+            lane.recheck = loop.call_later(RECHECK, self._recheck, flow, lane)
         try:
-            while not turn.done() and (remaining := deadline - loop.time()) > 0:
-                await asyncio.wait((turn,), timeout=min(remaining, RECHECK))
-                if not turn.done():
-                    # Look again now and then: a replica may have become ready.
-                    self._admit(flow, lane)
+            await asyncio.wait((turn,), timeout=flow.spec.queue_timeout)
         except BaseException:
             if turn.done():  # handed a slot as the caller went away: it goes to the next one
                 self._release(flow, lane, turn.result())
@@ -199,6 +197,16 @@ class SyncProxy:
             self.waiting -= 1
             lane.waiters.pop(turn, None)
         return turn.result() if turn.done() else None
+
+    def _recheck(self, flow: Flow, lane: _Lane) -> None:
+        """While callers wait, look again now and then: a replica may have become ready.
+
+        One timer per line, not per caller: 10,000 waiters must not mean 40,000 looks a second.
+        """
+        self._admit(flow, lane)
+        lane.recheck = None
+        if lane.waiters:
+            lane.recheck = asyncio.get_running_loop().call_later(RECHECK, self._recheck, flow, lane)
 
     def _admit(self, flow: Flow, lane: _Lane) -> None:
         """Hand free slots to the longest-waiting callers, one each (FIFO, no herd)."""
