@@ -55,7 +55,7 @@ class _Lane:
 
     def __init__(self) -> None:
         self.outstanding: dict[Endpoint, int] = {}
-        self.waiters: collections.OrderedDict[asyncio.Future[Endpoint], None] = (
+        self.waiters: collections.OrderedDict[asyncio.Future[Endpoint | None], None] = (
             collections.OrderedDict()
         )
         self.next = 0  # where the search for a tie's winner starts (round-robin)
@@ -182,21 +182,22 @@ class SyncProxy:
         if self.waiting >= self.max_waiting or flow.spec.queue_timeout <= 0:
             return None
         loop = asyncio.get_running_loop()
-        turn: asyncio.Future[Endpoint] = loop.create_future()
+        turn: asyncio.Future[Endpoint | None] = loop.create_future()
         lane.waiters[turn] = None
         self.waiting += 1
+        expiry = loop.call_later(flow.spec.queue_timeout, _give_up, turn)
         if lane.recheck is None:
             lane.recheck = loop.call_later(RECHECK, self._recheck, flow, lane)
         try:
-            await asyncio.wait((turn,), timeout=flow.spec.queue_timeout)
+            return await turn
         except BaseException:
-            if turn.done():  # handed a slot as the caller went away: it goes to the next one
-                self._release(flow, lane, turn.result())
+            if turn.done() and not turn.cancelled() and (handed := turn.result()) is not None:
+                self._release(flow, lane, handed)  # handed a slot as the caller went away
             raise
         finally:
+            expiry.cancel()
             self.waiting -= 1
             lane.waiters.pop(turn, None)
-        return turn.result() if turn.done() else None
 
     def _recheck(self, flow: Flow, lane: _Lane) -> None:
         """While callers wait, look again now and then: a replica may have become ready.
@@ -211,11 +212,15 @@ class SyncProxy:
     def _admit(self, flow: Flow, lane: _Lane) -> None:
         """Hand free slots to the longest-waiting callers, one each (FIFO, no herd)."""
         while lane.waiters:
+            turn = next(iter(lane.waiters))
+            if turn.done():  # gave up or hung up, and not yet out of the line
+                del lane.waiters[turn]
+                continue
             endpoint = self._pick(flow, lane)
             if endpoint is None:
                 return
             self._take(lane, endpoint)
-            turn, _ = lane.waiters.popitem(last=False)
+            del lane.waiters[turn]
             turn.set_result(endpoint)
 
     @staticmethod
@@ -368,6 +373,12 @@ async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
         await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _give_up(turn: asyncio.Future[Endpoint | None]) -> None:
+    """A waiter's ``queue_timeout`` is over: it leaves the line with no slot."""
+    if not turn.done():
+        turn.set_result(None)
 
 
 async def _fail(
