@@ -10,7 +10,7 @@ from bench import wrk
 from bench.context import Context
 from bench.errors import BenchFailure, RunErrors
 from bench.procs import Meter
-from bench.results import Load, Row
+from bench.results import Load, Row, Usage
 
 
 def expect(target: wrk.Target, *, status: int) -> bytes:
@@ -52,11 +52,7 @@ def measure(
     status: int,
     note: str = "",
 ) -> Row:
-    expect(target, status=status)
-    wrk.run(target, seconds=ctx.timing.warmup_s, workdir=workdir)
-    meter = Meter(pid).start() if pid is not None else None
-    load = wrk.run(target, seconds=ctx.timing.measure_s, workdir=workdir)
-    usage = meter.stop() if meter is not None else None
+    load, usage = metered(ctx, target=target, pid=pid, workdir=workdir, status=status)
     check(load, case=case)
     return Row(
         case=case,
@@ -67,3 +63,15 @@ def measure(
         usage=usage,
         note=note,
     )
+
+
+def metered(
+    ctx: Context, *, target: wrk.Target, pid: int | None, workdir: Path, status: int
+) -> tuple[Load, Usage | None]:
+    """A smoke request, a warm-up, then the wrk run with the gateway's CPU and RSS metered;
+    its errors are the caller's to judge."""
+    expect(target, status=status)
+    wrk.run(target, seconds=ctx.timing.warmup_s, workdir=workdir)
+    meter = Meter(pid).start() if pid is not None else None
+    load = wrk.run(target, seconds=ctx.timing.measure_s, workdir=workdir)
+    return load, meter.stop() if meter is not None else None

@@ -73,6 +73,12 @@ def all_scenarios() -> list[Scenario]:
             about="1 KB POST via the gateway to 2 echo workers vs one worker direct",
         ),
         Scenario(
+            name="sync-defaults",
+            run=sync.defaults,
+            tools=wrk,
+            about="the same POST to a sync flow with every default, 64 conns: 2xx/s, non-2xx %",
+        ),
+        Scenario(
             name="traced",
             run=traced.run,
             tools=wrk,

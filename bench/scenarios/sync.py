@@ -2,6 +2,10 @@
 and directly (one worker), at 64 connections with wrk and at one connection with a Python driver.
 
 The direct worker runs first with nothing else started, then the gateway with its two workers.
+
+``sync-defaults``: the same POST at 64 connections to a sync flow that sets nothing but its
+worker (1 replica, ``concurrency: 8``, ``queue_timeout: 1s``): what a user gets out of the box.
+Refusals are counted, not a failure: the row gives 2xx/s and the share of non-2xx answers.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from bench.tools import ensure_free, free_port, listening
 JSON = {"Content-Type": "application/json"}
 # 2 replicas x 32 in flight each: the 64 connections the direct run gets on its one worker.
 SPEC = flow("bench", mode="sync", worker=echo(), replicas=2, concurrency=32)
+DEFAULTS = flow("bench", mode="sync", worker=echo())
 
 
 def run(ctx: Context) -> Outcome:
@@ -60,6 +65,37 @@ def run(ctx: Context) -> Outcome:
         proxied_one.note = f"p50 {added:+.2f} ms over direct"
         proxied_one.extra = {"added_p50_ms": round(added, 3)}
     return Outcome(rows=[direct, proxied, direct_one, proxied_one], settings={"flow": SPEC})
+
+
+def defaults(ctx: Context) -> Outcome:
+    work = ctx.workdir("sync-defaults")
+    with Gateway(workdir=work, flows=[DEFAULTS]) as gateway:
+        url = gateway.hook_url("bench")
+        wait_answering(url, timeout=30)
+        run, usage = load.metered(
+            ctx,
+            target=wrk.Target(url=url, body=ctx.body_file(), headers=JSON),
+            pid=gateway.pid,
+            workdir=work,
+            status=200,
+        )
+    if run.requests == 0:
+        raise BenchFailure("sync-defaults: no request completed")
+    refused = run.errors.http / run.requests
+    return Outcome(
+        rows=[
+            Row(
+                case="flow defaults (1 replica, concurrency 8), 64 conns, 2xx only",
+                rate=round((run.requests - run.errors.http) / run.seconds, 1),
+                latency=run.latency,
+                errors=run.errors,
+                usage=usage,
+                note=f"non-2xx {refused:.1%} of {run.requests:,} answers",
+                extra={"non_2xx_share": round(refused, 4)},
+            )
+        ],
+        settings={"flow": DEFAULTS},
+    )
 
 
 def measure_pair(

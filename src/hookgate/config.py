@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, kw_only=True):
     database: str
     public_url: str
     max_queued_bytes: int = 1024**3
+    max_sync_waiters: int = 10_000
     synchronous: str = "FULL"
     runtime: str = "local"
     namespace: str = "default"
@@ -82,6 +83,9 @@ def load_settings(
         max_queued = ByteSize.parse(env("MAX_QUEUED_BYTES") or "1GiB")
     except ValueError as exc:
         raise ConfigError(f"HOOKGATE_MAX_QUEUED_BYTES: {exc}") from None
+    waiters = env("MAX_SYNC_WAITERS") or "10000"
+    if not (waiters.isascii() and waiters.isdigit()):
+        raise ConfigError(f"HOOKGATE_MAX_SYNC_WAITERS must be a whole number ≥ 0, got {waiters!r}")
     synchronous = (env("SQLITE_SYNCHRONOUS") or "FULL").upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ConfigError("HOOKGATE_SQLITE_SYNCHRONOUS must be FULL, EXTRA, NORMAL or OFF")
@@ -109,6 +113,7 @@ def load_settings(
         database=db,
         public_url=(public_url or env("PUBLIC_URL") or f"http://{host}:{public.port}").rstrip("/"),
         max_queued_bytes=max_queued,
+        max_sync_waiters=int(waiters),
         synchronous=synchronous,
         runtime=kind,
         namespace=env("NAMESPACE") or "default",

@@ -88,7 +88,11 @@ class Gateway:
         self.scheduler = Scheduler(
             registry=self.registry, store=self.store, notify=self.dispatcher.notify
         )
-        self.proxy = SyncProxy(runtime=self.runtime, transport=self.transport)
+        self.proxy = SyncProxy(
+            runtime=self.runtime,
+            transport=self.transport,
+            max_waiting=settings.max_sync_waiters,
+        )
         self.guards = Guards()
         self.ingress = Ingress(
             registry=self.registry,

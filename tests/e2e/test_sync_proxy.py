@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -111,6 +113,98 @@ def test_overload_waits_then_503_with_retry_after(gateway_factory: Any) -> None:
     assert codes.count(503) == 4
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.headers["retry-after"] == "1"
+
+
+def test_64_callers_on_a_default_flow_all_get_answers(gateway_factory: Any) -> None:
+    # Every default (1 replica, concurrency 8, queue_timeout 1s): 64 callers at once, each
+    # answered after 50 ms, means 56 wait in line, none longer than ~8 x 50 ms.
+    gateway: GatewayProcess = gateway_factory(
+        f"""
+flows:
+  - name: api
+    mode: sync
+    worker: {{command: [{sys.executable}, {FLAKY}]}}
+"""
+    )
+    ready(gateway, 1)
+    url = gateway.hook("api") + "?sleep=0.05"
+    start = threading.Barrier(64)
+
+    def caller(_: int) -> list[int]:
+        with httpx.Client(timeout=10) as client:
+            start.wait()
+            return [client.post(url, content=b"x").status_code for _ in range(3)]
+
+    with ThreadPoolExecutor(64) as pool:
+        codes = [code for codes in pool.map(caller, range(64)) for code in codes]
+    assert codes == [200] * 64 * 3, sorted(set(codes))
+
+
+def test_sequential_callers_are_shared_by_idle_replicas(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(sync_flow(command=FLAKY, replicas=2))
+    ready(gateway, 2)
+    with httpx.Client(timeout=10) as client:
+        pids = [client.get(gateway.hook("api")).json()["pid"] for _ in range(10)]
+    assert sorted(collections.Counter(pids).values()) == [5, 5]
+
+
+def test_callers_past_the_gateways_waiter_bound_get_503(
+    gateway_factory: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(
+            command=FLAKY,
+            replicas=1,
+            extra="    concurrency: 1\n    queue_timeout: 10s",
+            env=f", RECORD_FILE: '{record}'",
+        ),
+        env={"HOOKGATE_MAX_SYNC_WAITERS": "2"},
+    )
+    ready(gateway, 1)
+    url = gateway.hook("api")
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(httpx.get, url + "?sleep=1.5", timeout=20)
+        eventually(lambda: recorded(record))
+        # The slot is taken: two of the next three callers wait (well within queue_timeout),
+        # the third finds the line full.
+        later = list(pool.map(lambda _: httpx.get(url + "?sleep=0.5", timeout=20), range(3)))
+    assert first.result().status_code == 200
+    assert sorted(a.status_code for a in later) == [200, 200, 503]
+    refused = next(a for a in later if a.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "no worker available, retry later"
+
+
+def test_a_caller_waits_for_a_replica_that_is_restarting(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(
+            command=FLAKY,
+            replicas=1,
+            extra="    queue_timeout: 20s",
+            env=", FLAKY_START_DELAY: '1'",
+        )
+    )
+    ready(gateway, 1)
+    url = gateway.hook("api")
+    victim = httpx.get(url).json()["pid"]
+    os.kill(victim, signal.SIGKILL)
+    ready(gateway, 0)
+    # No worker is ready (the new one takes a second to listen): the caller waits for it.
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["pid"] != victim
+
+
+def test_a_bad_waiter_bound_is_refused_at_start(gateway_factory: Any) -> None:
+    gateway: GatewayProcess = gateway_factory(
+        sync_flow(replicas=1), start=False, env={"HOOKGATE_MAX_SYNC_WAITERS": "lots"}
+    )
+    done = subprocess.run(
+        gateway.command(), env=gateway.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "HOOKGATE_MAX_SYNC_WAITERS must be a whole number ≥ 0, got 'lots'" in done.stderr
 
 
 def test_stopped_flow_has_no_workers_and_answers_404(gateway_factory: Any) -> None:

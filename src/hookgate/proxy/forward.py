@@ -3,17 +3,17 @@
 A caller's body comes whole (in memory, or spooled to a file by the ingress), or streamed as it
 arrives when the flow sets ``request_buffering: false``; answers stream back, so a 1 GB upload
 or download never sits in memory. Each worker has at most ``concurrency`` requests in flight,
-and when all are busy a request waits up to ``queue_timeout`` in a bounded queue before ``503``.
-Failures map to design §3: no answer in ``timeout`` → 504, a worker that fails → 502, a refused
-connection → one other replica.
+and when all are busy a request waits in line (first come first served) up to
+``queue_timeout`` before ``503``. The line is bounded by time, not by a multiple of the slots:
+only ``max_waiting`` callers across the gateway (a memory bound, ``HOOKGATE_MAX_SYNC_WAITERS``)
+turn the next one away at once. Failures map to design §3: no answer in ``timeout`` → 504, a
+worker that fails → 502, a refused connection → one other replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import time
 from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
@@ -28,33 +28,34 @@ from hookgate.transport.base import Upstream, WorkerTransport
 
 log = logs.get("hookgate.proxy")
 
-QUEUE_PER_SLOT = 4
 RECHECK = 0.25
 SMALL_ANSWER = 256 * 1024
 _RETRY = [(b"retry-after", b"1")]
 
 
 class _Lane:
-    """Outstanding requests per endpoint of one flow, and the callers waiting for a slot."""
+    """Outstanding requests per endpoint of one flow, and the callers waiting for a slot.
+
+    A waiter is a future, in arrival order, that is given the endpoint whose slot it now holds:
+    a freed slot goes straight to the longest-waiting caller, so none can be lost or taken by a
+    newcomer, and leaving the line (timeout, hang-up) is O(1).
+    """
 
     def __init__(self) -> None:
         self.outstanding: dict[Endpoint, int] = {}
-        self.waiters = 0
-        self.turns: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def wake_one(self) -> None:
-        """A slot came free: the longest-waiting caller tries for it (FIFO, no herd)."""
-        while self.turns:
-            turn = self.turns.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
+        self.waiters: collections.OrderedDict[asyncio.Future[Endpoint | None], None] = (
+            collections.OrderedDict()
+        )
+        self.next = 0  # where the search for a tie's winner starts (round-robin)
+        self.recheck: asyncio.TimerHandle | None = None
 
 
 class SyncProxy:
-    def __init__(self, *, runtime: Runtime, transport: WorkerTransport) -> None:
+    def __init__(self, *, runtime: Runtime, transport: WorkerTransport, max_waiting: int) -> None:
         self.runtime = runtime
         self.transport = transport
+        self.max_waiting = max_waiting
+        self.waiting = 0
         self._lanes: dict[str, _Lane] = {}
 
     def inflight(self, endpoint: Endpoint) -> int:
@@ -93,9 +94,9 @@ class SyncProxy:
                     other = self._pick(flow, lane, exclude=tried)
                     if other is None or len(tried) > 1:
                         raise
-                    self._release(lane, endpoint)
+                    self._take(lane, other)
+                    self._release(flow, lane, endpoint)
                     endpoint = other
-                    self._take(lane, endpoint)
             sent = True
             read = payload.read if isinstance(payload, _CallerBody) else None
             return await self._relay(upstream, receive, send, request_id, read)
@@ -115,7 +116,7 @@ class SyncProxy:
             )
             return 502
         finally:
-            self._release(lane, endpoint)
+            self._release(flow, lane, endpoint)
 
     @staticmethod
     async def _failed(flow: Flow, send: Send, request_id: str, exc: WorkerError) -> int:
@@ -134,10 +135,18 @@ class SyncProxy:
     def _pick(
         self, flow: Flow, lane: _Lane, *, exclude: Collection[Endpoint] = ()
     ) -> Endpoint | None:
-        """The ready endpoint with the fewest outstanding requests that has a free slot."""
+        """The ready endpoint with the fewest outstanding requests per slot that has a free one.
+
+        Ties go round-robin: the search starts after the last winner, so equally idle
+        replicas share even sequential callers instead of the first taking them all.
+        """
+        endpoints = self.runtime.endpoints(flow.id)
         best: Endpoint | None = None
         best_load = 0.0
-        for endpoint in self.runtime.endpoints(flow.id):
+        best_index = 0
+        for step in range(len(endpoints)):
+            index = (lane.next + step) % len(endpoints)
+            endpoint = endpoints[index]
             if endpoint in exclude:
                 continue
             busy = lane.outstanding.get(endpoint, 0)
@@ -145,47 +154,74 @@ class SyncProxy:
                 continue
             load = busy / endpoint.capacity
             if best is None or load < best_load:
-                best, best_load = endpoint, load
+                best, best_load, best_index = endpoint, load, index
+        if best is not None:
+            lane.next = best_index + 1
         return best
 
     async def _slot(self, flow: Flow, lane: _Lane) -> Endpoint | None:
+        """A slot at once, or one handed over in line within ``queue_timeout``; None when the
+        wait ran out or the gateway already holds ``max_waiting`` waiting callers."""
         # Newcomers queue behind callers already waiting, so the wait is first come first served.
         endpoint = None if lane.waiters else self._pick(flow, lane)
-        if endpoint is None:
-            endpoints = self.runtime.endpoints(flow.id)
-            bound = max(1, sum(e.capacity for e in endpoints)) * QUEUE_PER_SLOT
-            if lane.waiters >= bound:
-                return None
-            deadline = time.monotonic() + flow.spec.queue_timeout
-            lane.waiters += 1
-            try:
-                while endpoint is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    turn = asyncio.get_running_loop().create_future()
-                    lane.turns.append(turn)
-                    # Also look again now and then: a replica may have become ready.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(turn, min(remaining, RECHECK))
-                    endpoint = self._pick(flow, lane)
-            finally:
-                lane.waiters -= 1
-        self._take(lane, endpoint)
-        return endpoint
+        if endpoint is not None:
+            self._take(lane, endpoint)
+            return endpoint
+        if self.waiting >= self.max_waiting or flow.spec.queue_timeout <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[Endpoint | None] = loop.create_future()
+        lane.waiters[turn] = None
+        self.waiting += 1
+        expiry = loop.call_later(flow.spec.queue_timeout, _give_up, turn)
+        if lane.recheck is None:
+            lane.recheck = loop.call_later(RECHECK, self._recheck, flow, lane)
+        try:
+            return await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled() and (handed := turn.result()) is not None:
+                self._release(flow, lane, handed)  # handed a slot as the caller went away
+            raise
+        finally:
+            expiry.cancel()
+            self.waiting -= 1
+            lane.waiters.pop(turn, None)
+
+    def _recheck(self, flow: Flow, lane: _Lane) -> None:
+        """While callers wait, look again now and then: a replica may have become ready.
+
+        One timer per line, not per caller: 10,000 waiters must not mean 40,000 looks a second.
+        """
+        self._admit(flow, lane)
+        lane.recheck = None
+        if lane.waiters:
+            lane.recheck = asyncio.get_running_loop().call_later(RECHECK, self._recheck, flow, lane)
+
+    def _admit(self, flow: Flow, lane: _Lane) -> None:
+        """Hand free slots to the longest-waiting callers, one each (FIFO, no herd)."""
+        while lane.waiters:
+            turn = next(iter(lane.waiters))
+            if turn.done():  # gave up or hung up, and not yet out of the line
+                del lane.waiters[turn]
+                continue
+            endpoint = self._pick(flow, lane)
+            if endpoint is None:
+                return
+            self._take(lane, endpoint)
+            del lane.waiters[turn]
+            turn.set_result(endpoint)
 
     @staticmethod
     def _take(lane: _Lane, endpoint: Endpoint) -> None:
         lane.outstanding[endpoint] = lane.outstanding.get(endpoint, 0) + 1
 
-    @staticmethod
-    def _release(lane: _Lane, endpoint: Endpoint) -> None:
+    def _release(self, flow: Flow, lane: _Lane, endpoint: Endpoint) -> None:
         left = lane.outstanding.get(endpoint, 0) - 1
         if left > 0:
             lane.outstanding[endpoint] = left
         else:
             lane.outstanding.pop(endpoint, None)
-        lane.wake_one()
+        self._admit(flow, lane)
 
     # the exchange ------------------------------------------------------------------------
     async def _open(
@@ -327,6 +363,12 @@ async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
         await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _give_up(turn: asyncio.Future[Endpoint | None]) -> None:
+    """A waiter's ``queue_timeout`` is over: it leaves the line with no slot."""
+    if not turn.done():
+        turn.set_result(None)
 
 
 async def _fail(
