@@ -99,6 +99,44 @@ class SlackAuth(_Signed, tag="slack"):
     tolerance: Duration = seconds(300)
 
 
+class MetaAuth(_Signed, tag="meta"):
+    """Meta webhooks: ``secret`` is the app secret, ``verify_token`` answers subscriptions."""
+
+    verify_token: SecretRefs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        secret_refs(self.verify_token)
+
+
+class MsgraphAuth(_Signed, tag="msgraph"):
+    """Microsoft Graph change notifications: ``secret`` is the subscription's clientState."""
+
+
+class ZoomAuth(_Signed, tag="zoom"):
+    """Zoom webhooks: ``secret`` is the app's secret token."""
+
+    tolerance: Duration = seconds(300)
+
+
+class DropboxAuth(_Signed, tag="dropbox"):
+    """Dropbox webhooks: ``secret`` is the app secret."""
+
+
+class XAuth(_Signed, tag="x"):
+    """X (Twitter) Account Activity: ``secret`` is the app's consumer secret."""
+
+
+class OktaAuth(_Signed, tag="okta"):
+    """Okta event hooks: ``secret`` is the value the hook sends in ``header``."""
+
+    header: str = "Authorization"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_header(self.header, "header")
+
+
 class HmacAuth(_Signed, tag="hmac"):
     """Any HMAC scheme: header, digest, encoding, prefix and what is signed."""
 
@@ -171,6 +209,12 @@ AuthMethod = (
     | StripeAuth
     | ShopifyAuth
     | SlackAuth
+    | MetaAuth
+    | MsgraphAuth
+    | ZoomAuth
+    | DropboxAuth
+    | XAuth
+    | OktaAuth
     | HmacAuth
     | OihAuth
     | BearerAuth

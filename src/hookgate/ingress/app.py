@@ -20,7 +20,7 @@ from hookgate.domain.deliveries import Request, new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import StoreError, StoreFull
 from hookgate.events import EventHub
-from hookgate.ingress.guards import FlowGuard, Guards
+from hookgate.ingress.guards import FlowGuard, Guards, handshaken
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
@@ -227,6 +227,16 @@ class Ingress:
             return 413
         if body is _DISCONNECTED:
             return 499
+        if (answer := guard.handshake(scope, body, request_id)) is not None:
+            handshaken(answer, flow, request_id, metrics=self.metrics, events=self.events)
+            await _respond(
+                send,
+                answer.status,
+                answer.body,
+                [*answer.headers],
+                content_type=answer.content_type,
+            )
+            return answer.status
         rejected = guard.check(scope, body, address)
         if rejected:
             return await self._unauthorized(flow, send, request_id, rejected)
@@ -375,12 +385,17 @@ async def _respond(
     headers: list[tuple[bytes, bytes]] | None = None,
     *,
     head: bool = False,
+    content_type: bytes | None = None,
 ) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+            "headers": [
+                JSON if content_type is None else (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": b"" if head else body})
