@@ -133,7 +133,7 @@ def test_handshakes_are_published_on_the_live_event_stream(
         handshake = next(
             event
             for event in (json.loads(line[5:]) for line in lines if line.startswith("data:"))
-            if event["kind"] == "handshake"
+            if event.get("kind") == "handshake"
         )
     assert (handshake["provider"], handshake["outcome"], handshake["status"]) == (
         "meta",
