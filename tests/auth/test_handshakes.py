@@ -175,6 +175,11 @@ def test_graph_validation_is_answered_with_the_decoded_token_as_text(graph):
     assert (answer.status, answer.body, answer.content_type) == (200, GRAPH_TOKEN.encode(), TEXT)
 
 
+def test_sharepoint_spelling_of_the_validation_token_is_answered_too(graph):
+    answer = handshake(graph, query="validationtoken=abc%2Fdef")
+    assert answer is not None and (answer.status, answer.body) == (200, b"abc/def")
+
+
 def test_graph_notifications_are_checked_by_client_state(graph):
     body = json.dumps(GRAPH_NOTIFICATION).encode()
     assert handshake(graph, body=body) is None

@@ -151,12 +151,12 @@ def reply(scheme: str, fields: dict[str, str]) -> Answer:
     return Answer(scheme=scheme, status=200, body=msgspec.json.encode(fields))
 
 
-def query_field(query: str, name: str) -> str | None:
+def query_field(query: str, name: str, *, any_case: bool = False) -> str | None:
     """The percent-decoded value of query parameter ``name``; None when it is absent.
 
     A repeated parameter is refused: two values leave open which one was checked.
     """
-    if name not in query:
+    if name.lower() not in (query.lower() if any_case else query):
         return None
     try:
         fields = parse_qsl(
@@ -167,7 +167,8 @@ def query_field(query: str, name: str) -> str | None:
         )
     except (ValueError, UnicodeError):
         raise Reject(MALFORMED_REQUEST) from None
-    values = [value for key, value in fields if key == name]
+    wanted = name.lower() if any_case else name
+    values = [value for key, value in fields if (key.lower() if any_case else key) == wanted]
     if len(values) > 1:
         raise Reject(MALFORMED_REQUEST)
     return values[0] if values else None

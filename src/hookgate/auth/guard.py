@@ -212,7 +212,7 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, MetaAuth):
         return MetaVerifier(
             keys=resolve(method.secret, where=where),
-            verify_tokens=resolve(method.verify_token, where=f"{where}.verify_token"),
+            verify_tokens=resolve(method.verify_token, where=f"{where} verify_token"),
         )
     if isinstance(method, MsgraphAuth):
         return MsgraphVerifier(client_states=resolve(method.secret, where=where))

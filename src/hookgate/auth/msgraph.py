@@ -3,8 +3,9 @@
 https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks
 Graph signs nothing: each item of the JSON ``value`` array carries the ``clientState`` given
 when the subscription was created, and every one must be the configured secret. Creating a
-subscription sends ``POST ?validationToken=…``, answered 200 with the URL-decoded token as
-plain text; the echo proves nothing secret, so it is not checked.
+subscription sends ``POST ?validationToken=…`` (SharePoint writes ``validationtoken``),
+answered 200 with the URL-decoded token as plain text; the echo proves nothing secret, so it
+is not checked.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ class MsgraphVerifier:
         return None
 
     def handshake(self, request: Request) -> Answer | None:
-        if request.method != "POST" or "validationToken" not in request.query:
+        if request.method != "POST":
             return None
-        token = query_field(request.query, "validationToken")
+        token = query_field(request.query, "validationToken", any_case=True)
         if token is None:
             return None
         if not token:
