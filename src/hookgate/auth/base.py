@@ -156,7 +156,8 @@ def query_field(query: str, name: str, *, any_case: bool = False) -> str | None:
 
     A repeated parameter is refused: two values leave open which one was checked.
     """
-    if name.lower() not in (query.lower() if any_case else query):
+    wanted = name.lower() if any_case else name
+    if wanted not in (query.lower() if any_case else query):
         return None
     try:
         fields = parse_qsl(
@@ -167,7 +168,6 @@ def query_field(query: str, name: str, *, any_case: bool = False) -> str | None:
         )
     except (ValueError, UnicodeError):
         raise Reject(MALFORMED_REQUEST) from None
-    wanted = name.lower() if any_case else name
     values = [value for key, value in fields if (key.lower() if any_case else key) == wanted]
     if len(values) > 1:
         raise Reject(MALFORMED_REQUEST)

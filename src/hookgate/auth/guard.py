@@ -43,6 +43,7 @@ from hookgate.auth.standard_webhooks import (
     parse_key,
 )
 from hookgate.auth.stripe import StripeVerifier
+from hookgate.auth.twilio import TwilioVerifier
 from hookgate.auth.x import XVerifier
 from hookgate.auth.zoom import ZoomVerifier
 from hookgate.domain.auth import (
@@ -61,6 +62,7 @@ from hookgate.domain.auth import (
     SlackAuth,
     StandardWebhooksAuth,
     StripeAuth,
+    TwilioAuth,
     XAuth,
     ZoomAuth,
     secret_refs,
@@ -224,6 +226,9 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
         return XVerifier(keys=resolve(method.secret, where=where))
     if isinstance(method, OktaAuth):
         return OktaVerifier(secrets=resolve(method.secret, where=where), header=method.header)
+    if isinstance(method, TwilioAuth):
+        keys = resolve(method.secret, where=where)
+        return TwilioVerifier(keys=keys, public_url=method.public_url)
     if isinstance(method, OihAuth):
         return oih(keys=resolve(method.secret, where=where))
     if isinstance(method, HmacAuth):

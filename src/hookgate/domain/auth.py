@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import string
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -137,6 +138,25 @@ class OktaAuth(_Signed, tag="okta"):
         _check_header(self.header, "header")
 
 
+class TwilioAuth(_Signed, tag="twilio"):
+    """Twilio: ``secret`` is the auth token; ``public_url`` is how Twilio reaches the gateway
+    (scheme, host, port, any path prefix a proxy strips), since Twilio signs the URL."""
+
+    public_url: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            parts = urlsplit(self.public_url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number, a bad IPv6 literal
+            ok = False
+        if not ok:
+            raise ValueError("public_url must be an http(s) URL such as https://hooks.example.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("public_url takes no query, fragment or credentials")
+
+
 class HmacAuth(_Signed, tag="hmac"):
     """Any HMAC scheme: header, digest, encoding, prefix and what is signed."""
 
@@ -215,6 +235,7 @@ AuthMethod = (
     | DropboxAuth
     | XAuth
     | OktaAuth
+    | TwilioAuth
     | HmacAuth
     | OihAuth
     | BearerAuth
