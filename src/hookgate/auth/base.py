@@ -28,6 +28,7 @@ STALE_TIMESTAMP = "stale-timestamp"
 BAD_CREDENTIALS = "bad-credentials"
 IP_DENIED = "ip-denied"
 MALFORMED_REQUEST = "malformed-request"
+KEYS_UNAVAILABLE = "keys-unavailable"
 
 REASONS = frozenset(
     {
@@ -41,6 +42,7 @@ REASONS = frozenset(
         BAD_CREDENTIALS,
         IP_DENIED,
         MALFORMED_REQUEST,
+        KEYS_UNAVAILABLE,
     }
 )
 

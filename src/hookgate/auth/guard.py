@@ -29,6 +29,7 @@ from hookgate.auth.dropbox import DropboxVerifier
 from hookgate.auth.generic import HmacVerifier
 from hookgate.auth.github import github
 from hookgate.auth.ip import IpVerifier
+from hookgate.auth.jwt_bearer import JwtVerifier, KeyMaterialError
 from hookgate.auth.meta import MetaVerifier
 from hookgate.auth.msgraph import MsgraphVerifier
 from hookgate.auth.oih import oih
@@ -54,6 +55,7 @@ from hookgate.domain.auth import (
     GithubAuth,
     HmacAuth,
     IpAuth,
+    JwtAuth,
     MetaAuth,
     MsgraphAuth,
     OihAuth,
@@ -229,6 +231,8 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, TwilioAuth):
         keys = resolve(method.secret, where=where)
         return TwilioVerifier(keys=keys, public_url=method.public_url)
+    if isinstance(method, JwtAuth):
+        return _jwt(method, where=where)
     if isinstance(method, OihAuth):
         return oih(keys=resolve(method.secret, where=where))
     if isinstance(method, HmacAuth):
@@ -253,6 +257,20 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, IpAuth):
         return IpVerifier(allow=method.allow, trusted_proxies=method.trusted_proxies)
     assert_never(method)
+
+
+def _jwt(method: JwtAuth, *, where: str) -> Verifier:
+    try:
+        return JwtVerifier(
+            issuer=method.issuer,
+            audience=method.audience,
+            algorithms=method.algorithms,
+            leeway=method.leeway,
+            keys=None if method.keys is None else resolve(method.keys, where=where),
+            jwks_url=method.jwks_url,
+        )
+    except KeyMaterialError as exc:
+        raise ConfigError(f"{where}: keys: {exc}") from None
 
 
 def _standard_webhooks(method: StandardWebhooksAuth, *, where: str) -> Verifier:
