@@ -85,6 +85,7 @@ def test_every_scheme_has_a_runnable_example():
         "Generic HMAC",
         "Open Integration Hub (`oih`)",
         "Bearer token",
+        "JWT (`jwt`)",
         "HTTP Basic",
     ]
 
@@ -114,7 +115,7 @@ def test_the_example_request_is_admitted(tmp_path, monkeypatch, title, config, s
 
     auth = yaml.safe_load(config)["auth"]
     for entry in auth:
-        for field in ("secret", "token", "password", "verify_token"):
+        for field in ("secret", "token", "password", "verify_token", "keys"):
             refs = entry.get(field, [])
             for ref in [refs] if isinstance(refs, str) else refs:
                 name = ref.removeprefix("env:")
