@@ -4,6 +4,7 @@ live event stream."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -141,3 +142,66 @@ def test_handshakes_are_published_on_the_live_event_stream(
         200,
     )
     assert handshake["requestId"] == "hs-1" and handshake["flowId"] == flow["id"]
+
+
+EVERY = """
+  - name: {name}
+    mode: async
+    worker: {worker}
+    auth: [{auth}]
+"""
+PROVIDERS = {
+    "graph": "{type: msgraph, secret: env:S}",
+    "zoom": "{type: zoom, secret: env:S}",
+    "dropbox": "{type: dropbox, secret: env:S}",
+    "x": "{type: x, secret: env:S}",
+    "okta": "{type: okta, secret: env:S}",
+}
+
+
+def test_every_provider_handshake_is_answered_over_http(
+    gateway_factory: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "worker-started"
+    worker = json.dumps({"command": [sys.executable, "-c", MARK, str(marker)]})
+    text = "flows:" + "".join(
+        EVERY.format(name=name, worker=worker, auth=auth) for name, auth in PROVIDERS.items()
+    )
+    secret = "shared-secret-for-every-provider"
+    gateway: GatewayProcess = gateway_factory(text, env={"S": secret})
+
+    def mac(message: bytes) -> bytes:
+        return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+    graph = httpx.post(gateway.hook("graph"), params={"validationToken": "Validation: ok?"})
+    assert (graph.status_code, graph.text) == (200, "Validation: ok?")
+
+    body = b'{"event":"endpoint.url_validation","payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"}}'
+    ts = str(int(time.time()))
+    signature = "v0=" + mac(f"v0:{ts}:".encode() + body).hex()
+    zoom_headers = {"x-zm-request-timestamp": ts, "x-zm-signature": signature}
+    zoom = httpx.post(gateway.hook("zoom"), content=body, headers=zoom_headers)
+    assert zoom.json() == {
+        "plainToken": "qgg8vlvZRS6UYooatFL8Aw",
+        "encryptedToken": mac(b"qgg8vlvZRS6UYooatFL8Aw").hex(),
+    }
+
+    dropbox = httpx.get(gateway.hook("dropbox"), params={"challenge": "abc123"})
+    assert (dropbox.status_code, dropbox.text) == (200, "abc123")
+    assert dropbox.headers["x-content-type-options"] == "nosniff"
+
+    x = httpx.get(gateway.hook("x"), params={"crc_token": "M2RkODJkZmMtYjlkYi00NmQ4"})
+    expected = "sha256=" + base64.b64encode(mac(b"M2RkODJkZmMtYjlkYi00NmQ4")).decode()
+    assert x.json() == {"response_token": expected}
+
+    challenge = {"x-okta-verification-challenge": "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg"}
+    okta = httpx.get(gateway.hook("okta"), headers={**challenge, "authorization": secret})
+    assert okta.json() == {"verification": "Me_rShK8JHsTnbyYrWXCEoMGbM_zsZ6k0hLPZ_Pg"}
+    assert httpx.get(gateway.hook("okta"), headers=challenge).status_code == 401
+
+    assert deliveries(gateway) == []
+    assert not marker.exists()
+    metrics = gateway.admin("GET", "/metrics").text
+    providers = {"graph": "msgraph", "zoom": "zoom", "dropbox": "dropbox", "x": "x", "okta": "okta"}
+    for name, provider in providers.items():
+        assert f'flow="{name}",outcome="answered",provider="{provider}"}} 1.0' in metrics
