@@ -30,14 +30,22 @@ _encode = msgspec.json.encode
 
 
 async def respond(
-    send: Send, status: int, body: bytes, headers: Headers | None = None, *, head: bool = False
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Headers | None = None,
+    *,
+    head: bool = False,
+    content_type: bytes | None = None,
 ) -> None:
-    """A JSON answer with its length; ``head`` leaves the body out (a HEAD request)."""
+    """An answer with its length, JSON unless ``content_type`` says otherwise; ``head`` leaves
+    the body out (a HEAD request)."""
+    kind = JSON if content_type is None else (b"content-type", content_type)
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+            "headers": [kind, (b"content-length", str(len(body)).encode()), *(headers or ())],
         }
     )
     await send({"type": "http.response.body", "body": b"" if head else body})

@@ -30,6 +30,13 @@ class Metrics:
             ["flow", "reason"],
             registry=r,
         )
+        self.handshakes = Counter(
+            "hookgate_handshakes",
+            "Provider URL handshakes answered by the gateway itself, by flow, provider and "
+            "outcome (answered, or why it was refused).",
+            ["flow", "provider", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hookgate_queue_depth", "Deliveries queued or leased, by flow.", ["flow"], registry=r
         )

@@ -20,7 +20,7 @@ def make_guard(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Guard]:
         prepared = []
         for index, entry in enumerate(entries):
             entry = dict(entry)
-            for field in ("secret", "token", "password"):
+            for field in ("secret", "token", "password", "verify_token", "keys"):
                 if field in entry:
                     values = entry[field] if isinstance(entry[field], list) else [entry[field]]
                     refs = []

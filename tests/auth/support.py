@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from hookgate.auth import Guard, Rejection
+from hookgate.auth import Answer, Guard, Rejection
 from hookgate.domain.auth import AuthMethod
 from hookgate.domain.units import dec_hook
 
@@ -45,5 +45,25 @@ def check(
         headers=raw_headers(headers),
         body=body,
         client=client,
+        now=time.time() if now is None else now,
+    )
+
+
+def handshake(
+    guard: Guard,
+    headers: HeaderItems = (),
+    body: bytes = b"",
+    *,
+    method: str = "POST",
+    query: str = "",
+    now: float | None = None,
+) -> Answer | None:
+    return guard.handshake(
+        method=method,
+        path="/hook/abc",
+        query=query,
+        headers=raw_headers(headers),
+        body=body,
+        client="203.0.113.7",
         now=time.time() if now is None else now,
     )

@@ -15,6 +15,8 @@ import pytest
 from tests.cli.conftest import Cli
 from tests.conftest import ROOT, GatewayProcess
 
+from hookgate.cli import tail as tail_cli
+
 FLAKY = ROOT / "tests" / "workers" / "flaky.py"
 
 
@@ -98,3 +100,17 @@ def test_tail_json_lines(cli: Cli, gateway: GatewayProcess, orders: str) -> None
 
 def test_tail_of_an_unknown_flow_fails_clearly(cli: Cli) -> None:
     assert "no flow named or with id 'nosuch'" in cli.fails("tail", "nosuch")
+
+
+def test_a_handshake_is_one_line_with_its_provider_and_outcome() -> None:
+    event = {
+        "kind": "handshake",
+        "at": time.time(),
+        "provider": "meta",
+        "outcome": "bad-credentials",
+        "status": 403,
+        "requestId": "r-1",
+    }
+    text = tail_cli.line(event)
+    assert "handshake" in text and "meta" in text and "bad-credentials 403" in text
+    assert "r-1" in text

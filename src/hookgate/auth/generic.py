@@ -89,6 +89,12 @@ class HmacVerifier:
     def delivery_id(self, headers: Headers, body: bytes) -> bytes | None:
         return optional(headers, self._delivery_header) if self._delivery_header else None
 
+    def sign(self, message: bytes) -> bytes:
+        """HMAC of ``message`` with the first secret: what a handshake proves it holds."""
+        mac = self._macs[0].copy()
+        mac.update(message)
+        return mac.digest()
+
     def _fields(self, request: Request) -> dict[str, bytes]:
         fields = {
             "body": request.body,

@@ -2,6 +2,8 @@
 
 Any one method admits a request; with none configured every request is admitted. A guard
 is built once per flow spec, so the hot path never touches the environment or a file.
+``Guard.handshake`` comes first: a provider's URL handshake is answered by the scheme that
+knows it, and never goes on to be checked, stored or forwarded.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import assert_never
 from hookgate.auth.base import (
     IP_DENIED,
     MALFORMED_REQUEST,
+    Answer,
+    Handshaker,
     Headers,
     Reject,
     Rejection,
@@ -21,13 +25,18 @@ from hookgate.auth.base import (
 )
 from hookgate.auth.basic import BasicVerifier
 from hookgate.auth.bearer import BearerVerifier
+from hookgate.auth.dropbox import DropboxVerifier
 from hookgate.auth.generic import HmacVerifier
 from hookgate.auth.github import github
 from hookgate.auth.ip import IpVerifier
+from hookgate.auth.jwt_bearer import JwtVerifier, KeyMaterialError
+from hookgate.auth.meta import MetaVerifier
+from hookgate.auth.msgraph import MsgraphVerifier
 from hookgate.auth.oih import oih
+from hookgate.auth.okta import OktaVerifier
 from hookgate.auth.secrets import resolve
 from hookgate.auth.shopify import shopify
-from hookgate.auth.slack import slack
+from hookgate.auth.slack import SlackVerifier
 from hookgate.auth.standard_webhooks import (
     Key,
     KeyFormatError,
@@ -35,18 +44,29 @@ from hookgate.auth.standard_webhooks import (
     parse_key,
 )
 from hookgate.auth.stripe import StripeVerifier
+from hookgate.auth.twilio import TwilioVerifier
+from hookgate.auth.x import XVerifier
+from hookgate.auth.zoom import ZoomVerifier
 from hookgate.domain.auth import (
     AuthMethod,
     BasicAuth,
     BearerAuth,
+    DropboxAuth,
     GithubAuth,
     HmacAuth,
     IpAuth,
+    JwtAuth,
+    MetaAuth,
+    MsgraphAuth,
     OihAuth,
+    OktaAuth,
     ShopifyAuth,
     SlackAuth,
     StandardWebhooksAuth,
     StripeAuth,
+    TwilioAuth,
+    XAuth,
+    ZoomAuth,
     secret_refs,
 )
 from hookgate.errors import ConfigError
@@ -59,12 +79,50 @@ class Guard:
 
     def __init__(self, verifiers: Sequence[Verifier]) -> None:
         self._verifiers = tuple(verifiers)
-        self._needs_body = any(verifier.signs_body for verifier in self._verifiers)
+        self._handshakers = tuple(v for v in self._verifiers if isinstance(v, Handshaker))
+        self._needs_body = bool(self._handshakers) or any(v.signs_body for v in self._verifiers)
 
     @property
     def needs_body(self) -> bool:
-        """Whether a method signs the body (so a sync proxy must buffer it first)."""
+        """Whether a method signs the body or may find a handshake in it (so a sync proxy
+        must buffer the body first)."""
         return self._needs_body
+
+    def handshake(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        body: bytes,
+        client: str | None,
+        now: float,
+    ) -> Answer | None:
+        """The answer to a provider's handshake (given or refused), None for any other
+        request. Never raises."""
+        if not self._handshakers:
+            return None
+        request = Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            client=client,
+            now=now,
+        )
+        for handshaker in self._handshakers:
+            try:
+                answer = handshaker.handshake(request)
+            except Reject as exc:
+                return _refused(handshaker, exc.reason)
+            except Exception:
+                # Fail closed, as ``check`` does: a handshake nobody foresaw is refused.
+                return _refused(handshaker, MALFORMED_REQUEST)
+            if answer is not None:
+                return answer
+        return None
 
     def check(
         self,
@@ -115,6 +173,10 @@ class Guard:
             return None
 
 
+def _refused(handshaker: Handshaker, reason: str) -> Answer:
+    return Answer(scheme=handshaker.scheme, status=handshaker.refused, outcome=reason)
+
+
 def _telling(rejection: Rejection) -> int:
     """Rank refusals so the log shows the most telling one: something sent and found wrong
     beats an address not on the list, which beats a header another method would have needed.
@@ -150,7 +212,27 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, ShopifyAuth):
         return shopify(keys=resolve(method.secret, where=where))
     if isinstance(method, SlackAuth):
-        return slack(keys=resolve(method.secret, where=where), tolerance=method.tolerance)
+        return SlackVerifier(keys=resolve(method.secret, where=where), tolerance=method.tolerance)
+    if isinstance(method, MetaAuth):
+        return MetaVerifier(
+            keys=resolve(method.secret, where=where),
+            verify_tokens=resolve(method.verify_token, where=f"{where} verify_token"),
+        )
+    if isinstance(method, MsgraphAuth):
+        return MsgraphVerifier(client_states=resolve(method.secret, where=where))
+    if isinstance(method, ZoomAuth):
+        return ZoomVerifier(keys=resolve(method.secret, where=where), tolerance=method.tolerance)
+    if isinstance(method, DropboxAuth):
+        return DropboxVerifier(keys=resolve(method.secret, where=where))
+    if isinstance(method, XAuth):
+        return XVerifier(keys=resolve(method.secret, where=where))
+    if isinstance(method, OktaAuth):
+        return OktaVerifier(secrets=resolve(method.secret, where=where), header=method.header)
+    if isinstance(method, TwilioAuth):
+        keys = resolve(method.secret, where=where)
+        return TwilioVerifier(keys=keys, public_url=method.public_url)
+    if isinstance(method, JwtAuth):
+        return _jwt(method, where=where)
     if isinstance(method, OihAuth):
         return oih(keys=resolve(method.secret, where=where))
     if isinstance(method, HmacAuth):
@@ -175,6 +257,20 @@ def _build(method: AuthMethod, *, where: str) -> Verifier:
     if isinstance(method, IpAuth):
         return IpVerifier(allow=method.allow, trusted_proxies=method.trusted_proxies)
     assert_never(method)
+
+
+def _jwt(method: JwtAuth, *, where: str) -> Verifier:
+    try:
+        return JwtVerifier(
+            issuer=method.issuer,
+            audience=method.audience,
+            algorithms=method.algorithms,
+            leeway=method.leeway,
+            keys=None if method.keys is None else resolve(method.keys, where=where),
+            jwks_url=method.jwks_url,
+        )
+    except KeyMaterialError as exc:
+        raise ConfigError(f"{where}: keys: {exc}") from None
 
 
 def _standard_webhooks(method: StandardWebhooksAuth, *, where: str) -> Verifier:

@@ -1,4 +1,5 @@
-"""``hookgate tail FLOW``: a flow's requests and delivery outcomes, live, until Ctrl-C.
+"""``hookgate tail FLOW``: a flow's requests, handshakes and delivery outcomes, live, until
+Ctrl-C.
 
 Reads the admin API's server-sent events. When the gateway goes away (a restart) the stream
 is picked up again, so a tail left open across a deploy keeps working.
@@ -99,6 +100,13 @@ def line(event: dict[str, Any]) -> str:
         return (
             f"{at}  [cyan]request [/] {escape(event['method'])} {escape(event['path'])}  "
             f"[{colour}]{status}[/]  {event['ms']:.1f} ms  request {event['requestId']}"
+        )
+    if event["kind"] == "handshake":
+        colour = "green" if event["outcome"] == "answered" else "red"
+        return (
+            f"{at}  [blue]handshake[/] {escape(event['provider'])}  "
+            f"[{colour}]{escape(event['outcome'])} {event['status']}[/]  "
+            f"request {event['requestId']}"
         )
     outcome = event["outcome"]
     colour = {"done": "green", "retry": "yellow"}.get(outcome, "red")

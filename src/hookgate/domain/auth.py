@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import string
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -99,6 +100,108 @@ class SlackAuth(_Signed, tag="slack"):
     tolerance: Duration = seconds(300)
 
 
+class MetaAuth(_Signed, tag="meta"):
+    """Meta webhooks: ``secret`` is the app secret, ``verify_token`` answers subscriptions."""
+
+    verify_token: SecretRefs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        secret_refs(self.verify_token)
+
+
+class MsgraphAuth(_Signed, tag="msgraph"):
+    """Microsoft Graph change notifications: ``secret`` is the subscription's clientState."""
+
+
+class ZoomAuth(_Signed, tag="zoom"):
+    """Zoom webhooks: ``secret`` is the app's secret token."""
+
+    tolerance: Duration = seconds(300)
+
+
+class DropboxAuth(_Signed, tag="dropbox"):
+    """Dropbox webhooks: ``secret`` is the app secret."""
+
+
+class XAuth(_Signed, tag="x"):
+    """X (Twitter) Account Activity: ``secret`` is the app's consumer secret."""
+
+
+class OktaAuth(_Signed, tag="okta"):
+    """Okta event hooks: ``secret`` is the value the hook sends in ``header``."""
+
+    header: str = "Authorization"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_header(self.header, "header")
+
+
+class TwilioAuth(_Signed, tag="twilio"):
+    """Twilio: ``secret`` is the auth token; ``public_url`` is how Twilio reaches the gateway
+    (scheme, host, port, any path prefix a proxy strips), since Twilio signs the URL."""
+
+    public_url: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            parts = urlsplit(self.public_url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is not a number, a bad IPv6 literal
+            ok = False
+        if not ok:
+            raise ValueError("public_url must be an http(s) URL such as https://hooks.example.com")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("public_url takes no query, fragment or credentials")
+
+
+JwtAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
+]  # fmt: skip
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class JwtAuth(_Method, tag="jwt"):
+    """``Authorization: Bearer <JWT>`` signed by one of ``keys`` (references to PEM public
+    keys, JWKs or JWK sets; shared secrets for ``HS*``) or by a key published at
+    ``jwks_url``; ``iss``, ``aud`` and ``exp`` are required and checked."""
+
+    issuer: str
+    audience: str | list[str]
+    keys: SecretRefs | None = None
+    jwks_url: str | None = None
+    algorithms: list[JwtAlgorithm] = msgspec.field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"]
+    )
+    leeway: Duration = seconds(60)
+
+    def __post_init__(self) -> None:
+        if (self.keys is None) == (self.jwks_url is None):
+            raise ValueError("give exactly one of keys or jwks_url")
+        if self.keys is not None:
+            secret_refs(self.keys)
+        if self.jwks_url is not None:
+            parts = urlsplit(self.jwks_url)
+            if not parts.hostname or not (
+                parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+            ):
+                raise ValueError("jwks_url must be an https URL (http only on loopback)")
+        if not self.issuer or not self.audience:
+            raise ValueError("issuer and audience must not be empty")
+        if not self.algorithms:
+            raise ValueError("algorithms needs at least one algorithm")
+        shared = {a.startswith("HS") for a in self.algorithms}
+        if len(shared) > 1:
+            # One entry verifies with either shared secrets or public keys, never both: a
+            # public key used as an HMAC secret is the classic way to forge a JWT.
+            raise ValueError("algorithms: do not mix HS* with public-key algorithms")
+        if shared == {True} and self.jwks_url is not None:
+            raise ValueError("HS* algorithms need keys (shared secrets), not jwks_url")
+
+
 class HmacAuth(_Signed, tag="hmac"):
     """Any HMAC scheme: header, digest, encoding, prefix and what is signed."""
 
@@ -171,6 +274,14 @@ AuthMethod = (
     | StripeAuth
     | ShopifyAuth
     | SlackAuth
+    | MetaAuth
+    | MsgraphAuth
+    | ZoomAuth
+    | DropboxAuth
+    | XAuth
+    | OktaAuth
+    | TwilioAuth
+    | JwtAuth
     | HmacAuth
     | OihAuth
     | BearerAuth

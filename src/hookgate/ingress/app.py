@@ -37,7 +37,7 @@ from hookgate.domain.deliveries import Request, new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import StoreError, StoreFull
 from hookgate.events import EventHub
-from hookgate.ingress.guards import FlowGuard, Guards
+from hookgate.ingress.guards import FlowGuard, Guards, handshaken
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
@@ -278,6 +278,16 @@ class Ingress:
             data = body.read() if guard.needs_body or spec.mode is Mode.ASYNC else b""
         else:
             data = body
+        if (answer := guard.handshake(scope, data, request_id)) is not None:
+            handshaken(answer, flow, request_id, metrics=self.metrics, events=self.events)
+            await _respond(
+                send,
+                answer.status,
+                answer.body,
+                [*answer.headers],
+                content_type=answer.content_type,
+            )
+            return answer.status
         rejected = guard.check(scope, data, address)
         if rejected:
             return await self._unauthorized(flow, send, request_id, rejected)

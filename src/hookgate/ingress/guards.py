@@ -1,4 +1,5 @@
-"""Per-flow admission: credentials, rate limit, CORS preflight, and the slowdown of misses.
+"""Per-flow admission: handshakes, credentials, rate limit, CORS preflight, and the slowdown
+of misses.
 
 Guards are built once per flow spec (secrets are resolved then) and rebuilt when the flow
 changes, so the hot path never reads a file or the environment.
@@ -10,9 +11,17 @@ import asyncio
 import time
 from typing import Any
 
-from hookgate.auth import Guard, build_guard
+import msgspec
+
+from hookgate import logs
+from hookgate.auth import Answer, Guard, build_guard
+from hookgate.auth.base import ANSWERED
 from hookgate.auth.limits import MissThrottle, TokenBucket
 from hookgate.domain.flows import Flow, FlowSpec
+from hookgate.events import EventHub
+from hookgate.metrics import Metrics
+
+log = logs.get("hookgate.ingress")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -82,6 +91,53 @@ class FlowGuard:
 
     def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
         return self.auth.dedupe_key(headers, body)
+
+    def handshake(self, scope: dict[str, Any], body: bytes, request_id: str) -> Answer | None:
+        """The answer to a provider's URL handshake, None for any other request.
+
+        A refusal carries the usual error body, so it reads like any other refused request.
+        """
+        if not self.enabled:
+            return None
+        answer = self.auth.handshake(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=scope["headers"],
+            body=body,
+            client=None,
+            now=time.time(),
+        )
+        if answer is None or answer.outcome == ANSWERED:
+            return answer
+        return msgspec.structs.replace(
+            answer,
+            body=msgspec.json.encode({"error": "handshake refused", "requestId": request_id}),
+            headers=((b"x-request-id", request_id.encode()),),
+        )
+
+
+def handshaken(
+    answer: Answer, flow: Flow, request_id: str, *, metrics: Metrics, events: EventHub
+) -> None:
+    """Count, log and publish a handshake (``hookgate tail`` shows it)."""
+    metrics.handshakes.labels(flow.name, answer.scheme, answer.outcome).inc()
+    if answer.outcome != ANSWERED:
+        log.warning(
+            "handshake refused",
+            flow=flow.name,
+            request=request_id,
+            reason=f"{answer.scheme}:{answer.outcome}",
+        )
+    events.publish(
+        "handshake",
+        flowId=flow.id,
+        flow=flow.name,
+        requestId=request_id,
+        provider=answer.scheme,
+        outcome=answer.outcome,
+        status=answer.status,
+    )
 
 
 class Guards:

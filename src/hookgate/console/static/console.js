@@ -55,6 +55,12 @@
       tr.appendChild(cell(event.status, event.status >= 400 ? "bad" : "good"));
       tr.appendChild(cell(Number(event.ms).toFixed(1) + " ms"));
       tr.appendChild(cell(event.requestId));
+    } else if (event.kind === "handshake") {
+      tr.appendChild(cell("handshake " + event.provider));
+      tr.appendChild(cell(event.outcome + " (" + event.status + ")",
+        event.outcome === "answered" ? "good" : "bad"));
+      tr.appendChild(cell(""));
+      tr.appendChild(cell(event.requestId));
     } else {
       const what = cell("");
       const link = document.createElement("a");
