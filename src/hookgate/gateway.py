@@ -279,7 +279,7 @@ class Gateway:
                     if s is not None and s.next_due_at is not None and s.next_due_at <= now:
                         self.dispatcher.notify(flow_id, s.next_due_at)
                     self._report(flow.name, self.runtime.status(flow_id), s, now)
-                    limit = self.dispatcher.limit(flow_id)
+                    limit = self.dispatcher.limit(flow_id) or self.proxy.limit(flow_id)
                     if limit is not None:
                         self.metrics.concurrency_limit.labels(flow.name).set(limit)
                 reported = set(watched)

@@ -272,7 +272,7 @@ def test_trickling_uploads_do_not_hold_a_sync_flows_workers(gateway_factory: Any
 def test_without_buffering_the_body_deadline_still_frees_the_workers(gateway_factory: Any) -> None:
     """``request_buffering: false`` streams to the worker, so a trickle holds a slot, but only
     until the body deadline: then the caller gets 408 and the slot is free again."""
-    gateway = start(gateway_factory, HOOKGATE_BODY_TIMEOUT="1s", HOOKGATE_BODY_MIN_RATE="1KB")
+    gateway = start(gateway_factory, HOOKGATE_BODY_TIMEOUT="3s", HOOKGATE_BODY_MIN_RATE="1KB")
     eventually(lambda: gateway.flow("stream")["workers"]["ready"] == 1)
     url = gateway.hook("stream")
     with trickling(gateway, "stream", 2):

@@ -17,7 +17,7 @@ import msgspec
 
 from hookgate import logs
 from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
-from hookgate.domain.concurrency import Limiter
+from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import delivery_headers, envelope
@@ -91,8 +91,7 @@ class FlowDispatcher:
         self.wake = asyncio.Event()
         self.pending = False
         self.timer: float | None = None
-        self.inflight: dict[Endpoint, int] = {}
-        self.limiters: dict[Endpoint, Limiter] = {}
+        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle_since = time.monotonic()
         self.wanted = 0
@@ -116,7 +115,7 @@ class FlowDispatcher:
 
     @property
     def busy(self) -> int:
-        return sum(self.inflight.values())
+        return self.slots.busy
 
     async def _run(self) -> None:
         runtime = self.owner.runtime
@@ -126,10 +125,9 @@ class FlowDispatcher:
             spec = self.flow.spec
             due = self._due()
             endpoints = runtime.endpoints(self.flow.id)
-            capacity = sum(self.limit(e) for e in endpoints)
+            self.slots.forget(endpoints)
+            capacity = self.slots.total(endpoints)
             free = capacity - self.busy
-            if len(self.limiters) > len(endpoints):
-                self._forget(endpoints)
             if due and endpoints:
                 # Lease in batches, the next while the last is in flight: a quarter of the
                 # slots free is enough (one store round trip per batch, never an empty pipe).
@@ -163,28 +161,10 @@ class FlowDispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
-    def limiter(self, endpoint: Endpoint) -> Limiter:
-        limiter = self.limiters.get(endpoint)
-        if limiter is None:
-            pinned = self.flow.spec.pinned()
-            fixed = None if pinned is None else endpoint.capacity
-            limiter = self.limiters[endpoint] = Limiter(fixed=fixed, ceiling=endpoint.capacity)
-        return limiter
-
-    def limit(self, endpoint: Endpoint) -> int:
-        """Deliveries the endpoint may have in flight now."""
-        return self.limiter(endpoint).limit
-
     @property
     def current_limit(self) -> int:
         """The flow's limit now: the sum over its ready endpoints (for metrics and display)."""
-        return sum(self.limit(e) for e in self.owner.runtime.endpoints(self.flow.id))
-
-    def _forget(self, endpoints: list[Endpoint]) -> None:
-        """Limiters of workers that are gone (a restarted worker has a new endpoint)."""
-        for endpoint in list(self.limiters):
-            if endpoint not in endpoints and not self.inflight.get(endpoint):
-                del self.limiters[endpoint]
+        return self.slots.total(self.owner.runtime.endpoints(self.flow.id))
 
     def _ready(self, endpoints: list[Endpoint]) -> int:
         """Ready workers, whether each has its endpoint (local) or share one (a Service)."""
@@ -212,10 +192,14 @@ class FlowDispatcher:
             self.pending = False
         elif self.wanted < spec.max_workers and self._ready(endpoints) >= self.wanted:
             await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
+        # A full batch means more work waits: the limit, not the demand, decides the pace.
+        limited = len(batch) >= free
         for delivery in batch:
-            endpoint = min(endpoints, key=lambda e: self.inflight.get(e, 0) / self.limit(e))
-            taken = self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
-            busy = taken >= self.limit(endpoint)
+            # A limit may have fallen while leasing; a leased delivery is sent all the same.
+            endpoint = self.slots.pick(endpoints) or min(
+                endpoints, key=lambda e: self.slots.inflight.get(e, 0)
+            )
+            busy = self.slots.take(endpoint) or limited
             task = asyncio.create_task(self._deliver(delivery, endpoint, busy))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -258,23 +242,19 @@ class FlowDispatcher:
                 "store unavailable for a poll run; it is retried", flow=flow.name, error=str(exc)
             )
         finally:
-            self.inflight[endpoint] -= 1
-            if self.inflight[endpoint] <= 0:
-                del self.inflight[endpoint]
+            self.slots.release(endpoint)
             self.wake.set()
 
     def _measured(self, endpoint: Endpoint, reply: Reply, busy: bool) -> None:
         """Feed the answer to the limiter: an overloaded worker lowers it at once, and a
         ``Retry-After`` lowers it for every worker of the flow (the flow's backend is full)."""
-        now = time.monotonic()
-        if not overloaded(reply):
-            self.limiter(endpoint).done(busy=busy, now=now)
-            return
-        targets = (
-            self.limiters.values() if reply.header("retry-after") else [self.limiter(endpoint)]
+        self.slots.measured(
+            endpoint,
+            busy=busy,
+            overloaded=overloaded(reply),
+            everyone=reply.header("retry-after") is not None,
+            now=time.monotonic(),
         )
-        for limiter in targets:
-            limiter.overloaded(now=now)
 
     async def _keep_snapshot(self, reply: Reply) -> None:
         """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored."""
@@ -427,7 +407,7 @@ class Dispatcher:
         dispatcher.notify(at)
 
     def inflight(self, endpoint: Endpoint) -> int:
-        return sum(d.inflight.get(endpoint, 0) for d in self.flows.values())
+        return sum(d.slots.inflight.get(endpoint, 0) for d in self.flows.values())
 
     def limit(self, flow_id: str) -> int | None:
         """The flow's concurrency limit now, None while it has no delivery loop."""
@@ -446,6 +426,8 @@ class Dispatcher:
                     await self.runtime.scale(current.flow, 0)
             return
         if current is not None:
+            if flow.spec.concurrency != current.flow.spec.concurrency:
+                current.slots.reset(pinned=flow.spec.pinned() is not None)
             current.flow = flow
             if current.wanted:
                 await self.runtime.scale(flow, current.wanted)

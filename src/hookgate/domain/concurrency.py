@@ -1,12 +1,13 @@
 """How many requests one worker gets at a time: a fixed number, or found by measuring.
 
-``concurrency: auto`` (the default) climbs the throughput curve: the limit moves one step
-(a factor of 1.25, at least 1) per window of completed requests, and keeps its direction while
-that pays off. Going up pays off when throughput grows by ≥ 5 %; going down pays off while
-throughput stays within 5 % of the best recently seen (the same work with fewer requests
-waiting inside the worker). So a worker
-that serves N requests at once and queues the rest settles around N, and a fast worker gets
-as many as it takes to keep it and the gateway busy. Only windows in which the limit was the
+``concurrency: auto`` (the default) climbs the throughput curve. The limit moves one step (a
+factor of 1.25, at least 1) after three windows of completed requests (each at least 16
+requests, at least the limit, and at least 50 ms; the best of the three counts, since a stall
+only ever lowers a window's figure), and keeps its direction while that pays off. Going up
+pays off when throughput grows by ≥ 5 %; going down pays off while throughput stays within
+5 % of the best recently seen (the same work with fewer requests waiting inside the worker).
+So a worker that serves N requests at once settles around N, and a fast worker gets as many
+as it takes to keep it and the gateway busy. Only windows in which the limit was the
 bottleneck count (work was waiting); a worker's ``429``/``503``/timeout halves the limit at
 once. Pure arithmetic on the caller's clock: no I/O, no timers.
 """
@@ -14,6 +15,8 @@ once. Pure arithmetic on the caller's clock: no I/O, no timers.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
+from typing import Generic, Protocol, TypeVar
 
 FLOOR = 1
 CEILING = 256
@@ -22,6 +25,8 @@ INITIAL = 16
 STEP = 1.25
 GAIN = 1.05
 MIN_WINDOW = 16
+MIN_WINDOW_S = 0.05
+HOLD = 3
 FORGET = 0.98
 """The best throughput seen fades by this much a window, so a worker that slows down for
 good is followed down instead of being compared with its better days forever."""
@@ -35,7 +40,9 @@ class Limiter:
         "ceiling",
         "completed",
         "fixed",
+        "held",
         "limit",
+        "peak",
         "rising",
         "saturated",
         "started_at",
@@ -49,6 +56,8 @@ class Limiter:
         self.rising = True
         self.throughput = 0.0
         self.best = 0.0
+        self.peak = 0.0
+        self.held = 0
         self.completed = 0
         self.saturated = 0
         self.started_at: float | None = None
@@ -66,8 +75,17 @@ class Limiter:
         if self.completed < max(MIN_WINDOW, self.limit):
             return
         elapsed = now - self.started_at
-        if self.saturated * 2 >= self.completed and elapsed > 0:
-            self._step(self.completed / elapsed)
+        if elapsed < MIN_WINDOW_S:
+            return
+        if self.saturated * 2 >= self.completed:
+            # A stall (a store commit, a busy machine) only ever lowers a window's figure, so
+            # the limit's throughput is the best of HOLD windows.
+            self.peak = max(self.peak, self.completed / elapsed)
+            self.held += 1
+            if self.held >= HOLD:
+                self._step(self.peak)
+                self.peak = 0.0
+                self.held = 0
         self._new_window(now)
 
     def overloaded(self, *, now: float) -> None:
@@ -76,7 +94,8 @@ class Limiter:
             return
         self.limit = max(FLOOR, self.limit // 2)
         self.rising = False
-        self.throughput = self.best = 0.0
+        self.throughput = self.best = self.peak = 0.0
+        self.held = 0
         self._new_window(now)
 
     def _step(self, throughput: float) -> None:
@@ -98,3 +117,106 @@ class Limiter:
         self.completed = 0
         self.saturated = 0
         self.started_at = now
+
+
+class Target(Protocol):
+    """What requests are counted against: a worker's endpoint, with the most it may take."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    def __hash__(self) -> int: ...
+
+
+T = TypeVar("T", bound=Target)
+
+
+class Slots(Generic[T]):
+    """One flow's requests in flight per endpoint, each against its own limiter.
+
+    The one ledger of the async dispatcher and the sync proxy. ``pinned`` flows give every
+    endpoint its ``capacity`` (the runtime's ready workers times the pinned number); ``auto`` flows
+    a :class:`Limiter` with ``capacity`` as its ceiling.
+    """
+
+    def __init__(self, *, pinned: bool) -> None:
+        self.pinned = pinned
+        self.inflight: dict[T, int] = {}
+        self.limiters: dict[T, Limiter] = {}
+        self.busy = 0
+        self._next = 0
+
+    def reset(self, *, pinned: bool) -> None:
+        """The flow's ``concurrency`` changed: every limit starts over."""
+        self.pinned = pinned
+        self.limiters.clear()
+
+    def limiter(self, target: T) -> Limiter:
+        limiter = self.limiters.get(target)
+        if limiter is None:
+            fixed = target.capacity if self.pinned else None
+            limiter = self.limiters[target] = Limiter(fixed=fixed, ceiling=target.capacity)
+        return limiter
+
+    def limit(self, target: T) -> int:
+        return self.limiter(target).limit
+
+    def total(self, targets: Sequence[T]) -> int:
+        """The flow's limit now: the sum over ``targets``."""
+        return sum(self.limit(t) for t in targets)
+
+    def pick(self, targets: Sequence[T], *, exclude: Collection[T] = ()) -> T | None:
+        """The target with the fewest requests per slot that has a free one. Ties go
+        round-robin: the search starts after the last winner, so equally idle workers share
+        even one caller's requests instead of the first taking them all."""
+        best: T | None = None
+        best_load = 0.0
+        best_index = 0
+        count = len(targets)
+        for step in range(count):
+            index = (self._next + step) % count
+            target = targets[index]
+            if target in exclude:
+                continue
+            limit = self.limit(target)
+            busy = self.inflight.get(target, 0)
+            if busy >= limit:
+                continue
+            load = busy / limit
+            if best is None or load < best_load:
+                best, best_load, best_index = target, load, index
+        if best is not None:
+            self._next = best_index + 1
+        return best
+
+    def take(self, target: T) -> bool:
+        """Count one request; whether it filled the target's last slot (the limit binds)."""
+        taken = self.inflight[target] = self.inflight.get(target, 0) + 1
+        self.busy += 1
+        return taken >= self.limit(target)
+
+    def release(self, target: T) -> None:
+        self.busy -= 1
+        left = self.inflight.get(target, 0) - 1
+        if left > 0:
+            self.inflight[target] = left
+        else:
+            self.inflight.pop(target, None)
+
+    def measured(
+        self, target: T, *, busy: bool, overloaded: bool, everyone: bool, now: float
+    ) -> None:
+        """One request's outcome for the limiters: ``overloaded`` lowers the target's limit
+        (``everyone``: every target's, when the flow's backend as a whole is full)."""
+        if not overloaded:
+            self.limiter(target).done(busy=busy, now=now)
+            return
+        for limiter in self.limiters.values() if everyone else [self.limiter(target)]:
+            limiter.overloaded(now=now)
+
+    def forget(self, targets: Collection[T]) -> None:
+        """Drop the limiters of targets that are gone (a restarted worker has a new port)."""
+        if len(self.limiters) > len(targets):
+            for target in list(self.limiters):
+                if target not in targets and not self.inflight.get(target):
+                    del self.limiters[target]

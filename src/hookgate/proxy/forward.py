@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
 from hookgate.asgi import Body, BodyTooLarge, CallerGone, Receive, Scope, Send, SpooledBody, error
+from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import HOP_BY_HOP, forward_headers
@@ -41,13 +43,20 @@ class _Lane:
     newcomer, and leaving the line (timeout, hang-up) is O(1).
     """
 
-    def __init__(self) -> None:
-        self.outstanding: dict[Endpoint, int] = {}
+    def __init__(self, flow: Flow) -> None:
+        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
+        self.concurrency = flow.spec.concurrency
         self.waiters: collections.OrderedDict[asyncio.Future[Endpoint | None], None] = (
             collections.OrderedDict()
         )
-        self.next = 0  # where the search for a tie's winner starts (round-robin)
         self.recheck: asyncio.TimerHandle | None = None
+
+    def measure(self, endpoint: Endpoint, busy: bool, *, overloaded: bool) -> None:
+        """A worker's answer (or timeout) for its limiter; a ``429``/``503`` or a timeout
+        lowers it at once."""
+        self.slots.measured(
+            endpoint, busy=busy, overloaded=overloaded, everyone=False, now=time.monotonic()
+        )
 
 
 class SyncProxy:
@@ -59,7 +68,12 @@ class SyncProxy:
         self._lanes: dict[str, _Lane] = {}
 
     def inflight(self, endpoint: Endpoint) -> int:
-        return sum(lane.outstanding.get(endpoint, 0) for lane in self._lanes.values())
+        return sum(lane.slots.inflight.get(endpoint, 0) for lane in self._lanes.values())
+
+    def limit(self, flow_id: str) -> int | None:
+        """The flow's concurrency limit now, None before its first request."""
+        lane = self._lanes.get(flow_id)
+        return None if lane is None else lane.slots.total(self.runtime.endpoints(flow_id))
 
     async def forward(
         self,
@@ -73,12 +87,14 @@ class SyncProxy:
         body: Body | None,
     ) -> int:
         request_id = request_id or new_id()
-        lane = self._lanes.get(flow.id) or self._lanes.setdefault(flow.id, _Lane())
+        lane = self._lane(flow)
         endpoint = await self._slot(flow, lane)
         if endpoint is None:
             return await _fail(
                 send, 503, "no worker available, retry later", request_id, retry_after=True
             )
+        # Whether the limit, not the demand, decided: every slot taken or callers waiting.
+        busy = bool(lane.waiters) or lane.slots.inflight[endpoint] >= lane.slots.limit(endpoint)
         tried: set[Endpoint] = set()
         sent = False
         payload = body if body is not None else _CallerBody(receive, flow.spec.max_body)
@@ -94,12 +110,14 @@ class SyncProxy:
                     other = self._pick(flow, lane, exclude=tried)
                     if other is None or len(tried) > 1:
                         raise
-                    self._take(lane, other)
+                    lane.slots.take(other)
                     self._release(flow, lane, endpoint)
                     endpoint = other
             sent = True
             read = payload.read if isinstance(payload, _CallerBody) else None
-            return await self._relay(upstream, receive, send, request_id, read)
+            status = await self._relay(upstream, receive, send, request_id, read)
+            lane.measure(endpoint, busy, overloaded=status in (429, 503))
+            return status
         except CallerGone:
             return 499
         except BodyTooLarge:
@@ -109,6 +127,8 @@ class SyncProxy:
                 send, 413, f"body larger than {flow.spec.max_body} bytes", request_id
             )
         except WorkerError as exc:
+            if isinstance(exc, WorkerTimeout):
+                lane.measure(endpoint, busy, overloaded=True)
             if not sent:
                 return await self._failed(flow, send, request_id, exc)
             log.warning(
@@ -132,32 +152,23 @@ class SyncProxy:
         return await _fail(send, 502, f"the flow's worker failed: {exc}", request_id)
 
     # choosing a worker -------------------------------------------------------------------
+    def _lane(self, flow: Flow) -> _Lane:
+        lane = self._lanes.get(flow.id)
+        if lane is None:
+            lane = self._lanes[flow.id] = _Lane(flow)
+        elif lane.concurrency != flow.spec.concurrency:
+            lane.concurrency = flow.spec.concurrency
+            lane.slots.reset(pinned=flow.spec.pinned() is not None)
+        return lane
+
     def _pick(
         self, flow: Flow, lane: _Lane, *, exclude: Collection[Endpoint] = ()
     ) -> Endpoint | None:
-        """The ready endpoint with the fewest outstanding requests per slot that has a free one.
-
-        Ties go round-robin: the search starts after the last winner, so equally idle
-        replicas share even sequential callers instead of the first taking them all.
-        """
+        """The ready endpoint with the fewest requests per slot that has a free one (ties go
+        round-robin, so equally idle replicas share even sequential callers)."""
         endpoints = self.runtime.endpoints(flow.id)
-        best: Endpoint | None = None
-        best_load = 0.0
-        best_index = 0
-        for step in range(len(endpoints)):
-            index = (lane.next + step) % len(endpoints)
-            endpoint = endpoints[index]
-            if endpoint in exclude:
-                continue
-            busy = lane.outstanding.get(endpoint, 0)
-            if busy >= endpoint.capacity:
-                continue
-            load = busy / endpoint.capacity
-            if best is None or load < best_load:
-                best, best_load, best_index = endpoint, load, index
-        if best is not None:
-            lane.next = best_index + 1
-        return best
+        lane.slots.forget(endpoints)
+        return lane.slots.pick(endpoints, exclude=exclude)
 
     async def _slot(self, flow: Flow, lane: _Lane) -> Endpoint | None:
         """A slot at once, or one handed over in line within ``queue_timeout``; None when the
@@ -165,7 +176,7 @@ class SyncProxy:
         # Newcomers queue behind callers already waiting, so the wait is first come first served.
         endpoint = None if lane.waiters else self._pick(flow, lane)
         if endpoint is not None:
-            self._take(lane, endpoint)
+            lane.slots.take(endpoint)
             return endpoint
         if self.waiting >= self.max_waiting or flow.spec.queue_timeout <= 0:
             return None
@@ -207,20 +218,12 @@ class SyncProxy:
             endpoint = self._pick(flow, lane)
             if endpoint is None:
                 return
-            self._take(lane, endpoint)
+            lane.slots.take(endpoint)
             del lane.waiters[turn]
             turn.set_result(endpoint)
 
-    @staticmethod
-    def _take(lane: _Lane, endpoint: Endpoint) -> None:
-        lane.outstanding[endpoint] = lane.outstanding.get(endpoint, 0) + 1
-
     def _release(self, flow: Flow, lane: _Lane, endpoint: Endpoint) -> None:
-        left = lane.outstanding.get(endpoint, 0) - 1
-        if left > 0:
-            lane.outstanding[endpoint] = left
-        else:
-            lane.outstanding.pop(endpoint, None)
+        lane.slots.release(endpoint)
         self._admit(flow, lane)
 
     # the exchange ------------------------------------------------------------------------
