@@ -23,7 +23,7 @@ from typing import IO, Any
 import uvicorn
 from starlette.routing import Mount
 
-from hookgate import logs, tracing
+from hookgate import isolation, logs, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.config import Address, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
@@ -39,7 +39,7 @@ from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime, WorkerStatus
-from hookgate.runtime.local import LocalRuntime
+from hookgate.runtime.local import LocalRuntime, validate_flow
 from hookgate.store.base import QueueStats, open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import Http1Transport
@@ -151,6 +151,7 @@ class Gateway:
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
         """Everything that can fail fast does, before anything listens: flow file, dirs, ports."""
+        isolation.make_undumpable()
         settings = self.settings
         if settings.flows_file is not None:
             self._specs = await self._read_flow_file(settings.flows_file)
@@ -252,6 +253,8 @@ class Gateway:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.command is needed by the local runtime"
             )
+        if self.settings.runtime == "local":
+            validate_flow(spec)
         if self.settings.runtime == "kubernetes" and not spec.worker.image:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"

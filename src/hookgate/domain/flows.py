@@ -25,6 +25,10 @@ NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+# Workers of one flow at most (``replicas``, ``max_workers``): each is a process or a pod, and
+# a typo such as 200000 must be refused, not tried.
+MAX_WORKERS = 256
+WorkerCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)]
 
 
 class Mode(enum.StrEnum):
@@ -47,6 +51,7 @@ class WorkerSpec(_Spec):
     env: dict[str, str] = {}
     port: int = 8080
     readiness_path: str | None = None
+    user: str | int | None = None
     resources: dict[str, dict[str, str]] | None = None
     image_pull_secrets: list[str] = []
     service_account: str | None = None
@@ -62,6 +67,8 @@ class WorkerSpec(_Spec):
             raise ValueError(f"port must be 1-65535, got {self.port}")
         if self.readiness_path is not None and not self.readiness_path.startswith("/"):
             raise ValueError("readiness_path must start with '/'")
+        if self.user == "" or (isinstance(self.user, int) and self.user < 0):
+            raise ValueError("user must be a user name or a uid (0 or more)")
 
 
 class RetryPolicy(_Spec):
@@ -124,8 +131,8 @@ class FlowSpec(_Spec):
     mode: Mode
     worker: WorkerSpec
     concurrency: AtLeastOne = 8
-    max_workers: AtLeastOne = 4
-    replicas: AtLeastOne = 1
+    max_workers: WorkerCount = 4
+    replicas: WorkerCount = 1
     idle_timeout: Duration = seconds(30)
     timeout: Duration = seconds(30)
     queue_timeout: Duration = seconds(1)
