@@ -9,6 +9,7 @@ import pytest
 
 from hookgate.domain.auth import GithubAuth
 from hookgate.domain.flows import (
+    MAX_WORKERS,
     FlowSpec,
     Mode,
     Status,
@@ -215,6 +216,30 @@ def test_bad_names_are_refused_with_the_rule(name: str) -> None:
 def test_range_errors_point_at_the_field_line(field: str) -> None:
     message = error_of(MINIMAL + f"    {field}: 0\n")
     assert message.startswith(f"flows.yaml:5: flow 'shop-orders': field {field}: "), message
+
+
+@pytest.mark.parametrize("field", ["max_workers", "replicas"])
+def test_workers_of_a_flow_are_at_most_256(field: str) -> None:
+    assert MAX_WORKERS == 256
+    assert getattr(parse_one(MINIMAL + f"    {field}: 256\n"), field) == 256
+    message = error_of(MINIMAL + f"    {field}: 257\n")
+    assert message == f"flows.yaml:5: flow 'shop-orders': field {field}: Expected `int` <= 256"
+    message = error_of(MINIMAL + f"    {field}: 200000\n")
+    assert message.endswith(f"field {field}: Expected `int` <= 256"), message
+
+
+@pytest.mark.parametrize("user, expected", [("nobody", "nobody"), (65534, 65534), (0, 0)])
+def test_worker_user_is_a_name_or_a_uid(user: object, expected: object) -> None:
+    spec = spec_from_object({"name": "a", "mode": "sync", "worker": {"command": ["x"], "user": user}})
+    assert spec.worker.user == expected
+    assert parse_one(MINIMAL).worker.user is None
+
+
+@pytest.mark.parametrize("user", ["", -1, True, 1.5, ["nobody"]])
+def test_a_worker_user_that_is_no_name_or_uid_is_refused(user: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        spec_from_object({"name": "a", "mode": "sync", "worker": {"command": ["x"], "user": user}})
+    assert str(caught.value).startswith("flow 'a': field worker"), caught.value
 
 
 def test_range_errors_name_flow_and_field() -> None:
