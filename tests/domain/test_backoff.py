@@ -118,7 +118,9 @@ def test_attempts_past_a_thousand_doublings_do_not_overflow() -> None:
         (2.0, float("inf"), 10, 1024.0),
     ],
 )
-def test_doubling_is_capped_at_any_step(first: float, cap: float, step: int, expected: float) -> None:
+def test_doubling_is_capped_at_any_step(
+    first: float, cap: float, step: int, expected: float
+) -> None:
     assert doubling(first=first, cap=cap, step=step) == expected
 
 

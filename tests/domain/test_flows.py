@@ -230,7 +230,8 @@ def test_workers_of_a_flow_are_at_most_256(field: str) -> None:
 
 @pytest.mark.parametrize("user, expected", [("nobody", "nobody"), (65534, 65534), (0, 0)])
 def test_worker_user_is_a_name_or_a_uid(user: object, expected: object) -> None:
-    spec = spec_from_object({"name": "a", "mode": "sync", "worker": {"command": ["x"], "user": user}})
+    worker = {"command": ["x"], "user": user}
+    spec = spec_from_object({"name": "a", "mode": "sync", "worker": worker})
     assert spec.worker.user == expected
     assert parse_one(MINIMAL).worker.user is None
 

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from hookgate import isolation, logs
 from hookgate.domain.backoff import RestartBackoff
@@ -37,9 +37,9 @@ RESTART = RestartBackoff()
 # Workers of one flow started at the same time; the rest follow as these get ready.
 START_BATCH = 4
 POLL = 0.005
-# Workers die with the gateway, even on kill -9 (Linux parent-death signal via util-linux).
+# util-linux's setpriv starts every worker: so that it dies with the gateway, even on kill -9
+# (Linux parent-death signal), and as ``worker.user`` (the event loop cannot switch users).
 SETPRIV = shutil.which("setpriv")
-ORPHAN_GUARD = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 
 def free_port() -> int:
@@ -58,6 +58,13 @@ class Account(NamedTuple):
     groups: list[int]
     home: str
 
+    def switch(self) -> list[str]:
+        """setpriv's options to become this user; none if the gateway is this user already."""
+        if self.uid == os.geteuid():
+            return []
+        groups = ",".join(str(gid) for gid in self.groups)
+        return [f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={groups}"]
+
 
 def account(user: str | int) -> Account:
     """Look ``worker.user`` up; ConfigError if it is unknown or this process cannot become it."""
@@ -71,6 +78,8 @@ def account(user: str | int) -> Account:
             f"field worker.user: starting workers as {entry.pw_name!r} needs a gateway "
             f"running as root (it runs as uid {os.geteuid()})"
         )
+    if SETPRIV is None and entry.pw_uid != os.geteuid():
+        raise ConfigError("field worker.user: switching users needs setpriv (util-linux)")
     groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 
@@ -279,16 +288,7 @@ class LocalRuntime:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
         if shutil.which(command[0]) is None:
             raise WorkerStartFailed(f"cannot start {command[0]!r}: no such executable")
-        env = isolation.inherited_environment()
-        switch: dict[str, Any] = {}
-        if flow.spec.worker.user is not None:
-            try:
-                user = account(flow.spec.worker.user)
-            except ConfigError as exc:
-                raise WorkerStartFailed(str(exc)) from None
-            env |= {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}
-            if user.uid != os.geteuid():
-                switch = {"user": user.uid, "group": user.gid, "extra_groups": user.groups}
+        env, launcher = _launcher(flow.spec)
         try:
             port = free_port()
             env |= {
@@ -298,14 +298,13 @@ class LocalRuntime:
                 "HOOKGATE_MODE": flow.mode.value,
             }
             process = await asyncio.create_subprocess_exec(
-                *ORPHAN_GUARD,
+                *launcher,
                 *command,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                **switch,
             )
         except OSError as exc:
             raise WorkerStartFailed(f"cannot start {command[0]!r}: {exc.strerror}") from None
@@ -400,6 +399,20 @@ class LocalRuntime:
             if b"HOOKGATE_FLOW_ID=" in environ:
                 _signal(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+
+def _launcher(spec: FlowSpec) -> tuple[dict[str, str], list[str]]:
+    """A worker's environment before ``worker.env``, and the setpriv prefix that starts it."""
+    env = isolation.inherited_environment()
+    switch: list[str] = []
+    if spec.worker.user is not None:
+        try:
+            user = account(spec.worker.user)
+        except ConfigError as exc:
+            raise WorkerStartFailed(str(exc)) from None
+        env |= {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}
+        switch = user.switch()
+    return env, [SETPRIV, *switch, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 
 def _call(hook: Callable[..., None], *args: object) -> None:
