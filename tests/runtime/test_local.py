@@ -12,10 +12,11 @@ import os
 import pwd
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import spec_from_object
+from hookgate.domain.flows import MAX_WORKERS, spec_from_object
 from hookgate.errors import ConfigError
 from hookgate.runtime.local import START_BATCH, validate_flow
 
@@ -100,6 +101,15 @@ async def test_missing_workers_start_a_few_at_a_time(tmp_path: Path) -> None:
         _, endpoints = await observe(harness, flow, ready(10))
         assert len(harness.workers(flow.id)) == 10
         await assert_answers(harness, flow, endpoints)
+
+
+async def test_a_flow_stored_before_the_worker_limit_is_capped_at_it(tmp_path: Path) -> None:
+    async with local(tmp_path) as harness:
+        flow = harness.flow("old", "sync", fault="missing")
+        spec = msgspec.structs.replace(flow.spec, replicas=10**5)  # as decoded from the store
+        flow = msgspec.structs.replace(flow, spec=spec)
+        await harness.runtime.scale(flow, flow.spec.replicas)
+        assert harness.runtime.status(flow.id).desired == MAX_WORKERS == 256
 
 
 def user_spec(user: str | int) -> dict[str, object]:

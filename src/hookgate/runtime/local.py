@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from hookgate import isolation, logs
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import Flow, FlowSpec, Mode
+from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
 from hookgate.errors import ConfigError, WorkerStartFailed
 from hookgate.runtime.base import Endpoint, WorkerStatus
 
@@ -153,6 +153,7 @@ class LocalRuntime:
     async def scale(self, flow: Flow, workers: int) -> None:
         if flow.mode is Mode.ASYNC:
             workers = min(workers, flow.spec.max_workers)
+        workers = min(workers, MAX_WORKERS)  # a flow stored before the limit existed
         state = self._flows.get(flow.id)
         if state is None:
             state = self._flows[flow.id] = _Flow(flow)
