@@ -148,7 +148,8 @@ def _count(text: str) -> int:
 def prepare_data_dir(directory: Path) -> None:
     """Create the data directory and prove it is writable, with a message that says which."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        # Readable by the gateway's user only: it holds the database and maybe the admin token.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = directory / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from starlette.routing import Mount
 
-from hookgate import logs, serving, tracing
+from hookgate import isolation, logs, serving, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.asgi import BodyBudget, BodyReader
 from hookgate.config import Settings, admin_token, prepare_data_dir
@@ -36,7 +36,7 @@ from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime, WorkerStatus
-from hookgate.runtime.local import LocalRuntime
+from hookgate.runtime.local import LocalRuntime, validate_flow
 from hookgate.store.base import QueueStats, open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import Http1Transport
@@ -120,6 +120,7 @@ class Gateway:
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
         """Everything that can fail fast does, before anything listens: flow file, dirs, ports."""
+        isolation.make_undumpable()
         settings = self.settings
         if settings.flows_file is not None:
             self._specs = await self._read_flow_file(settings.flows_file)
@@ -224,6 +225,8 @@ class Gateway:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.command is needed by the local runtime"
             )
+        if self.settings.runtime == "local":
+            validate_flow(spec)
         if self.settings.runtime == "kubernetes" and not spec.worker.image:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"

@@ -153,6 +153,28 @@ def test_invalid_bodies_are_422_naming_the_field(
     assert "n-1" not in {f["name"] for f in gateway.admin("GET", "/api/v1/flows").json()["items"]}
 
 
+@pytest.mark.parametrize("field", ["replicas", "max_workers"])
+def test_more_than_256_workers_is_422(gateway: GatewayProcess, name: str, field: str) -> None:
+    message = error(gateway.admin("POST", "/api/v1/flows", json=spec(name, **{field: 257})), 422)
+    assert message == f"flow '{name}': field {field}: at most 256 workers per flow, got 257"
+    created = gateway.admin("POST", "/api/v1/flows", json=spec(name, **{field: 256}))
+    assert created.status_code == 201, created.text
+    replaced = gateway.admin("PUT", f"/api/v1/flows/{name}", json=spec(name, **{field: 200000}))
+    assert "at most 256 workers per flow, got 200000" in error(replaced, 422)
+    applied = gateway.admin("POST", "/api/v1/apply", json={"flows": [spec(name, **{field: 10**9})]})
+    assert "at most 256 workers per flow, got 1000000000" in error(applied, 422)
+    assert gateway.flow(name)["spec"][field] == 256
+
+
+def test_an_unknown_worker_user_is_422(gateway: GatewayProcess, name: str) -> None:
+    body = spec(name, worker={"command": ["false"], "user": "hookgate-no-such-user"})
+    message = error(gateway.admin("POST", "/api/v1/flows", json=body), 422)
+    assert message == (
+        f"flow '{name}': field worker.user: no user 'hookgate-no-such-user' on this machine"
+    )
+    error(gateway.admin("GET", f"/api/v1/flows/{name}"), 404)
+
+
 def test_invalid_replacement_is_422_and_changes_nothing(gateway: GatewayProcess, name: str) -> None:
     gateway.admin("POST", "/api/v1/flows", json=spec(name))
     message = error(gateway.admin("PUT", f"/api/v1/flows/{name}", json=spec(name, timeout=-1)), 422)

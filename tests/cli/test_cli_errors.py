@@ -30,6 +30,8 @@ def test_malformed_yaml_names_the_line(cli: Cli, tmp_path: Path, names: tuple[st
         ("    concurrency: lots\n", ["field concurrency", "Expected `int`"]),
         ("    timeout: 5 parsecs\n", ["field timeout", "duration"]),
         ("    retry: {max_attempts: 0}\n", ["field retry", "max_attempts"]),
+        ("    replicas: 200000\n", ["field replicas", "at most 256 workers per flow, got 200000"]),
+        ("    max_workers: 257\n", ["field max_workers", "at most 256 workers per flow, got 257"]),
     ],
 )
 def test_invalid_fields_name_file_line_flow_and_field(

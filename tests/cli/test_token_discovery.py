@@ -29,6 +29,7 @@ def test_generated_token_is_saved_0600_printed_once_and_found_by_the_cli(
     token = token_file.read_text().strip()
     assert len(token) >= 32
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(gateway.data_dir.stat().st_mode) == 0o700  # made by the gateway
     assert gateway.logs().count(token) == 1
 
     cli = Cli(gateway)

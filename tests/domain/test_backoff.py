@@ -1,4 +1,5 @@
-"""Which answers are retried, and when: verdicts, full-jitter backoff, ``Retry-After``."""
+"""Which answers are retried, and when: verdicts, full-jitter backoff, ``Retry-After``; and
+when a worker that failed is started again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from email.utils import format_datetime
 
 import pytest
 
-from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
+from hookgate.domain.backoff import (
+    RestartBackoff,
+    Verdict,
+    doubling,
+    next_delay,
+    parse_retry_after,
+    verdict,
+)
 from hookgate.domain.flows import RetryPolicy
 from hookgate.domain.units import Duration
 
@@ -85,6 +93,43 @@ def test_jitter_is_reproducible_with_a_seeded_random() -> None:
 def test_max_backoff_caps_even_huge_attempt_numbers() -> None:
     rng = random.Random(1)
     assert all(next_delay(attempt=500, policy=POLICY, rng=rng) <= 60 for _ in range(100))
+
+
+def test_attempts_past_a_thousand_doublings_do_not_overflow() -> None:
+    """``backoff * 2 ** 1024`` raises OverflowError; a delivery with max_attempts: 2000 must not."""
+    rng = random.Random(2)
+    assert all(0 <= next_delay(attempt=10**6, policy=POLICY, rng=rng) <= 60 for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    "first, cap, step, expected",
+    [
+        (0.5, 30.0, 1, 0.5),
+        (0.5, 30.0, 2, 1.0),
+        (0.5, 30.0, 6, 16.0),
+        (0.5, 30.0, 7, 30.0),
+        (0.5, 30.0, 1024, 30.0),
+        (0.5, 30.0, 1025, 30.0),
+        (0.5, 30.0, 10**6, 30.0),
+        (0.5, 30.0, 10**18, 30.0),
+        (1e300, 1e308, 10**6, 1e308),  # the product overflows to infinity, the cap holds
+        (0.0, 30.0, 10**6, 0.0),
+        (0.0, 0.0, 10**6, 0.0),
+        (2.0, float("inf"), 10, 1024.0),
+    ],
+)
+def test_doubling_is_capped_at_any_step(
+    first: float, cap: float, step: int, expected: float
+) -> None:
+    assert doubling(first=first, cap=cap, step=step) == expected
+
+
+def test_restart_backoff_defaults_double_from_half_a_second_to_thirty() -> None:
+    backoff = RestartBackoff()
+    waits = [backoff.delay(n) for n in range(1, 9)]
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.delay(1025) == backoff.delay(10**6) == 30.0
+    assert backoff.stable_after == 30.0
 
 
 def test_zero_backoff_means_at_once() -> None:

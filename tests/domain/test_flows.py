@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import re
 
+import msgspec
 import pytest
 
 from hookgate.domain.auth import GithubAuth
 from hookgate.domain.flows import (
+    MAX_WORKERS,
     FlowSpec,
     Mode,
     Status,
@@ -16,7 +18,7 @@ from hookgate.domain.flows import (
     parse_flow_file,
     spec_from_object,
 )
-from hookgate.domain.units import ByteSize, Duration
+from hookgate.domain.units import ByteSize, Duration, dec_hook
 from hookgate.errors import ConfigError
 
 MINIMAL = """\
@@ -216,6 +218,46 @@ def test_bad_names_are_refused_with_the_rule(name: str) -> None:
 def test_range_errors_point_at_the_field_line(field: str) -> None:
     message = error_of(MINIMAL + f"    {field}: 0\n")
     assert message.startswith(f"flows.yaml:5: flow 'shop-orders': field {field}: "), message
+
+
+@pytest.mark.parametrize("field", ["max_workers", "replicas"])
+def test_workers_of_a_flow_are_at_most_256(field: str) -> None:
+    assert MAX_WORKERS == 256
+    assert getattr(parse_one(MINIMAL + f"    {field}: 256\n"), field) == 256
+    message = error_of(MINIMAL + f"    {field}: 257\n")
+    assert message == (
+        f"flows.yaml:5: flow 'shop-orders': field {field}: at most 256 workers per flow, got 257"
+    )
+    second = "  - name: wide\n    mode: sync\n    worker: {command: [x]}\n"
+    message = error_of(MINIMAL + second + f"    {field}: 200000\n")
+    assert message == (
+        f"flows.yaml:8: flow 'wide': field {field}: at most 256 workers per flow, got 200000"
+    )
+    with pytest.raises(ConfigError) as caught:
+        spec_from_object({"name": "a", "mode": "sync", "worker": {"command": ["x"]}, field: 300})
+    assert str(caught.value) == f"flow 'a': field {field}: at most 256 workers per flow, got 300"
+
+
+def test_a_flow_stored_before_the_limit_still_loads() -> None:
+    """Only submitted flows are checked: a stored one over the limit is decoded, not refused."""
+    stored = {"name": "a", "mode": "sync", "worker": {"command": ["x"]}, "replicas": 200000}
+    spec = msgspec.json.decode(msgspec.json.encode(stored), type=FlowSpec, dec_hook=dec_hook)
+    assert spec.replicas == 200000
+
+
+@pytest.mark.parametrize("user, expected", [("nobody", "nobody"), (65534, 65534), (0, 0)])
+def test_worker_user_is_a_name_or_a_uid(user: object, expected: object) -> None:
+    worker = {"command": ["x"], "user": user}
+    spec = spec_from_object({"name": "a", "mode": "sync", "worker": worker})
+    assert spec.worker.user == expected
+    assert parse_one(MINIMAL).worker.user is None
+
+
+@pytest.mark.parametrize("user", ["", -1, True, 1.5, ["nobody"]])
+def test_a_worker_user_that_is_no_name_or_uid_is_refused(user: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        spec_from_object({"name": "a", "mode": "sync", "worker": {"command": ["x"], "user": user}})
+    assert str(caught.value).startswith("flow 'a': field worker"), caught.value
 
 
 def test_range_errors_name_flow_and_field() -> None:

@@ -28,13 +28,14 @@ import pytest
 from tests.conftest import ROOT
 from tests.runtime.kubernetes.emulator import Emulator, emulated
 
+from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
 from hookgate.errors import RuntimeFailure
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.runtime.kubernetes import names, reconciler
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
-from hookgate.runtime.local import LocalRuntime
+from hookgate.runtime.local import RESTART, LocalRuntime
 
 Fault = Literal["slow", "exit", "missing"]
 Object = dict[str, Any]
@@ -115,9 +116,9 @@ class Harness(abc.ABC):
 class LocalHarness(Harness):
     name = "local"
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, restart: RestartBackoff = RESTART) -> None:
         super().__init__()
-        self.runtime = LocalRuntime(stop_grace=2.0)
+        self.runtime = LocalRuntime(stop_grace=2.0, restart=restart)
         self.gate = tmp / "healed"
         self.gated = tmp / "gated.py"
         self.gated.write_text(GATED)
@@ -390,8 +391,10 @@ class KubernetesHarness(Harness):
 
 # fixtures -------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def local(tmp_path: Path) -> AsyncIterator[LocalHarness]:
-    harness = LocalHarness(tmp_path)
+async def local(
+    tmp_path: Path, *, restart: RestartBackoff = RESTART
+) -> AsyncIterator[LocalHarness]:
+    harness = LocalHarness(tmp_path, restart=restart)
     await harness.runtime.start()
     try:
         yield harness

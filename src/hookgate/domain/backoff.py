@@ -1,4 +1,9 @@
-"""Delivery rules: which answers are retried, and when the next attempt is due."""
+"""Backoff rules: which delivery answers are retried and when, and when a worker that failed
+to start (or crashed) is started again.
+
+Every wait doubles up to a cap; ``doubling`` computes it for any number of steps without
+overflowing (a plain ``first * 2 ** n`` raises ``OverflowError`` past n = 1023).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,12 @@ import enum
 import random
 from email.utils import parsedate_to_datetime
 
+import msgspec
+
 from hookgate.domain.flows import RetryPolicy
+
+# 2.0 ** 1000 is still a finite float; any cap a user can write is reached well before it.
+_MAX_DOUBLINGS = 1000
 
 
 class Verdict(enum.Enum):
@@ -28,6 +38,26 @@ def verdict(status_code: int | None, *, attempt: int, policy: RetryPolicy) -> Ve
     return Verdict.RETRY
 
 
+def doubling(*, first: float, cap: float, step: int) -> float:
+    """``min(cap, first * 2 ** (step - 1))`` for any step >= 1, without overflow."""
+    return min(cap, first * 2.0 ** min(max(step - 1, 0), _MAX_DOUBLINGS))
+
+
+class RestartBackoff(msgspec.Struct, frozen=True, kw_only=True):
+    """How long the local runtime waits before it starts a flow's worker again.
+
+    After the n-th failure in a row (a failed start or a crash) it waits ``doubling`` of
+    ``first`` up to ``cap``; a worker that ran ``stable_after`` seconds ends the streak.
+    """
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable_after: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        return doubling(first=self.first, cap=self.cap, step=failures)
+
+
 def next_delay(
     *,
     attempt: int,
@@ -36,7 +66,7 @@ def next_delay(
     rng: random.Random | None = None,
 ) -> float:
     """Full-jitter exponential backoff, at least ``Retry-After`` when the worker gave one."""
-    ceiling = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+    ceiling = doubling(first=policy.backoff, cap=policy.max_backoff, step=attempt)
     delay = (rng or random).uniform(0, ceiling) if ceiling > 0 else 0.0
     if retry_after is not None:
         delay = max(delay, min(retry_after, policy.max_backoff))

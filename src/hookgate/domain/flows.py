@@ -26,6 +26,10 @@ NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+# Workers of one flow at most (``replicas``, ``max_workers``): each is a process or a pod, and
+# a typo such as 200000 must be refused, not tried. Checked on every flow submitted, not in the
+# type, so that a flow stored before the limit existed still loads (the runtime caps it).
+MAX_WORKERS = 256
 
 
 class Mode(enum.StrEnum):
@@ -48,6 +52,7 @@ class WorkerSpec(_Spec):
     env: dict[str, str] = {}
     port: int = 8080
     readiness_path: str | None = None
+    user: str | int | None = None
     resources: dict[str, dict[str, str]] | None = None
     image_pull_secrets: list[str] = []
     service_account: str | None = None
@@ -63,6 +68,8 @@ class WorkerSpec(_Spec):
             raise ValueError(f"port must be 1-65535, got {self.port}")
         if self.readiness_path is not None and not self.readiness_path.startswith("/"):
             raise ValueError("readiness_path must start with '/'")
+        if self.user == "" or (isinstance(self.user, int) and self.user < 0):
+            raise ValueError("user must be a user name or a uid (0 or more)")
 
 
 class RetryPolicy(_Spec):
@@ -213,11 +220,14 @@ class _FlowFile(_Spec):
 def spec_from_object(obj: Any, *, where: str = "flow") -> FlowSpec:
     """Validate a decoded JSON/YAML object as one flow spec; ConfigError names field and problem."""
     try:
-        return msgspec.convert(obj, FlowSpec, dec_hook=dec_hook)
+        spec = msgspec.convert(obj, FlowSpec, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
         name = obj.get("name") if isinstance(obj, dict) else None
         label = f"flow {name!r}" if isinstance(name, str) else where
         raise ConfigError(f"{label}: {_field_message(str(exc))}") from None
+    if over := _over_limit(spec):
+        raise ConfigError(f"flow {spec.name!r}: field {over[0]}: {over[1]}")
+    return spec
 
 
 def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
@@ -236,12 +246,25 @@ def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
         raise ConfigError(_located(source, data, node, str(exc))) from None
     seen: set[str] = set()
     for index, spec in enumerate(specs):
+        if over := _over_limit(spec):
+            node = yaml.compose(text, Loader=_LOADER)
+            line = _line_of(node, [("flows", None), ("", index), (over[0], None)])
+            raise ConfigError(f"{source}:{line}: flow {spec.name!r}: field {over[0]}: {over[1]}")
         if spec.name in seen:
             node = yaml.compose(text, Loader=_LOADER)
             line = _line_of(node, [("flows", None), ("", index)])
             raise ConfigError(f"{source}:{line}: flow {spec.name!r} is declared twice")
         seen.add(spec.name)
     return specs
+
+
+def _over_limit(spec: FlowSpec) -> tuple[str, str] | None:
+    """The field over ``MAX_WORKERS`` and the problem, if any."""
+    for field in ("max_workers", "replicas"):
+        value = getattr(spec, field)
+        if value > MAX_WORKERS:
+            return field, f"at most {MAX_WORKERS} workers per flow, got {value}"
+    return None
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")

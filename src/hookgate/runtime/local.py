@@ -1,9 +1,11 @@
 """Workers as local processes, reconciled per flow like a tiny Kubernetes controller.
 
 For each flow a task compares what runs with what is wanted (``scale``) and converges:
-start missing workers (and wait until they accept connections), restart crashed ones with
-capped exponential backoff, roll out a changed spec (new workers ready first, then the old
-ones drained and stopped), and stop surplus ones with SIGTERM, then SIGKILL after a grace.
+start missing workers a few at a time (and wait until they accept connections), restart
+crashed ones with capped exponential backoff, roll out a changed spec (new workers ready first,
+then the old ones drained and stopped), and stop surplus ones with SIGTERM, then SIGKILL after
+a grace. The task ends only when the flow is removed: no failure, however often repeated, and
+no unexpected error stops it, so a fixed flow always recovers.
 """
 
 from __future__ import annotations
@@ -12,44 +14,32 @@ import asyncio
 import collections
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from hookgate import logs
-from hookgate.domain.flows import Flow, Mode
-from hookgate.errors import WorkerStartFailed
+from hookgate import isolation, logs
+from hookgate.domain.backoff import RestartBackoff
+from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
+from hookgate.errors import ConfigError, WorkerStartFailed
 from hookgate.runtime.base import Endpoint, WorkerStatus
 
 log = logs.get("hookgate.runtime")
 
 START_TIMEOUT = 15.0
 STOP_GRACE = 5.0
-RESTART_BACKOFF = (0.5, 30.0)
-STABLE_AFTER = 30.0
+RESTART = RestartBackoff()
+# Workers of one flow started at the same time; the rest follow as these get ready.
+START_BATCH = 4
 POLL = 0.005
-# Workers see only these of the gateway's variables (never its secrets) plus worker.env.
-INHERITED = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "TZ",
-        "TMPDIR",
-        "PYTHONPATH",
-        "VIRTUAL_ENV",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    }
-)
-# Workers die with the gateway, even on kill -9 (Linux parent-death signal via util-linux).
+# util-linux's setpriv starts every worker: so that it dies with the gateway, even on kill -9
+# (Linux parent-death signal), and as ``worker.user`` (the event loop cannot switch users).
 SETPRIV = shutil.which("setpriv")
-ORPHAN_GUARD = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 
 def free_port() -> int:
@@ -57,6 +47,50 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class Account(NamedTuple):
+    """The user a flow's workers run as (``worker.user``)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: list[int]
+    home: str
+
+    def switch(self) -> list[str]:
+        """setpriv's options to become this user; none if the gateway is this user already."""
+        if self.uid == os.geteuid():
+            return []
+        groups = ",".join(str(gid) for gid in self.groups)
+        return [f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={groups}"]
+
+
+def account(user: str | int) -> Account:
+    """Look ``worker.user`` up; ConfigError if it is unknown or this process cannot become it."""
+    try:
+        numeric = isinstance(user, int) or user.isdigit()
+        entry = pwd.getpwuid(int(user)) if numeric else pwd.getpwnam(str(user))
+    except KeyError:
+        raise ConfigError(f"field worker.user: no user {user!r} on this machine") from None
+    if os.geteuid() not in (0, entry.pw_uid):
+        raise ConfigError(
+            f"field worker.user: starting workers as {entry.pw_name!r} needs a gateway "
+            f"running as root (it runs as uid {os.geteuid()})"
+        )
+    if SETPRIV is None and entry.pw_uid != os.geteuid():
+        raise ConfigError("field worker.user: switching users needs setpriv (util-linux)")
+    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
+
+
+def validate_flow(spec: FlowSpec) -> None:
+    """Refuse, when the flow is applied, what would make every start of its workers fail."""
+    if spec.worker.user is not None:
+        try:
+            account(spec.worker.user)
+        except ConfigError as exc:
+            raise ConfigError(f"flow {spec.name!r}: {exc}") from None
 
 
 class Worker:
@@ -98,10 +132,12 @@ class LocalRuntime:
         pid_file: Path | None = None,
         start_timeout: float = START_TIMEOUT,
         stop_grace: float = STOP_GRACE,
+        restart: RestartBackoff = RESTART,
     ) -> None:
         self.pid_file = pid_file
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
+        self.restart = restart
         self.inflight: Callable[[Endpoint], int] = lambda _endpoint: 0
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
@@ -117,6 +153,7 @@ class LocalRuntime:
     async def scale(self, flow: Flow, workers: int) -> None:
         if flow.mode is Mode.ASYNC:
             workers = min(workers, flow.spec.max_workers)
+        workers = min(workers, MAX_WORKERS)  # a flow stored before the limit existed
         state = self._flows.get(flow.id)
         if state is None:
             state = self._flows[flow.id] = _Flow(flow)
@@ -152,15 +189,20 @@ class LocalRuntime:
 
     # reconciliation ----------------------------------------------------------------------
     async def _reconcile(self, state: _Flow) -> None:
+        """Converge until cancelled by ``remove``; an error is logged and retried with backoff."""
         while True:
             state.changed.clear()
-            await self._step(state)
-            self._report(state)
+            try:
+                await self._step(state)
+                self._report(state)
+            except Exception as exc:
+                log.error("flow reconciliation failed", flow=state.flow.name, error=repr(exc))
+                self._failed(state, f"internal error: {exc!r}")
             delay = 1.0
             if state.not_before > time.monotonic():
                 delay = min(delay, state.not_before - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.changed.wait(), max(delay, 0.01))
+                await asyncio.wait_for(state.changed.wait(), max(delay, 0.0))
 
     async def _step(self, state: _Flow) -> None:
         for worker in [w for w in state.workers if not w.alive]:
@@ -170,7 +212,10 @@ class LocalRuntime:
         outdated = [w for w in state.workers if w not in current]
         missing = state.desired - len(current)
         if missing > 0 and time.monotonic() >= state.not_before:
-            await asyncio.gather(*(self._start(state) for _ in range(missing)))
+            batch = min(missing, START_BATCH)
+            await asyncio.gather(*(self._start(state) for _ in range(batch)))
+            if missing > batch:
+                state.changed.set()  # the next batch at once (unless one failed: backoff)
             current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
         surplus = current[state.desired :] if len(current) > state.desired else []
         if sum(w.ready for w in current) >= state.desired or state.desired == 0:
@@ -204,7 +249,7 @@ class LocalRuntime:
         worker.ready = True
         state.status.last_error = None
         self._report(state)
-        self.on_ready(flow.id, time.monotonic() - started)
+        _call(self.on_ready, flow.id, time.monotonic() - started)
         log.info(
             "worker ready",
             flow=flow.name,
@@ -215,11 +260,10 @@ class LocalRuntime:
 
     def _failed(self, state: _Flow, reason: str) -> None:
         state.failures += 1
-        low, high = RESTART_BACKOFF
-        wait = min(high, low * 2 ** (state.failures - 1))
+        wait = self.restart.delay(state.failures)
         state.not_before = time.monotonic() + wait
         state.status.last_error = reason
-        self.on_failed(state.flow.id, reason)
+        _call(self.on_failed, state.flow.id, reason)
         log.warning("worker failed", flow=state.flow.name, reason=reason, retry_in=wait)
 
     async def _exited(self, state: _Flow, worker: Worker) -> None:
@@ -235,7 +279,7 @@ class LocalRuntime:
             return
         state.status.last_exit = reason
         state.status.restarts += 1
-        if time.monotonic() - worker.started_at >= STABLE_AFTER:
+        if time.monotonic() - worker.started_at >= self.restart.stable_after:
             state.failures = 0
         self._failed(state, f"worker {worker.process.pid} {reason}")
 
@@ -245,17 +289,17 @@ class LocalRuntime:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
         if shutil.which(command[0]) is None:
             raise WorkerStartFailed(f"cannot start {command[0]!r}: no such executable")
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")},
-            **flow.spec.worker.env,
-            "PORT": str(port),
-            "HOOKGATE_FLOW_ID": flow.id,
-            "HOOKGATE_MODE": flow.mode.value,
-        }
+        env, launcher = _launcher(flow.spec)
         try:
+            port = free_port()
+            env |= {
+                **flow.spec.worker.env,
+                "PORT": str(port),
+                "HOOKGATE_FLOW_ID": flow.id,
+                "HOOKGATE_MODE": flow.mode.value,
+            }
             process = await asyncio.create_subprocess_exec(
-                *ORPHAN_GUARD,
+                *launcher,
                 *command,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -292,17 +336,21 @@ class LocalRuntime:
     async def _wait_ready(self, worker: Worker) -> None:
         deadline = time.monotonic() + self.start_timeout
         path = worker.spec.worker.readiness_path
-        while time.monotonic() < deadline:
-            if not worker.alive:
-                await asyncio.gather(*worker.logs, return_exceptions=True)
-                said = f": {worker.tail[-1]}" if worker.tail else ""
-                raise WorkerStartFailed(
-                    f"worker exited with code {worker.process.returncode} before it was ready"
-                    + said
-                )
-            if await _probe(worker.port, path):
-                return
-            await asyncio.sleep(POLL)
+        exited = asyncio.ensure_future(worker.process.wait())
+        try:
+            while time.monotonic() < deadline:
+                if exited.done():
+                    await asyncio.gather(*worker.logs, return_exceptions=True)
+                    said = f": {worker.tail[-1]}" if worker.tail else ""
+                    raise WorkerStartFailed(
+                        f"worker exited with code {worker.process.returncode} before it was "
+                        "ready" + said
+                    )
+                if await _probe(worker.port, path):
+                    return
+                await asyncio.wait([exited], timeout=POLL)  # an exit ends the wait at once
+        finally:
+            exited.cancel()
         raise WorkerStartFailed(
             f"worker did not accept connections on port {worker.port} "
             f"within {self.start_timeout:g}s"
@@ -352,6 +400,28 @@ class LocalRuntime:
             if b"HOOKGATE_FLOW_ID=" in environ:
                 _signal(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+
+def _launcher(spec: FlowSpec) -> tuple[dict[str, str], list[str]]:
+    """A worker's environment before ``worker.env``, and the setpriv prefix that starts it."""
+    env = isolation.inherited_environment()
+    switch: list[str] = []
+    if spec.worker.user is not None:
+        try:
+            user = account(spec.worker.user)
+        except ConfigError as exc:
+            raise WorkerStartFailed(str(exc)) from None
+        env |= {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}
+        switch = user.switch()
+    return env, [SETPRIV, *switch, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+
+
+def _call(hook: Callable[..., None], *args: object) -> None:
+    """The gateway's hooks (metrics) must not take a flow's manager down with them."""
+    try:
+        hook(*args)
+    except Exception as exc:
+        log.error("runtime hook failed", hook=getattr(hook, "__name__", "?"), error=repr(exc))
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hookgate import logs
+from hookgate import isolation, logs
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
@@ -119,6 +119,7 @@ class SQLiteStore:
                 str(theirs.fileno()),
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                env=isolation.inherited_environment(),  # it needs none of the gateway's secrets
             )
         except OSError as exc:
             ours.close()

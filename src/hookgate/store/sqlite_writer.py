@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
+from hookgate import isolation
 from hookgate.errors import FlowConflict, FlowNotFound, SchemaMismatch, StoreUnavailable
 from hookgate.store import columns as table
 
@@ -460,6 +461,7 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    isolation.make_undumpable()  # its memory holds what it writes: workers must not read it
     path, synchronous, fd = argv
     with socket.socket(fileno=int(fd)) as sock:
         serve(sock, path, synchronous)
