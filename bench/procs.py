@@ -114,10 +114,14 @@ class Service:
 
 class Meter:
     """CPU seconds spent between :meth:`start` and :meth:`stop` and peak RSS of one process and
-    its store processes (the SQLite writer a gateway starts): the gateway's whole cost."""
+    its store processes (the SQLite writer a gateway starts): the gateway's whole cost.
 
-    def __init__(self, pid: int) -> None:
+    ``tree`` counts every descendant instead (the flow's workers too), including processes
+    started during the window; one that ended before :meth:`stop` is not counted."""
+
+    def __init__(self, pid: int, *, tree: bool = False) -> None:
         self.pid = pid
+        self.tree = tree
         self._cpu_at_start: dict[int, float] = {}
 
     def start(self) -> Meter:
@@ -125,13 +129,16 @@ class Meter:
         return self
 
     def stop(self) -> Usage:
-        pids = [p for p in self._pids() if p in self._cpu_at_start]
+        pids = [p for p in self._pids() if self.tree or p in self._cpu_at_start]
         return Usage(
-            cpu_s=round(sum(cpu_seconds(p) - self._cpu_at_start[p] for p in pids), 2),
+            cpu_s=round(sum(cpu_seconds(p) - self._cpu_at_start.get(p, 0.0) for p in pids), 2),
             peak_rss_mb=round(sum(peak_rss_bytes(p) for p in pids) / 1024**2, 1),
         )
 
     def _pids(self) -> list[int]:
+        if self.tree and psutil is not None:
+            children = psutil.Process(self.pid).children(recursive=True)
+            return [self.pid, *(c.pid for c in children)]
         return [self.pid, *store_processes(self.pid)]
 
 

@@ -33,6 +33,7 @@ def all_scenarios() -> list[Scenario]:
         ceiling,
         cold_start,
         drain,
+        e2e,
         edge,
         postgres,
         sync,
@@ -89,6 +90,12 @@ def all_scenarios() -> list[Scenario]:
             run=upload.run,
             tools=(),
             about="1 GiB chunked POST streamed via a sync flow: gateway RSS growth, MB/s",
+        ),
+        Scenario(
+            name="e2e",
+            run=e2e.run,
+            tools=("wrk", "node"),
+            about="async flow, defaults, fast Node.js worker: delivered/s until the queue is empty",
         ),
         Scenario(
             name="edge",
