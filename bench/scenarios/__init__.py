@@ -35,6 +35,7 @@ def all_scenarios() -> list[Scenario]:
         drain,
         e2e,
         edge,
+        fairness,
         postgres,
         sync,
         traced,
@@ -96,6 +97,12 @@ def all_scenarios() -> list[Scenario]:
             run=e2e.run,
             tools=("wrk", "node"),
             about="async flow, defaults, fast Node.js worker: delivered/s until the queue is empty",
+        ),
+        Scenario(
+            name="fairness",
+            run=fairness.run,
+            tools=("wrk", "node"),
+            about="flow B's accept-to-delivery latency while flow A drains a 100,000 backlog",
         ),
         Scenario(
             name="edge",
