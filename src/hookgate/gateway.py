@@ -120,7 +120,8 @@ class Gateway:
     # lifecycle ---------------------------------------------------------------------------
     async def start(self) -> tuple[socket.socket, socket.socket]:
         """Everything that can fail fast does, before anything listens: flow file, dirs, ports."""
-        isolation.make_undumpable()
+        if (problem := isolation.make_undumpable()) is not None:
+            log.warning("cannot make the gateway non-dumpable", error=problem)
         settings = self.settings
         if settings.flows_file is not None:
             self._specs = await self._read_flow_file(settings.flows_file)

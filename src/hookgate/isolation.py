@@ -14,10 +14,6 @@ import ctypes
 import os
 import sys
 
-from hookgate import logs
-
-log = logs.get("hookgate.isolation")
-
 PR_SET_DUMPABLE = 4
 # The gateway's variables a child process sees (never its secrets), besides ``LC_*``.
 INHERITED = frozenset(
@@ -42,12 +38,16 @@ def inherited_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
 
 
-def make_undumpable() -> None:
+def make_undumpable() -> str | None:
     """Linux: no other non-root process may read this one's environ, memory or file descriptors
     (and it leaves no core dump). The flag survives fork, so children that do not exec keep it;
-    a program started with exec is dumpable again. Elsewhere: nothing to do."""
+    a program started with exec is dumpable again. Elsewhere: nothing to do.
+
+    Returns why it failed, else None. No logging here: the SQLite writer imports this module
+    and must stay small (it imports almost nothing else)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        log.warning("cannot make the process non-dumpable", error=os.strerror(ctypes.get_errno()))
+        return os.strerror(ctypes.get_errno())
+    return None
