@@ -45,6 +45,7 @@ class Limiter:
         "peak",
         "rising",
         "saturated",
+        "settled",
         "started_at",
         "throughput",
     )
@@ -54,6 +55,9 @@ class Limiter:
         self.ceiling = max(FLOOR, ceiling)
         self.limit = fixed if fixed is not None else min(INITIAL, self.ceiling)
         self.rising = True
+        self.settled = self.fixed
+        """Whether the limit has found the worker's knee (it stopped rising once), or is pinned:
+        only then does another worker pay off more than a higher limit would."""
         self.throughput = 0.0
         self.best = 0.0
         self.peak = 0.0
@@ -94,6 +98,7 @@ class Limiter:
             return
         self.limit = max(FLOOR, self.limit // 2)
         self.rising = False
+        self.settled = True
         self.throughput = self.best = self.peak = 0.0
         self.held = 0
         self._new_window(now)
@@ -102,6 +107,7 @@ class Limiter:
         if self.throughput:
             if self.rising:
                 self.rising = throughput >= self.throughput * GAIN
+                self.settled = self.settled or not self.rising
             else:
                 self.rising = throughput * GAIN < self.best
         self.throughput = throughput
@@ -109,6 +115,7 @@ class Limiter:
         if self.rising:
             grown = max(self.limit + 1, math.floor(self.limit * STEP))
             self.limit = min(self.ceiling, grown)
+            self.settled = self.settled or self.limit >= self.ceiling
         else:
             shrunk = min(self.limit - 1, math.ceil(self.limit / STEP))
             self.limit = max(FLOOR, shrunk)
@@ -160,6 +167,10 @@ class Slots(Generic[T]):
 
     def limit(self, target: T) -> int:
         return self.limiter(target).limit
+
+    def settled(self, targets: Sequence[T]) -> bool:
+        """Whether every target's limit has found its knee (or is pinned)."""
+        return all(self.limiter(t).settled for t in targets)
 
     def total(self, targets: Sequence[T]) -> int:
         """The flow's limit now: the sum over ``targets``."""

@@ -38,6 +38,9 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
 
 
 class Runtime(Protocol):
+    shares_cpu: bool
+    """Whether workers run on the gateway's own machine (one more takes CPU from the rest)."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None:

@@ -126,6 +126,8 @@ class _Flow:
 
 
 class LocalRuntime:
+    shares_cpu = True
+
     def __init__(
         self,
         *,

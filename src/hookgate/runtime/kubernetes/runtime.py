@@ -36,6 +36,8 @@ OWNER_KINDS = frozenset({"Deployment"})
 
 
 class KubernetesRuntime:
+    shares_cpu = False
+
     def __init__(
         self,
         *,
