@@ -5,6 +5,7 @@ Precedence: command-line option, then ``HOOKGATE_*`` environment variable, then 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -15,6 +16,7 @@ from hookgate.domain.units import ByteSize
 from hookgate.errors import ConfigError
 
 TOKEN_FILE = "admin-token"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Address(msgspec.Struct, frozen=True):
@@ -47,6 +49,7 @@ class Settings(msgspec.Struct, kw_only=True):
     namespace: str = "default"
     owner: str | None = None
     flows_file: Path | None = None
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -81,6 +84,7 @@ def load_settings(
     if kind not in {"local", "kubernetes"}:
         raise ConfigError(f"--runtime must be 'local' or 'kubernetes', got {kind!r}")
     return Settings(
+        trusted_proxies=networks(env("TRUSTED_PROXIES") or "", what="HOOKGATE_TRUSTED_PROXIES"),
         data_dir=directory,
         listen=public,
         admin_listen=admin,
@@ -93,6 +97,17 @@ def load_settings(
         owner=env("OWNER"),
         flows_file=Path(flows_file) if flows_file else None,
     )
+
+
+def networks(text: str, *, what: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDRs (``10.0.0.0/8, ::1``); an address is a /32 or /128."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{what}: {item!r} is not an IP address or CIDR") from None
+    return tuple(found)
 
 
 def prepare_data_dir(directory: Path) -> None:

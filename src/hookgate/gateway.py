@@ -15,6 +15,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -25,7 +26,7 @@ from starlette.routing import Mount
 
 from hookgate import logs, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
-from hookgate.config import Address, Settings, admin_token, prepare_data_dir
+from hookgate.config import TOKEN_FILE, Address, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.scheduler import Scheduler
@@ -160,10 +161,11 @@ class Gateway:
         admin = bind(settings.admin_listen, "cannot listen (admin) on")
         self.token, generated = admin_token(settings.data_dir)
         if generated:
-            print(
-                f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
-                flush=True,
-            )
+            # Never the token itself in a log: container logs are kept and shipped elsewhere.
+            path = settings.data_dir / TOKEN_FILE
+            log.info("admin token generated", file=str(path))
+            if sys.stdout.isatty():
+                print(f"Admin token (first start; kept in {path}): {self.token}", flush=True)
         return public, admin
 
     async def boot(self) -> None:
@@ -353,6 +355,7 @@ class Gateway:
             next_ticks=self.scheduler.next_ticks,
             events=self.events,
             stopping=self._stop,
+            runtime=self.settings.runtime,
         )
         console = Console(
             token=self.token,
@@ -364,6 +367,7 @@ class Gateway:
             on_queued=self.dispatcher.notify,
             live=api.events,
             stopping=self._stop,
+            trusted_proxies=self.settings.trusted_proxies,
         )
         self._console = console
         return create_admin_app(
