@@ -317,7 +317,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "ids": {"type": "array", "items": delivery_id},
+                                    "ids": {"type": "array", "items": {"type": "string"}},
                                     **filters,
                                 },
                                 "additionalProperties": False,
