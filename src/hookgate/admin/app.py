@@ -166,8 +166,8 @@ class AdminAPI:
             *self.schedules.operations(),
             ("/api/v1/deliveries", "GET", self.list_deliveries),
             ("/api/v1/deliveries/replay", "POST", self.replay),
-            ("/api/v1/deliveries/{id}", "GET", self.get_delivery),
-            ("/api/v1/deliveries/{id}", "DELETE", self.delete_delivery),
+            ("/api/v1/deliveries/{id:delivery}", "GET", self.get_delivery),
+            ("/api/v1/deliveries/{id:delivery}", "DELETE", self.delete_delivery),
             ("/api/v1/events", "GET", self.events),
         ]
         by_path: dict[str, dict[str, Handler]] = defaultdict(dict)
@@ -301,15 +301,8 @@ class AdminAPI:
             }
         )
 
-    def _delivery_id(self, request: Request) -> str:
-        """An id that cannot be one is not looked up: it is simply not found."""
-        delivery_id: str = request.path_params["id"]
-        if not inputs.is_delivery_id(delivery_id):
-            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-        return delivery_id
-
     async def get_delivery(self, request: Request) -> Response:
-        delivery = await self.store.get_delivery(self._delivery_id(request))
+        delivery = await self.store.get_delivery(request.path_params["id"])
         attempts = await self.store.attempts(delivery.id)
         return JSONResponse(
             delivery_view(
@@ -321,7 +314,7 @@ class AdminAPI:
         )
 
     async def delete_delivery(self, request: Request) -> Response:
-        delivery_id = self._delivery_id(request)
+        delivery_id = request.path_params["id"]
         deleted = await self.store.delete_deliveries([delivery_id])
         if not deleted:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
@@ -330,16 +323,16 @@ class AdminAPI:
     async def replay(self, request: Request) -> Response:
         """Replay by ids, or everything matching flow/status/time range."""
         body: inputs.Replay = inputs.decode(await request.body(), inputs.Replay, empty=b"{}")
+        where = self._filter(
+            flow=body.flow,
+            state=inputs.status(body.status) if body.status is not None else State.DEAD,
+            since=inputs.finite(body.since, field="since"),
+            until=inputs.finite(body.until, field="until"),
+        )
         now = time.time()
         if body.ids is not None:
             count = await self.store.replay(inputs.replay_ids(body.ids), now=now)
         else:
-            where = self._filter(
-                flow=body.flow,
-                state=inputs.status(body.status) if body.status is not None else State.DEAD,
-                since=inputs.finite(body.since, field="since"),
-                until=inputs.finite(body.until, field="until"),
-            )
             count = await self.store.replay_matching(where, now=now)
         # Wake only the flows that now have work: waking every flow would start a delivery
         # loop for each of them.

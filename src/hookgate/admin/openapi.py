@@ -10,6 +10,7 @@ import msgspec
 from hookgate import __version__
 from hookgate.admin import inputs
 from hookgate.domain.flows import NAME, FlowSpec
+from hookgate.domain.redaction import MASK
 from hookgate.domain.units import ByteSize, Duration
 
 
@@ -53,16 +54,18 @@ STATUSES = {
 }
 
 
+NULL = {"type": "null", "description": "the same as leaving the field out"}
+
+
 def _errors(*codes: str) -> dict[str, Any]:
     return {code: _json(_ref("Error"), STATUSES[code]) for code in ("401", *codes, "503")}
 
 
+SECRET_REF = {"anyOf": [{"type": "string", "pattern": "^(env|file):.+"}, {"const": MASK}]}
 SECRET_REFS = {
-    "anyOf": [
-        {"type": "string", "pattern": "^(env|file):.+"},
-        {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^(env|file):.+"}},
-    ],
-    "description": "a reference, never the secret: 'env:NAME' or 'file:PATH' (a list rotates)",
+    "anyOf": [SECRET_REF, {"type": "array", "minItems": 1, "items": SECRET_REF}],
+    "description": "a reference, never the secret: 'env:NAME' or 'file:PATH' (a list rotates);"
+    f" shown as {MASK!r}, which sent back keeps the stored reference",
 }
 FLOW_REF = {
     "name": "ref",
@@ -77,10 +80,16 @@ def _tightened(components: dict[str, Any], *, runtime: str) -> None:
     """What the spec's own checks refuse, said in the schema, so a client can know it first."""
     props = {name: schema.get("properties", {}) for name, schema in components.items()}
     props["FlowSpec"]["name"].update(pattern=NAME.pattern)
-    worker = components["WorkerSpec"]
-    worker["required"] = ["command"] if runtime == "local" else ["image"]
-    props["WorkerSpec"]["command"] = {"type": "array", "minItems": 1, "items": {"type": "string"}}
-    props["WorkerSpec"]["image"] = {"type": "string", "minLength": 1}
+    if runtime == "local":
+        components["WorkerSpec"]["required"] = ["command"]
+        props["WorkerSpec"]["command"] = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string"},
+        }
+    else:
+        components["WorkerSpec"]["required"] = ["image"]
+        props["WorkerSpec"]["image"] = {"type": "string", "minLength": 1}
     props["WorkerSpec"]["port"].update(minimum=1, maximum=65535)
     props["WorkerSpec"]["readiness_path"]["anyOf"][0]["pattern"] = "^/"
     props["RetryPolicy"]["max_attempts"]["minimum"] = 1
@@ -317,8 +326,8 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "ids": {"type": "array", "items": {"type": "string"}},
-                                    **filters,
+                                    "ids": {"type": ["array", "null"], "items": {"type": "string"}},
+                                    **{n: {"anyOf": [f, NULL]} for n, f in filters.items()},
                                 },
                                 "additionalProperties": False,
                             }
