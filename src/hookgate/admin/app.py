@@ -195,7 +195,10 @@ class AdminAPI:
     def _unmasked(self, data: Any, *, stored: Flow | None = None, where: str = "flow") -> FlowSpec:
         """A spec as sent back after a GET: masked env values and secrets mean "unchanged"."""
         if stored is None and isinstance(data, dict) and isinstance(data.get("name"), str):
-            stored = next((f for f in self.registry.flows() if f.name == data["name"]), None)
+            with contextlib.suppress(FlowNotFound):
+                stored = self.registry.find(data["name"])
+            if stored is not None and stored.name != data["name"]:
+                stored = None  # the name was another flow's id
         if stored is not None:
             data = redaction.unmask(data, to_builtins(stored.spec))
         return spec_from_object(data, where=where)
@@ -260,20 +263,8 @@ class AdminAPI:
         return JSONResponse(self._view(flow.id))
 
     # deliveries --------------------------------------------------------------------------
-    def _filter(
-        self,
-        *,
-        flow: str | None,
-        state: State | None,
-        since: float | None,
-        until: float | None,
-    ) -> DeliveryFilter:
-        return DeliveryFilter(
-            flow_id=self.registry.find(flow).id if flow else None,
-            state=state,
-            since=since,
-            until=until,
-        )
+    def _flow_id(self, ref: str | None) -> str | None:
+        return self.registry.find(ref).id if ref else None
 
     def _names(self) -> dict[str, str]:
         return {flow.id: flow.name for flow in self.registry.flows()}
@@ -281,8 +272,8 @@ class AdminAPI:
     async def list_deliveries(self, request: Request) -> Response:
         query = request.query_params
         status, since, until = query.get("status"), query.get("since"), query.get("until")
-        where = self._filter(
-            flow=query.get("flow"),
+        where = DeliveryFilter(
+            flow_id=self._flow_id(query.get("flow")),
             state=inputs.status(status) if status is not None else None,
             since=inputs.seconds(since, field="since") if since is not None else None,
             until=inputs.seconds(until, field="until") if until is not None else None,
@@ -323,8 +314,8 @@ class AdminAPI:
     async def replay(self, request: Request) -> Response:
         """Replay by ids, or everything matching flow/status/time range."""
         body: inputs.Replay = inputs.decode(await request.body(), inputs.Replay, empty=b"{}")
-        where = self._filter(
-            flow=body.flow,
+        where = DeliveryFilter(
+            flow_id=self._flow_id(body.flow),
             state=inputs.status(body.status) if body.status is not None else State.DEAD,
             since=inputs.finite(body.since, field="since"),
             until=inputs.finite(body.until, field="until"),
