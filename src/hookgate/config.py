@@ -5,6 +5,7 @@ Precedence: command-line option, then ``HOOKGATE_*`` environment variable, then 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable
@@ -13,12 +14,12 @@ from typing import Any
 
 import msgspec
 
-from hookgate.auth.ip import parse_networks
 from hookgate.domain.limits import ListenerLimits
 from hookgate.domain.units import ByteSize, Duration
 from hookgate.errors import ConfigError
 
 TOKEN_FILE = "admin-token"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Address(msgspec.Struct, frozen=True):
@@ -55,7 +56,7 @@ class Settings(msgspec.Struct, kw_only=True):
     limits: ListenerLimits = ListenerLimits()
     max_connections: int | None = None
     """None: derived from the open-file limit at start (``limits.connections_for``)."""
-    trusted_proxies: list[str] = []
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -98,15 +99,11 @@ def load_settings(
         max_connections_per_ip=_setting("MAX_CONNECTIONS_PER_IP", 256, _count),
         body_memory=_setting("BODY_MEMORY", 64 * 1024**2, ByteSize.parse),
     )
-    trusted = [p.strip() for p in (env("TRUSTED_PROXIES") or "").split(",") if p.strip()]
-    try:
-        parse_networks(trusted)
-    except ValueError as exc:
-        raise ConfigError(f"HOOKGATE_TRUSTED_PROXIES: {exc}") from None
     kind = runtime or env("RUNTIME") or "local"
     if kind not in {"local", "kubernetes"}:
         raise ConfigError(f"--runtime must be 'local' or 'kubernetes', got {kind!r}")
     return Settings(
+        trusted_proxies=networks(env("TRUSTED_PROXIES") or "", what="HOOKGATE_TRUSTED_PROXIES"),
         data_dir=directory,
         listen=public,
         admin_listen=admin,
@@ -121,7 +118,6 @@ def load_settings(
         flows_file=Path(flows_file) if flows_file else None,
         limits=limits,
         max_connections=max_connections,
-        trusted_proxies=trusted,
     )
 
 
@@ -143,6 +139,17 @@ def _count(text: str) -> int:
     if not text.strip().isdigit():
         raise ValueError(f"expected a whole number, got {text!r}")
     return int(text)
+
+
+def networks(text: str, *, what: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or CIDRs (``10.0.0.0/8, ::1``); an address is a /32 or /128."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{what}: {item!r} is not an IP address or CIDR") from None
+    return tuple(found)
 
 
 def prepare_data_dir(directory: Path) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import gc
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,7 @@ from starlette.routing import Mount
 from hookgate import isolation, logs, serving, tracing
 from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.asgi import BodyBudget, BodyReader
-from hookgate.config import Settings, admin_token, prepare_data_dir
+from hookgate.config import TOKEN_FILE, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.scheduler import Scheduler
@@ -134,10 +135,11 @@ class Gateway:
         serving.warn_if_exposed(settings.admin_listen)
         self.token, generated = admin_token(settings.data_dir)
         if generated:
-            print(
-                f"Admin token (saved in {settings.data_dir / 'admin-token'}): {self.token}",
-                flush=True,
-            )
+            # Never the token itself in a log: container logs are kept and shipped elsewhere.
+            path = settings.data_dir / TOKEN_FILE
+            log.info("admin token generated", file=str(path))
+            if sys.stdout.isatty():
+                print(f"Admin token (first start; kept in {path}): {self.token}", flush=True)
         return public, admin
 
     async def boot(self) -> None:
@@ -334,6 +336,7 @@ class Gateway:
             next_ticks=self.scheduler.next_ticks,
             events=self.events,
             stopping=self._stop,
+            runtime=self.settings.runtime,
         )
         console = Console(
             token=self.token,
@@ -345,6 +348,7 @@ class Gateway:
             on_queued=self.dispatcher.notify,
             live=api.events,
             stopping=self._stop,
+            trusted_proxies=self.settings.trusted_proxies,
         )
         self._console = console
         return create_admin_app(

@@ -22,8 +22,8 @@ import msgspec
 import uvicorn
 
 from hookgate import logs
-from hookgate.auth.ip import parse_address, parse_networks
-from hookgate.config import Address, Settings
+from hookgate.auth.ip import parse_address
+from hookgate.config import Address, Network, Settings
 from hookgate.domain.limits import connections_for
 from hookgate.errors import ConfigError
 from hookgate.ingress.protocol import Edge
@@ -105,8 +105,7 @@ def edges(settings: Settings, on_close: Callable[[str, str], None]) -> tuple[Edg
     )
 
 
-def _trusted(proxies: list[str]) -> Callable[[str], bool]:
-    networks = parse_networks(proxies)
+def _trusted(networks: tuple[Network, ...]) -> Callable[[str], bool]:
     if not networks:
         return lambda _address: False
 

@@ -231,3 +231,75 @@ def test_delete_a_delivery(gateway: GatewayProcess, name: str) -> None:
     assert deleted.json() == {"deleted": 1}
     assert gateway.admin("GET", f"/api/v1/deliveries/{item['id']}").status_code == 404
     assert listing(gateway, flow=name)["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"cursor": "99999999999999999999"}, "cursor"),
+        ({"limit": ""}, "limit"),
+        ({"status": ""}, "status"),
+        ({"since": "nan"}, "since"),
+        ({"until": "1e999"}, "until"),
+    ],
+)
+def test_out_of_range_query_values_are_400_naming_the_field(
+    gateway: GatewayProcess, params: dict[str, str], field: str
+) -> None:
+    response = gateway.admin("GET", "/api/v1/deliveries", params=params)
+    assert response.status_code == 400, response.text
+    assert f"field {field}" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"flow": [1]}, "flow"),
+        ({"status": 5}, "status"),
+        ({"since": [1]}, "since"),
+        ({"status": "gone"}, "status"),
+        ({"flow": "a\u0000b"}, "flow"),
+        ({"stauts": "dead"}, "stauts"),
+    ],
+)
+def test_malformed_replay_filters_are_400_naming_the_field(
+    gateway: GatewayProcess, body: dict[str, Any], field: str
+) -> None:
+    response = gateway.admin("POST", "/api/v1/deliveries/replay", json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]
+
+
+def test_an_id_that_cannot_be_a_delivery_is_not_found(gateway: GatewayProcess) -> None:
+    for delivery_id in ("a%00b", "x" * 32, "0" * 33):
+        for method in ("GET", "DELETE"):
+            response = gateway.admin(method, f"/api/v1/deliveries/{delivery_id}")
+            assert response.status_code == 404, response.text
+
+
+def test_credentials_in_a_stored_request_are_masked(
+    gateway: GatewayProcess, parked: tuple[str, list[str]]
+) -> None:
+    flow = gateway.flow("dl-parked")
+    secrets = {
+        "authorization": "Bearer caller-secret",
+        "cookie": "session=caller-cookie",
+        "x-hub-signature-256": "sha256=caller-signature",
+    }
+    request_id = post(flow["url"], b"{}", **secrets)
+    (summary,) = [
+        d for d in listing(gateway, flow="dl-parked")["items"] if d["requestId"] == request_id
+    ]
+    response = gateway.admin("GET", f"/api/v1/deliveries/{summary['id']}")
+    for secret in secrets.values():
+        assert secret.split("=")[-1].split()[-1] not in response.text
+    headers = dict(response.json()["headers"])
+    assert headers["authorization"].startswith("Bearer ••••••")
+
+
+def test_a_wrong_method_names_every_method_of_the_path(gateway: GatewayProcess) -> None:
+    response = gateway.admin("OPTIONS", "/api/v1/deliveries/" + "0" * 32)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+    response = gateway.admin("POST", "/api/v1/flows/x/snapshot")
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}

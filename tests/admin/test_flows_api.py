@@ -265,3 +265,29 @@ def test_apply_refuses_duplicate_names_and_bad_shapes(gateway: GatewayProcess, n
     error(gateway.admin("GET", f"/api/v1/flows/{name}"), 404)
     assert "flows" in error(gateway.admin("POST", "/api/v1/apply", json=[spec(name)]), 422)
     assert "flows" in error(gateway.admin("POST", "/api/v1/apply", json={"flows": {}}), 422)
+
+
+def test_worker_env_values_are_masked_and_a_masked_spec_put_back_changes_nothing(
+    gateway: GatewayProcess, name: str
+) -> None:
+    body = spec(name, worker={"command": ["false"], "env": {"API_KEY": "env-secret"}})
+    created = gateway.admin("POST", "/api/v1/flows", json=body)
+    assert created.status_code == 201, created.text
+    assert "env-secret" not in created.text
+    shown = gateway.flow(name)
+    assert shown["spec"]["worker"]["env"] == {"API_KEY": "••••••"}
+    assert "env-secret" not in gateway.admin("GET", "/api/v1/flows").text
+
+    again = gateway.admin("PUT", f"/api/v1/flows/{name}", json=shown["spec"])
+    assert again.json()["outcome"] == "unchanged"
+    applied = gateway.admin("POST", "/api/v1/apply", json={"flows": [shown["spec"]]})
+    assert applied.json()["items"][0]["outcome"] == "unchanged"
+
+
+def test_a_nul_character_in_a_flow_is_refused_naming_the_field(
+    gateway: GatewayProcess, name: str
+) -> None:
+    body = spec(name, worker={"command": ["run\u0000"]})
+    response = gateway.admin("POST", "/api/v1/flows", json=body)
+    assert response.status_code == 400, response.text
+    assert "worker.command[0]" in response.json()["error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import TOKEN, GatewayProcess
 from tests.console.conftest import csrf_of, post_order, sign_in
 from tests.e2e.helpers import eventually
@@ -215,3 +216,40 @@ def test_an_open_event_stream_does_not_hold_up_shutdown(gateway_factory: Any) ->
         # uvicorn would wait 30 s for an open response; the stream must end on SIGTERM instead.
         assert gw.stop(timeout=20) == 0
         assert list(lines)[-1:] in ([], [""])
+
+
+def _signin_cookies(base: str, **headers: str) -> list[str]:
+    """Sign in by hand, passing the sign-in cookie back even when it is Secure."""
+    form = httpx.get(base + "/console/signin", headers=headers)
+    nonce = form.cookies["hookgate_signin"]
+    response = httpx.post(
+        base + "/console/signin",
+        data={"csrf": csrf_of(form.text), "token": TOKEN, "next": ""},
+        headers={**headers, "cookie": f"hookgate_signin={nonce}"},
+    )
+    assert response.status_code == 303, response.text
+    return [*form.headers.get_list("set-cookie"), *response.headers.get_list("set-cookie")]
+
+
+def test_cookies_are_not_secure_over_plain_http_whatever_the_client_claims(
+    gateway: GatewayProcess,
+) -> None:
+    for cookie in _signin_cookies(gateway.admin_base, **{"x-forwarded-proto": "https"}):
+        assert "secure" not in cookie.lower(), cookie
+
+
+def test_cookies_are_secure_behind_a_trusted_https_proxy(gateway_factory: Any) -> None:
+    proxied = gateway_factory(env={"HOOKGATE_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"})
+    cookies = _signin_cookies(proxied.admin_base, **{"x-forwarded-proto": "http, https"})
+    assert {c.split("=")[0] for c in cookies} >= {"hookgate_signin", "hookgate_session"}
+    for cookie in cookies:
+        if "max-age=0" not in cookie.lower():
+            assert "; secure" in cookie.lower(), cookie
+    for cookie in _signin_cookies(proxied.admin_base):
+        assert "secure" not in cookie.lower(), cookie
+
+
+def test_a_trusted_proxy_that_is_not_an_address_stops_the_gateway(gateway_factory: Any) -> None:
+    gateway = gateway_factory(env={"HOOKGATE_TRUSTED_PROXIES": "10.0.0.0/8, proxy"}, start=False)
+    with pytest.raises(RuntimeError, match="HOOKGATE_TRUSTED_PROXIES: 'proxy' is not an IP"):
+        gateway.start()

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,11 +24,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hookgate import logs
+from hookgate.admin import inputs
 from hookgate.admin.openapi import openapi_document
-from hookgate.admin.schedule import ScheduleAPI
+from hookgate.admin.schedule import Handler, ScheduleAPI
 from hookgate.admin.views import delivery_view, flow_view
+from hookgate.domain import redaction
 from hookgate.domain.deliveries import State
-from hookgate.domain.flows import Flow, FlowSpec, Status, spec_from_object
+from hookgate.domain.flows import Flow, FlowSpec, Status, spec_from_object, to_builtins
 from hookgate.errors import (
     ConfigError,
     DeliveryNotFound,
@@ -36,6 +39,7 @@ from hookgate.errors import (
     FlowNotFound,
     HookgateError,
     StoreError,
+    StoreFull,
 )
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
@@ -43,8 +47,10 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
 from hookgate.store.base import DeliveryFilter, Store
 
-MAX_PAGE = 1000
 HEARTBEAT = 15.0
+STORE_DOWN = "the store cannot be used now; retry later (the gateway's log says why)"
+
+log = logs.get("hookgate.admin")
 
 
 class Bearer:
@@ -104,9 +110,13 @@ def _errors(
             return _error(404, str(exc))
         except FlowConflict as exc:
             return _error(409, str(exc))
-        except StoreError as exc:
+        except StoreFull as exc:
             return _error(503, str(exc))
-        except (msgspec.DecodeError, ValueError) as exc:
+        except StoreError as exc:
+            # The driver's message names the database's host, port and name: log it only.
+            log.warning("admin request failed in the store", path=request.url.path, error=str(exc))
+            return _error(503, STORE_DOWN)
+        except ValueError as exc:
             return _error(400, f"invalid request: {exc}")
         except HookgateError as exc:
             return _error(500, str(exc))
@@ -128,7 +138,9 @@ class AdminAPI:
         events: EventHub,
         stopping: asyncio.Event | None = None,
         next_ticks: Callable[[Flow], list[float]] = lambda _flow: [],
+        runtime: str = "local",
     ) -> None:
+        self.runtime = runtime
         self.next_ticks = next_ticks
         self.schedules = ScheduleAPI(registry=registry, store=store, on_queued=on_queued)
         self.hub = events
@@ -142,23 +154,28 @@ class AdminAPI:
         self.validate = validate
 
     def routes(self) -> list[Route]:
-        e = _errors
+        operations = [
+            ("/api/v1/flows", "GET", self.list_flows),
+            ("/api/v1/flows", "POST", self.create_flow),
+            ("/api/v1/apply", "POST", self.apply),
+            ("/api/v1/flows/{ref}", "GET", self.get_flow),
+            ("/api/v1/flows/{ref}", "PUT", self.replace_flow),
+            ("/api/v1/flows/{ref}", "DELETE", self.delete_flow),
+            ("/api/v1/flows/{ref}/start", "POST", self.start_flow),
+            ("/api/v1/flows/{ref}/stop", "POST", self.stop_flow),
+            *self.schedules.operations(),
+            ("/api/v1/deliveries", "GET", self.list_deliveries),
+            ("/api/v1/deliveries/replay", "POST", self.replay),
+            ("/api/v1/deliveries/{id:delivery}", "GET", self.get_delivery),
+            ("/api/v1/deliveries/{id:delivery}", "DELETE", self.delete_delivery),
+            ("/api/v1/events", "GET", self.events),
+        ]
+        by_path: dict[str, dict[str, Handler]] = defaultdict(dict)
+        for path, method, handler in operations:
+            by_path[path][method] = _errors(handler)
         return [
             Route("/api/v1/openapi.json", self.openapi),
-            Route("/api/v1/flows", e(self.list_flows), methods=["GET"]),
-            Route("/api/v1/flows", e(self.create_flow), methods=["POST"]),
-            Route("/api/v1/apply", e(self.apply), methods=["POST"]),
-            Route("/api/v1/flows/{ref}", e(self.get_flow), methods=["GET"]),
-            Route("/api/v1/flows/{ref}", e(self.replace_flow), methods=["PUT"]),
-            Route("/api/v1/flows/{ref}", e(self.delete_flow), methods=["DELETE"]),
-            Route("/api/v1/flows/{ref}/start", e(self.start_flow), methods=["POST"]),
-            Route("/api/v1/flows/{ref}/stop", e(self.stop_flow), methods=["POST"]),
-            *self.schedules.routes(e),
-            Route("/api/v1/deliveries", e(self.list_deliveries), methods=["GET"]),
-            Route("/api/v1/deliveries/replay", e(self.replay), methods=["POST"]),
-            Route("/api/v1/deliveries/{id}", e(self.get_delivery), methods=["GET"]),
-            Route("/api/v1/deliveries/{id}", e(self.delete_delivery), methods=["DELETE"]),
-            Route("/api/v1/events", e(self.events), methods=["GET"]),
+            *(_resource(path, handlers) for path, handlers in by_path.items()),
             Route("/metrics", self.prometheus),
         ]
 
@@ -169,15 +186,26 @@ class AdminAPI:
             view["schedule"] = {"next": self.next_ticks(flow)}
         return view
 
-    async def _spec(self, request: Request) -> FlowSpec:
-        data = msgspec.json.decode(await request.body())
-        spec = spec_from_object(data)
+    async def _spec(self, request: Request, *, stored: Flow | None = None) -> FlowSpec:
+        data = inputs.decode(await request.body())
+        spec = self._unmasked(data, stored=stored)
         self.validate(spec)
         return spec
 
+    def _unmasked(self, data: Any, *, stored: Flow | None = None, where: str = "flow") -> FlowSpec:
+        """A spec as sent back after a GET: masked env values and secrets mean "unchanged"."""
+        if stored is None and isinstance(data, dict) and isinstance(data.get("name"), str):
+            with contextlib.suppress(FlowNotFound):
+                stored = self.registry.find(data["name"])
+            if stored is not None and stored.name != data["name"]:
+                stored = None  # the name was another flow's id
+        if stored is not None:
+            data = redaction.unmask(data, to_builtins(stored.spec))
+        return spec_from_object(data, where=where)
+
     # flows -------------------------------------------------------------------------------
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return JSONResponse(openapi_document(self.runtime))
 
     async def list_flows(self, request: Request) -> Response:
         return JSONResponse({"items": [self._view(f.id) for f in self.registry.flows()]})
@@ -188,11 +216,11 @@ class AdminAPI:
 
     async def apply(self, request: Request) -> Response:
         """Validate every flow first, then apply: nothing is half-applied by a bad entry."""
-        data = msgspec.json.decode(await request.body())
+        data = inputs.decode(await request.body())
         items = data.get("flows") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            raise ConfigError("expected a JSON object with a `flows` list")
-        specs = [spec_from_object(item, where=f"flows[{i}]") for i, item in enumerate(items)]
+        if not isinstance(items, list) or len(data) != 1:
+            raise ConfigError("expected a JSON object with a `flows` list and nothing else")
+        specs = [self._unmasked(item, where=f"flows[{i}]") for i, item in enumerate(items)]
         duplicated = sorted(n for n, c in Counter(s.name for s in specs).items() if c > 1)
         if duplicated:
             raise ConfigError(f"flow {duplicated[0]!r} is declared twice")
@@ -217,9 +245,9 @@ class AdminAPI:
         return JSONResponse(self._view(request.path_params["ref"]))
 
     async def replace_flow(self, request: Request) -> Response:
-        flow, outcome = await self.registry.replace(
-            request.path_params["ref"], await self._spec(request)
-        )
+        ref = request.path_params["ref"]
+        stored = self.registry.find(ref)
+        flow, outcome = await self.registry.replace(ref, await self._spec(request, stored=stored))
         return JSONResponse({**self._view(flow.id), "outcome": outcome})
 
     async def delete_flow(self, request: Request) -> Response:
@@ -235,26 +263,26 @@ class AdminAPI:
         return JSONResponse(self._view(flow.id))
 
     # deliveries --------------------------------------------------------------------------
-    def _filter(self, params: dict[str, Any]) -> DeliveryFilter:
-        flow_ref = params.get("flow")
-        status = params.get("status")
-        return DeliveryFilter(
-            flow_id=self.registry.find(flow_ref).id if flow_ref else None,
-            state=State.from_label(status) if status else None,
-            since=float(params["since"]) if params.get("since") is not None else None,
-            until=float(params["until"]) if params.get("until") is not None else None,
-        )
+    def _flow_id(self, ref: str | None) -> str | None:
+        return self.registry.find(ref).id if ref else None
 
     def _names(self) -> dict[str, str]:
         return {flow.id: flow.name for flow in self.registry.flows()}
 
     async def list_deliveries(self, request: Request) -> Response:
-        params = dict(request.query_params)
-        limit = int(params.get("limit", 50))
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit must be 1-{MAX_PAGE}")
+        query = request.query_params
+        status, since, until = query.get("status"), query.get("since"), query.get("until")
+        where = DeliveryFilter(
+            flow_id=self._flow_id(query.get("flow")),
+            state=inputs.status(status) if status is not None else None,
+            since=inputs.seconds(since, field="since") if since is not None else None,
+            until=inputs.seconds(until, field="until") if until is not None else None,
+        )
+        cursor = query.get("cursor")
         page = await self.store.list_deliveries(
-            self._filter(params), limit=limit, cursor=params.get("cursor") or None
+            where,
+            limit=inputs.limit(query.get("limit", "50")),
+            cursor=inputs.cursor(cursor) if cursor is not None else None,
         )
         names = self._names()
         return JSONResponse(
@@ -277,28 +305,25 @@ class AdminAPI:
         )
 
     async def delete_delivery(self, request: Request) -> Response:
-        deleted = await self.store.delete_deliveries([request.path_params["id"]])
+        delivery_id = request.path_params["id"]
+        deleted = await self.store.delete_deliveries([delivery_id])
         if not deleted:
-            raise DeliveryNotFound(f"no delivery {request.path_params['id']}")
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
         return JSONResponse({"deleted": deleted})
 
     async def replay(self, request: Request) -> Response:
         """Replay by ids, or everything matching flow/status/time range."""
-        data = msgspec.json.decode(await request.body() or b"{}")
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
+        body: inputs.Replay = inputs.decode(await request.body(), inputs.Replay, empty=b"{}")
+        where = DeliveryFilter(
+            flow_id=self._flow_id(body.flow),
+            state=inputs.status(body.status) if body.status is not None else State.DEAD,
+            since=inputs.finite(body.since, field="since"),
+            until=inputs.finite(body.until, field="until"),
+        )
         now = time.time()
-        ids = data.get("ids")
-        if ids is not None:
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise ValueError("`ids` must be a list of delivery ids")
-            count = await self.store.replay(ids, now=now)
+        if body.ids is not None:
+            count = await self.store.replay(inputs.replay_ids(body.ids), now=now)
         else:
-            where = self._filter(data)
-            if where.state is None:
-                where = DeliveryFilter(
-                    flow_id=where.flow_id, state=State.DEAD, since=where.since, until=where.until
-                )
             count = await self.store.replay_matching(where, now=now)
         # Wake only the flows that now have work: waking every flow would start a delivery
         # loop for each of them.
@@ -347,6 +372,15 @@ class AdminAPI:
 
     async def prometheus(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _resource(path: str, handlers: dict[str, Handler]) -> Route:
+    """One route per path, so a wrong method's 405 names every method of the path in Allow."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -8,7 +8,9 @@ from typing import Any
 import msgspec
 
 from hookgate import __version__
-from hookgate.domain.flows import FlowSpec
+from hookgate.admin import inputs
+from hookgate.domain.flows import NAME, FlowSpec
+from hookgate.domain.redaction import MASK
 from hookgate.domain.units import ByteSize, Duration
 
 
@@ -16,14 +18,17 @@ def _schema_hook(type_: type) -> dict[str, Any]:
     if type_ is Duration:
         return {
             "anyOf": [
-                {"type": "number"},
+                {"type": "number", "minimum": 0},
                 {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
             ],
             "description": "seconds, or a duration like '30s', '5m', '1h30m'",
         }
     if type_ is ByteSize:
         return {
-            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([kKmMgG][iI]?[bB]|[bB])?$"},
+            ],
             "description": "bytes, or a size like '10MB', '512KiB'",
         }
     raise NotImplementedError
@@ -37,7 +42,31 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-ERROR = _json(_ref("Error"), "Error")
+STATUSES = {
+    "400": "The request is malformed: the message names the field",
+    "401": "Missing or wrong admin token",
+    "404": "No such flow or delivery",
+    "409": "A flow with that name exists already",
+    "422": "Well-formed, but not applicable here: the message names the field (a secret"
+    " reference that does not resolve, a worker this runtime cannot run, an invalid cron"
+    " expression or time zone, …)",
+    "503": "The store cannot be used now; retry later",
+}
+
+
+NULL = {"type": "null", "description": "the same as leaving the field out"}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("Error"), STATUSES[code]) for code in ("401", *codes, "503")}
+
+
+SECRET_REF = {"anyOf": [{"type": "string", "pattern": "^(env|file):.+"}, {"const": MASK}]}
+SECRET_REFS = {
+    "anyOf": [SECRET_REF, {"type": "array", "minItems": 1, "items": SECRET_REF}],
+    "description": "a reference, never the secret: 'env:NAME' or 'file:PATH' (a list rotates);"
+    f" shown as {MASK!r}, which sent back keeps the stored reference",
+}
 FLOW_REF = {
     "name": "ref",
     "in": "path",
@@ -47,11 +76,36 @@ FLOW_REF = {
 }
 
 
+def _tightened(components: dict[str, Any], *, runtime: str) -> None:
+    """What the spec's own checks refuse, said in the schema, so a client can know it first."""
+    props = {name: schema.get("properties", {}) for name, schema in components.items()}
+    props["FlowSpec"]["name"].update(pattern=NAME.pattern)
+    if runtime == "local":
+        components["WorkerSpec"]["required"] = ["command"]
+        props["WorkerSpec"]["command"] = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string"},
+        }
+    else:
+        components["WorkerSpec"]["required"] = ["image"]
+        props["WorkerSpec"]["image"] = {"type": "string", "minLength": 1}
+    props["WorkerSpec"]["port"].update(minimum=1, maximum=65535)
+    props["WorkerSpec"]["readiness_path"]["anyOf"][0]["pattern"] = "^/"
+    props["RetryPolicy"]["max_attempts"]["minimum"] = 1
+    props["RateLimit"]["rate"]["exclusiveMinimum"] = 0
+    for schema in props.values():
+        for field in ("secret", "token", "password"):
+            if field in schema:
+                schema[field] = SECRET_REFS
+
+
 @functools.cache
-def openapi_document() -> dict[str, Any]:
+def openapi_document(runtime: str = "local") -> dict[str, Any]:
     (spec,), components = msgspec.json.schema_components(
         [FlowSpec], schema_hook=_schema_hook, ref_template="#/components/schemas/{name}"
     )
+    _tightened(components, runtime=runtime)
     components["Error"] = {
         "type": "object",
         "required": ["error"],
@@ -86,8 +140,23 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     flow_ok = _json(_ref("Flow"))
-    errors = {"401": ERROR, "404": ERROR, "409": ERROR, "422": ERROR}
     body = {"required": True, "content": {"application/json": {"schema": spec}}}
+    delivery_id = {"type": "string", "pattern": inputs.DELIVERY_ID}
+    filters = {
+        "flow": {"type": "string", "description": "flow name or id"},
+        "status": {"enum": inputs.STATUSES},
+        "since": {"type": "number", "description": "received at or after (Unix seconds)"},
+        "until": {"type": "number", "description": "received before (Unix seconds)"},
+    }
+    query = {
+        **filters,
+        "limit": {"type": "integer", "minimum": 1, "maximum": inputs.MAX_PAGE, "default": 50},
+        "cursor": {
+            "type": "string",
+            "pattern": inputs.CURSOR,
+            "description": "the previous page's `cursor`",
+        },
+    }
     paths = {
         "/api/v1/flows": {
             "get": {
@@ -98,13 +167,14 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "properties": {"items": {"type": "array", "items": _ref("Flow")}},
                         }
-                    )
+                    ),
+                    **_errors(),
                 },
             },
             "post": {
                 "summary": "Create a flow",
                 "requestBody": body,
-                "responses": {"201": flow_ok, **errors},
+                "responses": {"201": flow_ok, **_errors("400", "409", "422")},
             },
         },
         "/api/v1/apply": {
@@ -116,43 +186,45 @@ def openapi_document() -> dict[str, Any]:
                         "application/json": {
                             "schema": {
                                 "type": "object",
+                                "required": ["flows"],
                                 "properties": {"flows": {"type": "array", "items": spec}},
+                                "additionalProperties": False,
                             }
                         }
                     },
                 },
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("400", "422")},
             }
         },
         "/api/v1/flows/{ref}": {
             "parameters": [FLOW_REF],
-            "get": {"summary": "Get a flow", "responses": {"200": flow_ok, **errors}},
+            "get": {"summary": "Get a flow", "responses": {"200": flow_ok, **_errors("404")}},
             "put": {
-                "summary": "Replace a flow's spec (id kept)",
+                "summary": "Replace a flow's spec (id kept; a masked value keeps the stored one)",
                 "requestBody": body,
-                "responses": {"200": flow_ok, **errors},
+                "responses": {"200": flow_ok, **_errors("400", "404", "409", "422")},
             },
             "delete": {
                 "summary": "Delete a flow and its deliveries",
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
         },
         "/api/v1/flows/{ref}/start": {
             "parameters": [FLOW_REF],
-            "post": {"summary": "Start a flow", "responses": {"200": flow_ok, **errors}},
+            "post": {"summary": "Start a flow", "responses": {"200": flow_ok, **_errors("404")}},
         },
         "/api/v1/flows/{ref}/stop": {
             "parameters": [FLOW_REF],
             "post": {
                 "summary": "Stop a flow (its URL answers 404 until started)",
-                "responses": {"200": flow_ok, **errors},
+                "responses": {"200": flow_ok, **_errors("404")},
             },
         },
         "/api/v1/flows/{ref}/snapshot": {
             "parameters": [FLOW_REF],
             "get": {
                 "summary": "The snapshot a polling flow carries to its next run",
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
             "put": {
                 "summary": "Replace the snapshot (JSON, at most 1 MB)",
@@ -168,18 +240,18 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("404", "422")},
             },
             "delete": {
                 "summary": "Forget the snapshot (the next run gets null)",
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
         },
         "/api/v1/flows/{ref}/run": {
             "parameters": [FLOW_REF],
             "post": {
                 "summary": "Enqueue a poll run now, outside the schedule",
-                "responses": {"202": _json({"type": "object"}), **errors},
+                "responses": {"202": _json({"type": "object"}), **_errors("404", "422")},
             },
         },
         "/api/v1/events": {
@@ -196,9 +268,20 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "An event stream: one JSON object per `data:`",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "event": {"type": "string"},
+                                        "data": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
                     },
-                    **errors,
+                    **_errors("404"),
                 },
             }
         },
@@ -206,8 +289,8 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "List deliveries, newest first",
                 "parameters": [
-                    {"name": n, "in": "query", "schema": {"type": "string"}}
-                    for n in ("flow", "status", "limit", "cursor", "since", "until")
+                    {"name": name, "in": "query", "schema": schema}
+                    for name, schema in query.items()
                 ],
                 "responses": {
                     "200": _json(
@@ -219,43 +302,39 @@ def openapi_document() -> dict[str, Any]:
                             },
                         }
                     ),
-                    **errors,
+                    **_errors("400", "404"),
                 },
             }
         },
         "/api/v1/deliveries/{id}": {
-            "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": delivery_id}],
             "get": {
                 "summary": "A delivery with its request and attempts",
-                "responses": {"200": _json(_ref("Delivery")), **errors},
+                "responses": {"200": _json(_ref("Delivery")), **_errors("404")},
             },
             "delete": {
                 "summary": "Delete a delivery",
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
         },
         "/api/v1/deliveries/replay": {
             "post": {
-                "summary": "Replay deliveries by ids, or by flow/status/time range",
+                "summary": "Replay deliveries by ids, or by flow/status/time range (default: dead)",
                 "requestBody": {
                     "content": {
                         "application/json": {
                             "schema": {
                                 "type": "object",
                                 "properties": {
-                                    "ids": {"type": "array", "items": {"type": "string"}},
-                                    "flow": {"type": "string"},
-                                    "status": {"type": "string"},
-                                    "since": {"type": "number"},
-                                    "until": {"type": "number"},
+                                    "ids": {"type": ["array", "null"], "items": {"type": "string"}},
+                                    **{n: {"anyOf": [f, NULL]} for n, f in filters.items()},
                                 },
+                                "additionalProperties": False,
                             }
                         }
                     }
                 },
-                "responses": {"200": _json({"type": "object"}), **errors},
+                "responses": {"200": _json({"type": "object"}), **_errors("400", "404")},
             }
         },
     }

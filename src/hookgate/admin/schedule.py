@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from hookgate.domain.flows import Mode
 from hookgate.domain.schedule import MAX_SNAPSHOT, poll_request
@@ -27,13 +26,13 @@ class ScheduleAPI:
         self.store = store
         self.on_queued = on_queued
 
-    def routes(self, errors: Callable[[Handler], Handler]) -> list[Route]:
+    def operations(self) -> list[tuple[str, str, Handler]]:
         path = "/api/v1/flows/{ref}"
         return [
-            Route(f"{path}/snapshot", errors(self.get_snapshot), methods=["GET"]),
-            Route(f"{path}/snapshot", errors(self.set_snapshot), methods=["PUT"]),
-            Route(f"{path}/snapshot", errors(self.clear_snapshot), methods=["DELETE"]),
-            Route(f"{path}/run", errors(self.run), methods=["POST"]),
+            (f"{path}/snapshot", "GET", self.get_snapshot),
+            (f"{path}/snapshot", "PUT", self.set_snapshot),
+            (f"{path}/snapshot", "DELETE", self.clear_snapshot),
+            (f"{path}/run", "POST", self.run),
         ]
 
     async def get_snapshot(self, request: Request) -> Response:

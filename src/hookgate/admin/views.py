@@ -1,10 +1,12 @@
-"""How flows and deliveries look on the wire (admin API, CLI ``--json``, console)."""
+"""How flows and deliveries look on the wire (admin API, CLI ``--json``): secrets masked by
+the same rule as the console's (:mod:`hookgate.domain.redaction`)."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
+from hookgate.domain import redaction
 from hookgate.domain.deliveries import Attempt, Delivery
 from hookgate.domain.flows import Flow, to_builtins
 from hookgate.runtime.base import WorkerStatus
@@ -21,7 +23,7 @@ def flow_view(
         "url": f"{public_url}/hook/{flow.id}",
         "createdAt": flow.created_at,
         "updatedAt": flow.updated_at,
-        "spec": to_builtins(flow.spec),
+        "spec": redaction.spec(to_builtins(flow.spec)),
     }
     if workers is not None:
         view["workers"] = to_builtins(workers)
@@ -60,7 +62,7 @@ def delivery_view(
         "source": delivery.source,
     }
     if full:
-        view["headers"] = [list(pair) for pair in delivery.headers]
+        view["headers"] = [list(pair) for pair in redaction.headers(delivery.headers)]
         view.update(body_view(delivery.body))
         view["size"] = len(delivery.body)
     if attempts is not None:

@@ -2,17 +2,19 @@
 
 It shares the admin API's listener but not its credential: a browser signs in once with the
 admin token and then holds only a random session cookie (HttpOnly, SameSite=Strict, scoped to
-``/console``), and every state-changing request must also carry the session's CSRF token, as a
-form field or an ``X-CSRF-Token`` header. Pages are rendered on the server; a small script of
-our own adds live rows (``EventSource``) and copy buttons.
+``/console``, Secure when the browser came over HTTPS), and every state-changing request must
+also carry the session's CSRF token, as a form field or an ``X-CSRF-Token`` header. Pages are
+rendered on the server; a small script of our own adds live rows (``EventSource``) and copy
+buttons.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hookgate import logs
 from hookgate.console import render
 from hookgate.console.pages import Pages
 from hookgate.console.rates import Rates
@@ -35,11 +38,14 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
 from hookgate.store.base import Store
 
+log = logs.get("hookgate.console")
+
 PREFIX = "/console"
 SESSION_COOKIE = "hookgate_session"
 SIGNIN_COOKIE = "hookgate_signin"
 Handler = Callable[[Request], Awaitable[Response]]
 Action = Callable[[Request, Session], Awaitable[Response]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEADERS = [
     (
@@ -81,7 +87,9 @@ class Console:
         on_queued: Callable[[str], None],
         live: Handler,
         stopping: asyncio.Event | None = None,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
+        self.trusted_proxies = trusted_proxies
         self.sessions = Sessions(token=token)
         self.rates = Rates(metrics.registry)
         self.stopping = stopping
@@ -189,7 +197,7 @@ class Console:
             next=_local(request.query_params.get("next", "")),
             notice=SIGNIN_NOTICES.get(reason, ""),
         )
-        _cookie(response, SIGNIN_COOKIE, nonce, max_age=3600)
+        _cookie(response, SIGNIN_COOKIE, nonce, max_age=3600, secure=self._https(request))
         return response
 
     async def _signin(self, request: Request) -> Response:
@@ -202,9 +210,26 @@ class Console:
         session = self.sessions.open(now=time.time())
         target = _local(_text(form.get("next")) or "") or f"{PREFIX}/flows"
         response = RedirectResponse(target, status_code=303)
-        _cookie(response, SESSION_COOKIE, session.id)
+        _cookie(response, SESSION_COOKIE, session.id, secure=self._https(request))
         response.delete_cookie(SIGNIN_COOKIE, path=PREFIX)
         return response
+
+    def _https(self, request: Request) -> bool:
+        """Did the browser come over HTTPS: TLS here, or a trusted proxy says so?
+
+        ``X-Forwarded-Proto`` counts only from a peer in ``trusted_proxies``, and only its last
+        value (the one that proxy set), so a client cannot claim HTTPS for itself.
+        """
+        if request.url.scheme == "https":
+            return True
+        proto = request.headers.get("x-forwarded-proto", "").rsplit(",", 1)[-1].strip().lower()
+        if proto != "https" or request.client is None:
+            return False
+        try:
+            peer = ipaddress.ip_address(request.client.host)
+        except ValueError:
+            return False
+        return any(peer in network for network in self.trusted_proxies)
 
     async def _signout(self, request: Request, session: Session) -> Response:
         self.sessions.close(session.id)
@@ -248,7 +273,15 @@ class Console:
             except FlowNotFound as exc:
                 return self.message(request, 404, "Flow not found", str(exc), session=session)
             except StoreError as exc:
-                return self.message(request, 503, "Store unavailable", str(exc), session=session)
+                # The driver's message names the database's host, port and name: log it only.
+                log.warning("console request failed in the store", error=str(exc))
+                return self.message(
+                    request,
+                    503,
+                    "Store unavailable",
+                    "The store cannot be used now; try again shortly (the gateway's log says why).",
+                    session=session,
+                )
             except (HookgateError, ValueError) as exc:
                 return self.message(request, 400, "Cannot do that", str(exc), session=session)
 
@@ -278,8 +311,18 @@ SIGNIN_NOTICES = {
 }
 
 
-def _cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
-    response.set_cookie(name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict")
+def _cookie(
+    response: Response, name: str, value: str, *, secure: bool, max_age: int | None = None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=PREFIX,
+        secure=secure,
+        httponly=True,
+        samesite="strict",
+    )
 
 
 async def _csrf_ok(request: Request, session: Session) -> bool:

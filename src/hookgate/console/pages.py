@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from hookgate.console import render
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
+from hookgate.domain import redaction
 from hookgate.domain.deliveries import State
 from hookgate.domain.flows import Flow, Mode, Status, to_builtins
 from hookgate.errors import DeliveryNotFound
@@ -146,7 +147,7 @@ class Pages:
             delivery=delivery,
             state=delivery.state.label,
             flow=flow,
-            headers=render.headers(delivery.headers),
+            headers=redaction.headers(delivery.headers),
             body=render.body(delivery.body, content_type=content_type),
             attempts=sorted(attempts, key=lambda a: a.started_at),
             verification=_verification(flow),

@@ -1,4 +1,5 @@
-"""How stored things are shown: bodies that never freeze a page, secrets that never show.
+"""How stored things are shown: bodies that never freeze a page, secrets masked (see
+:mod:`hookgate.domain.redaction`).
 
 A body is shown as pretty JSON, text or a hex dump, and only its first part: a 50 MB upload
 or binary garbage costs the browser at most ``SHOWN`` bytes, with a link to the raw bytes.
@@ -14,13 +15,10 @@ from typing import Any
 import msgspec
 import yaml
 
+from hookgate.domain import redaction
+
 SHOWN = 256 * 1024
 HEX_SHOWN = 16 * 1024
-MASK = "••••••"
-SECRET_FIELDS = frozenset({"secret", "token", "password"})
-SECRET_HEADERS = frozenset(
-    {b"authorization", b"proxy-authorization", b"cookie", b"x-api-key", b"x-auth-token"}
-)
 
 
 class Body(msgspec.Struct, frozen=True):
@@ -80,38 +78,13 @@ def hexdump(data: bytes) -> str:
     return "\n".join(lines)
 
 
-def headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Credentials in headers are shown by kind and length only."""
-    shown = []
-    for name, value in pairs:
-        if name.lower().encode() in SECRET_HEADERS:
-            scheme = value.split(" ", 1)[0] + " " if " " in value else ""
-            value = f"{scheme}{MASK} ({len(value)} characters, hidden)"
-        shown.append((name, value))
-    return shown
-
-
 def header(pairs: list[tuple[str, str]], name: str) -> str:
     return next((v for k, v in pairs if k.lower() == name), "")
 
 
-def masked(value: Any, *, field: str = "") -> Any:
-    """A flow's configuration with every secret reference and worker env value masked."""
-    if isinstance(value, dict):
-        return {
-            k: ({e: MASK for e in v} if k == "env" and isinstance(v, dict) else masked(v, field=k))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [masked(v, field=field) for v in value]
-    if field in SECRET_FIELDS and value is not None:
-        return MASK
-    return value
-
-
 def config_text(spec: dict[str, Any]) -> str:
     """The spec as YAML, as a flow file would say it: unset (null) fields left out."""
-    return yaml.safe_dump(_set(masked(spec)), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(_set(redaction.spec(spec)), sort_keys=False, allow_unicode=True)
 
 
 def _set(value: Any) -> Any:
