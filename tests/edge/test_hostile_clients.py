@@ -298,3 +298,14 @@ def test_an_admin_listener_open_to_other_hosts_is_warned_about(gateway_factory: 
     gateway.args = ["--admin-listen", f"0.0.0.0:{gateway.admin_port}"]
     gateway.start()
     assert "the admin listener is reachable from other hosts" in gateway.logs()
+
+
+def test_pipelined_requests_are_all_answered_and_the_connection_then_idles_out(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    sock = connect(gateway)
+    one = head(gateway, "inbox", length=2) + b"{}"
+    sock.sendall(one * 3)
+    reply = answer(sock)  # read until the idle connection is closed (HOOKGATE_KEEP_ALIVE=1s)
+    assert reply.count(b"HTTP/1.1 202 ") == 3, reply
