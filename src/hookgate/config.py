@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True):
     database: str
     public_url: str
     max_queued_bytes: int = 1024**3
+    disk_reserve: int = 64 * 1024**2
     synchronous: str = "FULL"
     runtime: str = "local"
     namespace: str = "default"
@@ -74,6 +75,10 @@ def load_settings(
         max_queued = ByteSize.parse(env("MAX_QUEUED_BYTES") or "1GiB")
     except ValueError as exc:
         raise ConfigError(f"HOOKGATE_MAX_QUEUED_BYTES: {exc}") from None
+    try:
+        reserve = ByteSize.parse(env("DISK_RESERVE") or "64MiB")
+    except ValueError as exc:
+        raise ConfigError(f"HOOKGATE_DISK_RESERVE: {exc}") from None
     synchronous = (env("SQLITE_SYNCHRONOUS") or "FULL").upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ConfigError("HOOKGATE_SQLITE_SYNCHRONOUS must be FULL, EXTRA, NORMAL or OFF")
@@ -87,6 +92,7 @@ def load_settings(
         database=db,
         public_url=(public_url or env("PUBLIC_URL") or f"http://{host}:{public.port}").rstrip("/"),
         max_queued_bytes=max_queued,
+        disk_reserve=reserve,
         synchronous=synchronous,
         runtime=kind,
         namespace=env("NAMESPACE") or "default",

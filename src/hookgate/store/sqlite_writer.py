@@ -29,7 +29,13 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from hookgate.errors import FlowConflict, FlowNotFound, SchemaMismatch, StoreUnavailable
+from hookgate.errors import (
+    FlowConflict,
+    FlowNotFound,
+    SchemaMismatch,
+    StoreFull,
+    StoreUnavailable,
+)
 from hookgate.store import columns as table
 
 BATCH = 2048
@@ -163,22 +169,15 @@ def update_flow(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         raise FlowNotFound(f"no flow with id {row[4]}")
 
 
-def delete_flow(conn: sqlite3.Connection, flow_id: str) -> int:
-    """Returns the queued bytes freed."""
+def delete_flow(conn: sqlite3.Connection, flow_id: str) -> None:
     if conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,)).rowcount != 1:
         raise FlowNotFound(f"no flow with id {flow_id}")
-    freed = conn.execute(
-        "SELECT coalesce(sum(length(body)), 0) FROM deliveries"
-        " WHERE flow_id = ? AND state IN (0, 1)",
-        (flow_id,),
-    ).fetchone()[0]
     conn.execute(
         "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE flow_id = ?)",
         (flow_id,),
     )
     for name in ("deliveries", "dedupe", "schedules"):
         conn.execute(f"DELETE FROM {name} WHERE flow_id = ?", (flow_id,))
-    return int(freed)
 
 
 def dedupe_insert(
@@ -216,23 +215,32 @@ def lease(
     ).fetchall()
 
 
-def replay(conn: sqlite3.Connection, clause: str, params: list[Any], now: float) -> tuple[int, int]:
+Sizes = list[tuple[str, int]]
+"""``(flow id, queued size)`` of deliveries that joined or left the queue."""
+
+
+def replay(
+    conn: sqlite3.Connection, clause: str, params: list[Any], now: float
+) -> tuple[int, Sizes]:
     """``clause`` is built by the store from a filter, never from caller text."""
     rows = conn.execute(
         f"UPDATE deliveries SET state = 0, attempts = 0, next_at = ?, lease_until = NULL,"
-        f" updated_at = ? WHERE ({clause}) AND state IN (2, 3) RETURNING length(body)",
+        f" updated_at = ? WHERE ({clause}) AND state IN (2, 3)"
+        f" RETURNING flow_id, {table.QUEUED_SIZE}",
         [now, now, *params],
     ).fetchall()
-    return len(rows), sum(row[0] for row in rows)
+    return len(rows), rows
 
 
-def delete_deliveries(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, int]:
+def delete_deliveries(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, Sizes]:
     marks = ",".join("?" * len(ids))
     rows = conn.execute(
-        f"DELETE FROM deliveries WHERE id IN ({marks}) RETURNING state, length(body)", ids
+        f"DELETE FROM deliveries WHERE id IN ({marks})"
+        f" RETURNING flow_id, state, {table.QUEUED_SIZE}",
+        ids,
     ).fetchall()
     conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)
-    return len(rows), sum(size for state, size in rows if state in (0, 1))
+    return len(rows), [(flow_id, size) for flow_id, state, size in rows if state in (0, 1)]
 
 
 def purge(conn: sqlite3.Connection, flow_id: str, done_before: float, limit: int) -> int:
@@ -252,21 +260,22 @@ def purge(conn: sqlite3.Connection, flow_id: str, done_before: float, limit: int
 
 def import_deliveries(
     conn: sqlite3.Connection, records: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
-) -> tuple[int, int]:
+) -> tuple[int, Sizes]:
     """``(full row, attempt rows)`` per delivery; ids already present are skipped."""
-    inserted = queued = 0
+    inserted = 0
+    queued: Sizes = []
     for row, attempts in records:
-        cur = conn.execute(
+        added = conn.execute(
             f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 16)})"
-            " ON CONFLICT (id) DO NOTHING",
+            f" ON CONFLICT (id) DO NOTHING RETURNING flow_id, state, {table.QUEUED_SIZE}",
             row,
-        )
-        if cur.rowcount != 1:
+        ).fetchone()
+        if added is None:
             continue
         conn.executemany("INSERT INTO attempts VALUES (?,?,?,?,?,?,?)", attempts)
         inserted += 1
-        if row[3] in (0, 1):
-            queued += len(row[15])
+        if added[1] in (0, 1):
+            queued.append((added[0], added[2]))
     return inserted, queued
 
 
@@ -371,7 +380,14 @@ def _run_op(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> Any:
         return _translate(exc)
 
 
+def _code(exc: sqlite3.Error) -> int:
+    """The primary result code (``SQLITE_FULL``: the disk is full), without its extension."""
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error) and _code(exc) == sqlite3.SQLITE_FULL:
+        return StoreFull(f"SQLite write failed: {exc}")
     if isinstance(exc, sqlite3.Error):
         return StoreUnavailable(f"SQLite write failed: {exc}")
     return exc
