@@ -202,10 +202,10 @@ class SQLiteStore:
         else:
             free = volume.f_bavail * volume.f_frsize
             self._room = free - self.disk_reserve
-            if self._room < 0:
+            if self._room <= 0:
                 self._health.stop(
-                    f"{free} bytes free on the data volume, below the reserve"
-                    f" (HOOKGATE_DISK_RESERVE) of {self.disk_reserve}"
+                    f"{free} bytes free on the data volume, the reserve"
+                    f" (HOOKGATE_DISK_RESERVE) is {self.disk_reserve}"
                 )
             elif self._room >= max(self.disk_reserve // 16, MIN_RESUME_MARGIN):
                 self._health.resume()
