@@ -51,7 +51,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 RESTART_DELAY = 0.5
-SPACE_EVERY = 0.25
+SPACE_EVERY = 0.1
 """Seconds between two looks at the data volume's free space."""
 MIN_RESUME_MARGIN = 1 << 20
 log = logs.get("hookgate.store")
@@ -344,10 +344,11 @@ class SQLiteStore:
             raise StoreFull(self._health.reason)
         size = table.queued_size(request)
         self.queued.check(request.flow_id, size, max_queued)
-        if size > self._room:
+        if 2 * size > self._room:
             raise StoreFull(f"no room for {size} bytes above the disk reserve; retry")
-        # Until the next look at the disk, what is accepted counts as taken from the room.
-        self._room -= size
+        # Until the next look at the disk, what is accepted counts as taken from the room,
+        # twice: once in the WAL, once in the database file the checkpoint copies it to.
+        self._room -= 2 * size
         row = table.inserted_row(request)
         if dedupe_key is None:
             await self._submit("insert", row)
