@@ -53,7 +53,7 @@ T = TypeVar("T")
 RESTART_DELAY = 0.5
 SPACE_EVERY = 0.1
 """Seconds between two looks at the data volume's free space."""
-MIN_RESUME_MARGIN = 1 << 20
+MIN_MARGIN = 1 << 20
 log = logs.get("hookgate.store")
 
 
@@ -92,7 +92,9 @@ class SQLiteStore:
         self.queued = QueuedBytes(max_queued_bytes)
         self.disk_reserve = disk_reserve
         self._health = Acceptance("sqlite")
-        self._room = 0
+        self._room = self._measured = 0
+        self._margin = max(disk_reserve // 16, MIN_MARGIN)
+        """Room above the reserve below which the store counts as full, and resumes above."""
         self._space_timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count()
         self._futures: dict[int, asyncio.Future[Any]] = {}
@@ -144,6 +146,7 @@ class SQLiteStore:
                 self.path,
                 self.synchronous,
                 str(theirs.fileno()),
+                str(self.disk_reserve),
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -192,25 +195,27 @@ class SQLiteStore:
         return self._health.accepting
 
     def _check_space(self) -> None:
-        """Stop accepting below the reserve; resume a margin above it (so it does not flap),
+        """Stop accepting at the reserve; resume a margin above it (so it does not flap),
         which also ends a stop caused by ``SQLITE_FULL``. Then look again in a moment."""
         try:
             volume = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
         except OSError as exc:
-            self._room = 0
+            self._room = self._measured = 0
             self._health.stop(f"cannot read the data volume's free space: {exc.strerror}")
         else:
-            free = volume.f_bavail * volume.f_frsize
-            self._room = free - self.disk_reserve
+            self._room = self._measured = volume.f_bavail * volume.f_frsize - self.disk_reserve
             if self._room <= 0:
-                self._health.stop(
-                    f"{free} bytes free on the data volume, the reserve"
-                    f" (HOOKGATE_DISK_RESERVE) is {self.disk_reserve}"
-                )
-            elif self._room >= max(self.disk_reserve // 16, MIN_RESUME_MARGIN):
+                self._health.stop(self._no_room())
+            elif self._room >= self._margin:
                 self._health.resume()
         if not self._closing and self._loop is not None:
             self._space_timer = self._loop.call_later(SPACE_EVERY, self._check_space)
+
+    def _no_room(self) -> str:
+        return (
+            f"the data volume is down to its reserve (HOOKGATE_DISK_RESERVE) of"
+            f" {self.disk_reserve} bytes; {max(self._measured, 0)} bytes above it"
+        )
 
     @property
     def writer_pid(self) -> int | None:
@@ -345,6 +350,9 @@ class SQLiteStore:
         size = table.queued_size(request)
         self.queued.check(request.flow_id, size, max_queued)
         if 2 * size > self._room:
+            # Refused for now; full (until a margin is free again) only if the disk says so.
+            if self._measured < self._margin:
+                self._health.stop(self._no_room())
             raise StoreFull(f"no room for {size} bytes above the disk reserve; retry")
         # Until the next look at the disk, what is accepted counts as taken from the room,
         # twice: once in the WAL, once in the database file the checkpoint copies it to.

@@ -1,7 +1,7 @@
 """The SQLite writer process: the only write connection, group commit, WAL checkpoints.
 
-``SQLiteStore`` starts ``python -m hookgate.store.sqlite_writer PATH SYNCHRONOUS FD`` and talks
-to it over a socket pair. Writes run here, in their own process, because a writer *thread*
+``SQLiteStore`` starts ``python -m hookgate.store.sqlite_writer PATH SYNCHRONOUS FD RESERVE``
+and talks to it over a socket pair. Writes run here, in their own process, because a writer *thread*
 shares the gateway's GIL: every commit then waits for the busy event loop to hand the GIL
 over, which capped ingest well below what either side does alone (design §7, BENCHMARKS.md).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import pickle
 import socket
 import sqlite3
@@ -432,18 +433,37 @@ class Checkpoints(threading.Thread):
     bound, and with it the disk traffic. So when the WAL is past ``REWIND_FRAMES``, the writer
     itself checkpoints the last few frames between two batches (``catch_up``), and its next
     commit starts the WAL from the beginning again.
+
+    A WAL and the database file hold the same pages twice until the WAL is rewound. While the
+    volume's free space is below twice the reserve (``tight``), every checkpoint, here and the
+    writer's after each batch, is a TRUNCATE, which empties the WAL file: on a tight disk the
+    data is held once, and the space a checkpoint needs is never taken from space freed by hand.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, path: str, reserve: int) -> None:
         super().__init__(name="hookgate-sqlite-checkpoint", daemon=True)
         self.conn = conn
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.reserve = reserve
         self.stop = threading.Event()
         self.catch_up = threading.Event()
+        self.tight = False
+
+    @property
+    def mode(self) -> str:
+        return "TRUNCATE" if self.tight else "PASSIVE"
+
+    def _look(self) -> None:
+        with contextlib.suppress(OSError):
+            volume = os.statvfs(self.directory)
+            self.tight = volume.f_bavail * volume.f_frsize < 2 * self.reserve
 
     def run(self) -> None:
         while not self.stop.wait(CHECKPOINT_EVERY):
+            self._look()
+            mode = self.mode
             with contextlib.suppress(sqlite3.Error):
-                _, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                _, frames, _ = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
                 if frames >= REWIND_FRAMES:
                     self.catch_up.set()
         with contextlib.suppress(sqlite3.Error):
@@ -451,10 +471,10 @@ class Checkpoints(threading.Thread):
         self.conn.close()
 
 
-def serve(sock: socket.socket, path: str, synchronous: str) -> None:
+def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> None:
     conn = connect(path, synchronous)
     conn.execute("PRAGMA wal_autocheckpoint=0")
-    checkpoints = Checkpoints(connect(path, synchronous))
+    checkpoints = Checkpoints(connect(path, synchronous), path=path, reserve=reserve)
     checkpoints.start()
     inbox = Inbox(sock)
     try:
@@ -465,10 +485,10 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
                 sock.sendall(frame((len(ops), time.perf_counter() - started, results)))
             except OSError:
                 break  # the gateway is gone; what was committed stays committed
-            if checkpoints.catch_up.is_set():
+            if checkpoints.catch_up.is_set() or checkpoints.tight:
                 checkpoints.catch_up.clear()
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    conn.execute(f"PRAGMA wal_checkpoint({checkpoints.mode})")
     finally:
         conn.close()
         checkpoints.stop.set()
@@ -476,9 +496,9 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    path, synchronous, fd = argv
+    path, synchronous, fd, reserve = argv
     with socket.socket(fileno=int(fd)) as sock:
-        serve(sock, path, synchronous)
+        serve(sock, path, synchronous, int(reserve))
 
 
 if __name__ == "__main__":
