@@ -86,24 +86,25 @@ def test_a_full_volume_answers_503_until_space_is_freed_then_accepts_again(
     )
     gateway.log = tmp_path / "gateway.log"  # not on the volume that is filled
     gateway.start()
+    client = httpx.Client(timeout=30)
     try:
         url = gateway.hook("orders")
         assert accepting_gauge(gateway) == "1.0"
         accepted: list[str] = []
 
         def full() -> bool:
-            answer = httpx.post(url, content=b"x" * 64_000)
+            answer = client.post(url, content=b"x" * 64_000)
             if answer.status_code == 202:
                 accepted.append(answer.json()["requestId"])
             else:
                 assert_queue_full(answer)
-            return readyz(gateway) == 503
+            return client.get(gateway.base + "/readyz").status_code == 503
 
-        eventually(full)
+        eventually(full, interval=0)
         assert len(accepted) > 10
         assert accepting_gauge(gateway) == "0.0"
         for _ in range(20):
-            assert_queue_full(httpx.post(url, content=b"y" * 64_000))
+            assert_queue_full(client.post(url, content=b"y" * 64_000))
         assert set(accepted) <= stored_ids(gateway)  # every 202 is stored
         assert gateway.logs().count(STOPPED) == 1
         assert "HOOKGATE_DISK_RESERVE" in next(
@@ -112,13 +113,14 @@ def test_a_full_volume_answers_503_until_space_is_freed_then_accepts_again(
 
         ballast.unlink()
         eventually(lambda: readyz(gateway) == 200)
-        again = httpx.post(url, content=b"z" * 64_000)
+        again = client.post(url, content=b"z" * 64_000)
         assert again.status_code == 202, again.text
         assert again.json()["requestId"] in stored_ids(gateway)
         assert accepting_gauge(gateway) == "1.0"
         logs = gateway.logs()
         assert (logs.count(STOPPED), logs.count(RESUMED)) == (1, 1)
     finally:
+        client.close()
         gateway.stop()
 
 

@@ -461,7 +461,7 @@ class Checkpoints(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(CHECKPOINT_EVERY):
             self._look()
-            mode = self.mode
+            mode = "PASSIVE"
             with contextlib.suppress(sqlite3.Error):
                 _, frames, _ = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
                 if frames >= REWIND_FRAMES:
