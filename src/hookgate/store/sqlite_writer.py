@@ -435,9 +435,10 @@ class Checkpoints(threading.Thread):
     commit starts the WAL from the beginning again.
 
     A WAL and the database file hold the same pages twice until the WAL is rewound. While the
-    volume's free space is below twice the reserve (``tight``), every checkpoint, here and the
-    writer's after each batch, is a TRUNCATE, which empties the WAL file: on a tight disk the
-    data is held once, and the space a checkpoint needs is never taken from space freed by hand.
+    volume's free space is below twice the reserve (``tight``, looked at here each round), the
+    writer ends every batch with a TRUNCATE checkpoint, which empties the WAL file: on a tight
+    disk the data is held once, and the space a checkpoint needs is never taken from space
+    freed by hand. (The writer does it: from this thread it would wait for the writer's lock.)
     """
 
     def __init__(self, conn: sqlite3.Connection, *, path: str, reserve: int) -> None:
@@ -449,10 +450,6 @@ class Checkpoints(threading.Thread):
         self.catch_up = threading.Event()
         self.tight = False
 
-    @property
-    def mode(self) -> str:
-        return "TRUNCATE" if self.tight else "PASSIVE"
-
     def _look(self) -> None:
         with contextlib.suppress(OSError):
             volume = os.statvfs(self.directory)
@@ -461,9 +458,8 @@ class Checkpoints(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(CHECKPOINT_EVERY):
             self._look()
-            mode = "PASSIVE"
             with contextlib.suppress(sqlite3.Error):
-                _, frames, _ = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                _, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames >= REWIND_FRAMES:
                     self.catch_up.set()
         with contextlib.suppress(sqlite3.Error):
@@ -487,8 +483,9 @@ def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> Non
                 break  # the gateway is gone; what was committed stays committed
             if checkpoints.catch_up.is_set() or checkpoints.tight:
                 checkpoints.catch_up.clear()
+                mode = "TRUNCATE" if checkpoints.tight else "PASSIVE"
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute(f"PRAGMA wal_checkpoint({checkpoints.mode})")
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})")
     finally:
         conn.close()
         checkpoints.stop.set()
