@@ -221,6 +221,7 @@ class PostgresStore:
         try:
             await self._pool.open(wait=True, timeout=self.connect_timeout)
             await self._recount()
+            probe = await self._connect()
         except (PoolTimeout, StoreError) as exc:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -229,7 +230,10 @@ class PostgresStore:
             raise StoreUnavailable(self._unreachable("no connection")) from None
         self._ingest = _Groups(self._commit, GROUPS_IN_FLIGHT)
         self._finishes = _Groups(self._finish_group, GROUPS_IN_FLIGHT)
-        self._tasks = [asyncio.create_task(self._recounter()), asyncio.create_task(self._probe())]
+        self._tasks = [
+            asyncio.create_task(self._recounter()),
+            asyncio.create_task(self._probe(probe)),
+        ]
 
     async def close(self) -> None:
         self._closing = True
@@ -412,27 +416,20 @@ class PostgresStore:
     def accepting(self) -> bool:
         return self._health.accepting
 
-    async def _probe(self) -> None:
+    async def _probe(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
         """``SELECT 1`` every ``PROBE_EVERY`` on a connection of its own, reconnecting after a
         failure: accepting stops when the database does not answer and resumes when it does."""
-        conn: psycopg.AsyncConnection[Any] | None = None
         try:
             while True:
                 try:
-                    if conn is None:
-                        conn = await self._connect()
+                    conn = conn or await self._connect()
                     async with asyncio.timeout(self.connect_timeout):
                         await conn.execute("SELECT 1")
+                        if not self._health.accepting and self._pool is not None:
+                            await self._pool.check()  # drop the connections the outage broke
                     self._health.resume()
                 except (StoreError, psycopg.Error, TimeoutError) as exc:
-                    reason = (
-                        exc
-                        if not isinstance(exc, TimeoutError)
-                        else f"no answer within {self.connect_timeout:g}s"
-                    )
-                    self._health.stop(
-                        str(exc) if isinstance(exc, StoreError) else self._unreachable(reason)
-                    )
+                    self._health.stop(self._unanswered(exc))
                     if conn is not None:
                         await conn.close()
                         conn = None
@@ -440,6 +437,13 @@ class PostgresStore:
         finally:
             if conn is not None:
                 await conn.close()
+
+    def _unanswered(self, exc: Exception) -> str:
+        if isinstance(exc, StoreError):  # from _connect(), which says where already
+            return str(exc)
+        if isinstance(exc, TimeoutError):
+            return self._unreachable(f"no answer within {self.connect_timeout:g}s")
+        return self._unreachable(exc)
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:
