@@ -45,6 +45,9 @@ REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
 SCHEMA_VERSION = 2
 HEADER = struct.Struct(">I")
+BUSY_MS = 30_000
+TRUNCATE_WAIT_MS = 100
+"""How long a TRUNCATE checkpoint may wait for readers: meanwhile no write can start."""
 
 Op = tuple[int, str, Any]
 
@@ -78,7 +81,7 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     return conn
 
 
@@ -435,10 +438,10 @@ class Checkpoints(threading.Thread):
     commit starts the WAL from the beginning again.
 
     A WAL and the database file hold the same pages twice until the WAL is rewound. While the
-    volume's free space is below twice the reserve (``tight``, looked at here each round), the
-    writer ends every batch with a TRUNCATE checkpoint, which empties the WAL file: on a tight
-    disk the data is held once, and the space a checkpoint needs is never taken from space
-    freed by hand. (The writer does it: from this thread it would wait for the writer's lock.)
+    volume's free space is below twice the reserve (``tight``, looked at here each round),
+    checkpoints are TRUNCATE, which empties the WAL file: here each round (for when the writer
+    is idle) and by the writer after each batch. On a tight disk the data is held once, and the
+    space a checkpoint needs is never taken from space freed by hand.
     """
 
     def __init__(self, conn: sqlite3.Connection, *, path: str, reserve: int) -> None:
@@ -449,6 +452,7 @@ class Checkpoints(threading.Thread):
         self.stop = threading.Event()
         self.catch_up = threading.Event()
         self.tight = False
+        self._look()
 
     def _look(self) -> None:
         with contextlib.suppress(OSError):
@@ -458,6 +462,9 @@ class Checkpoints(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(CHECKPOINT_EVERY):
             self._look()
+            if self.tight:
+                truncate_wal(self.conn)
+                continue
             with contextlib.suppress(sqlite3.Error):
                 _, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames >= REWIND_FRAMES:
@@ -465,6 +472,17 @@ class Checkpoints(threading.Thread):
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+
+
+def truncate_wal(conn: sqlite3.Connection) -> None:
+    """Checkpoint everything and empty the WAL file; if a reader holds it up for longer than
+    ``TRUNCATE_WAIT_MS``, what could be copied is, and the next batch tries again."""
+    conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
 
 
 def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> None:
@@ -481,11 +499,12 @@ def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> Non
                 sock.sendall(frame((len(ops), time.perf_counter() - started, results)))
             except OSError:
                 break  # the gateway is gone; what was committed stays committed
-            if checkpoints.catch_up.is_set() or checkpoints.tight:
+            if checkpoints.tight:
+                truncate_wal(conn)
+            elif checkpoints.catch_up.is_set():
                 checkpoints.catch_up.clear()
-                mode = "TRUNCATE" if checkpoints.tight else "PASSIVE"
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute(f"PRAGMA wal_checkpoint({mode})")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         conn.close()
         checkpoints.stop.set()
