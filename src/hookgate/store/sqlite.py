@@ -132,8 +132,8 @@ class SQLiteStore:
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from None
         except OSError as exc:
             raise StoreUnavailable(f"cannot create data directory for {self.path}: {exc}") from None
-        self._check_space()
         await self._start_writer()
+        self._check_space()
 
     async def _start_writer(self) -> None:
         assert self._loop is not None
