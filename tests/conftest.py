@@ -202,3 +202,34 @@ flows:
     worker: {{command: [{sys.executable}, {ROOT / "tests" / "workers" / "flaky.py"}]}}
     max_body: 1KB
 """
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs, to fill a disk for real. Mounting needs root (CI runs as root): skipped
+    where it cannot mount, unless CI is set: then it is a failure."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(volume)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        reason = f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{reason} (CI is set, so the full disk must be tested)")
+        pytest.skip(reason)
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "--lazy", str(volume)], capture_output=True, check=False)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its volume has no byte left."""
+    with path.open("ab", buffering=0) as out:
+        for chunk in (1 << 20, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * chunk)

@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, kw_only=True):
     public_url: str
     max_queued_bytes: int = 1024**3
     max_sync_waiters: int = 10_000
+    disk_reserve: int = 64 * 1024**2
     synchronous: str = "FULL"
     runtime: str = "local"
     namespace: str = "default"
@@ -87,6 +88,10 @@ def load_settings(
     waiters = env("MAX_SYNC_WAITERS") or "10000"
     if not (waiters.isascii() and waiters.isdigit()):
         raise ConfigError(f"HOOKGATE_MAX_SYNC_WAITERS must be a whole number ≥ 0, got {waiters!r}")
+    try:
+        reserve = ByteSize.parse(env("DISK_RESERVE") or "64MiB")
+    except ValueError as exc:
+        raise ConfigError(f"HOOKGATE_DISK_RESERVE: {exc}") from None
     synchronous = (env("SQLITE_SYNCHRONOUS") or "FULL").upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ConfigError("HOOKGATE_SQLITE_SYNCHRONOUS must be FULL, EXTRA, NORMAL or OFF")
@@ -111,6 +116,7 @@ def load_settings(
         public_url=(public_url or env("PUBLIC_URL") or f"http://{host}:{public.port}").rstrip("/"),
         max_queued_bytes=max_queued,
         max_sync_waiters=int(waiters),
+        disk_reserve=reserve,
         synchronous=synchronous,
         runtime=kind,
         namespace=env("NAMESPACE") or "default",

@@ -71,7 +71,9 @@ class Gateway:
             settings.database,
             max_queued_bytes=settings.max_queued_bytes,
             synchronous=settings.synchronous,
+            disk_reserve=settings.disk_reserve,
         )
+        self.metrics.store_accepting.set_function(lambda: float(self.store.accepting))
         self.registry = FlowRegistry(self.store)
         self.runtime = build_runtime(settings)
         self.transport = Http1Transport()

@@ -84,6 +84,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=r,
         )
+        self.store_accepting = Gauge(
+            "hookgate_store_accepting",
+            "1 while the store can take requests, 0 while it cannot (disk below the reserve,"
+            " disk full, database unreachable).",
+            registry=r,
+        )
         self.store_commit_seconds = Histogram(
             "hookgate_store_commit_seconds",
             "Time to run and commit one group of store writes.",

@@ -70,6 +70,7 @@ def test_metrics_after_a_known_sequence(gateway: GatewayProcess) -> None:
     assert value(found, "hookgate_request_seconds_count", flow="quotes", mode="sync") == 1
     assert value(found, "hookgate_delivery_seconds_count", flow="orders") == 2
     assert value(found, "hookgate_cold_start_seconds_count", flow="orders") >= 1
+    assert value(found, "hookgate_store_accepting") == 1
 
     names = {name for name, _ in found}
     for expected in (

@@ -57,6 +57,7 @@ def test_only_name_mode_and_worker_are_needed_and_the_rest_has_the_documented_de
         3600.0,
     )
     assert spec.max_body == 10_000_000
+    assert spec.max_queued is None  # a quarter of HOOKGATE_MAX_QUEUED_BYTES
     assert spec.auth == []
     assert spec.schedule is None
     assert spec.delivery == "raw"
@@ -138,6 +139,16 @@ def test_sizes(written: object, size: int) -> None:
     assert ByteSize.parse(written) == size
     spec = parse_one(MINIMAL + f"    max_body: {written}\n")
     assert spec.max_body == size
+
+
+def test_max_queued_is_a_size_not_below_max_body() -> None:
+    spec = parse_one(MINIMAL + "    max_body: 1MB\n    max_queued: 1MB\n")
+    assert (spec.max_body, spec.max_queued) == (1_000_000, 1_000_000)
+    message = error_of(MINIMAL + "    max_queued: 5MB\n")
+    assert message == (
+        "flows.yaml:2: flow 'shop-orders': max_queued (5000000 bytes) must not be below"
+        " max_body (10000000 bytes): a request of max_body could never be queued"
+    )
 
 
 @pytest.mark.parametrize("written", ["huge", "10 parsecs", "MB", "-5MB", False, 1.5])

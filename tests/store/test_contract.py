@@ -20,7 +20,9 @@ from hookgate.domain.flows import (
 from hookgate.domain.schedule import poll_request
 from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
 from hookgate.store.base import DeliveryFilter, Store
+from hookgate.store.columns import ROW_OVERHEAD
 from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
+from hookgate.store.rows import queued_size
 from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
 
 from .conftest import Backend, attempt_for, make_request
@@ -186,18 +188,118 @@ async def test_dedupe_in_a_mixed_group_answers_each_request_with_its_own_first(
     assert len(stored) == 2 + 2 * 5 - 1  # new-0..2 and expired per flow; "seen" once in f2
 
 
-async def test_store_full_over_the_queued_bytes_bound(backend: Backend, where: str) -> None:
-    store = backend.store(where, max_queued_bytes=100)
+# the queue bounds --------------------------------------------------------------------------
+async def test_a_request_counts_its_head_body_and_row(backend: Backend, where: str) -> None:
+    request = make_request("f1", body=b"x" * 60)
+    size = queued_size(request)
+    head = (
+        len("POST")
+        + len("/orders")
+        + len("a=1&b=2")
+        + len(b'[["content-type","application/json"]]')
+    )
+    assert size == head + 60 + ROW_OVERHEAD
+    store = backend.store(where, max_queued_bytes=2 * size)
     await store.open()
     try:
-        await store.enqueue(make_request("f1", body=b"x" * 60))
-        with pytest.raises(StoreFull):
-            await store.enqueue(make_request("f1", body=b"y" * 41))
-        assert len(await all_deliveries(store, DeliveryFilter())) == 1
+        assert store.accepting
+        for _ in range(2):
+            await store.enqueue(make_request("f1", body=b"x" * 60), max_queued=2 * size)
+        with pytest.raises(StoreFull, match=f"the queue holds {2 * size} bytes"):
+            await store.enqueue(make_request("f2", body=b""), max_queued=2 * size)
+        assert len(await all_deliveries(store, DeliveryFilter())) == 2
 
         delivery = await lease_one(store, "f1", now=time.time())
         assert await store.complete(delivery, attempt_for(delivery, at=time.time()))
-        await store.enqueue(make_request("f1", body=b"y" * 100))
+        await store.enqueue(make_request("f2", body=b"y" * 60), max_queued=2 * size)
+    finally:
+        await store.close()
+
+
+def padded(flow_id: str) -> Request:
+    """An empty body under a 50 KB header: it takes the disk what a 50 KB body would."""
+    return make_request(flow_id, body=b"", headers=[("x-pad", "p" * 50_000)])
+
+
+async def test_headers_count_against_the_bound_also_after_a_restart(
+    backend: Backend, where: str
+) -> None:
+    size = queued_size(padded("f1"))
+    assert size > 50_000
+    bound = 3 * size - 1
+    store = backend.store(where, max_queued_bytes=bound)
+    await store.open()
+    try:
+        for _ in range(2):
+            await store.enqueue(padded("f1"), max_queued=bound)
+        with pytest.raises(StoreFull):
+            await store.enqueue(padded("f1"), max_queued=bound)
+    finally:
+        await store.close()
+    store = backend.store(where, max_queued_bytes=bound)  # counts what is in the database
+    await store.open()
+    try:
+        with pytest.raises(StoreFull):
+            await store.enqueue(padded("f2"), max_queued=bound)
+        delivery = await lease_one(store, "f1", now=time.time())
+        assert await store.complete(delivery, attempt_for(delivery, at=time.time()))
+        await store.enqueue(padded("f2"), max_queued=bound)
+    finally:
+        await store.close()
+
+
+async def test_one_full_flow_leaves_room_for_the_others(backend: Backend, where: str) -> None:
+    size = queued_size(make_request("a"))
+    store = backend.store(where, max_queued_bytes=8 * size)  # a flow's share: a quarter
+    await store.open()
+    try:
+        for _ in range(2):
+            await store.enqueue(make_request("a"))
+        with pytest.raises(StoreFull, match=f"the flow's queue holds {2 * size} bytes"):
+            await store.enqueue(make_request("a"))
+        await store.enqueue(make_request("b"))
+        await store.enqueue(make_request("a"), max_queued=3 * size)  # its own bound
+        with pytest.raises(StoreFull, match=f"its bound is {3 * size}"):
+            await store.enqueue(make_request("a"), max_queued=3 * size)
+        assert {f: s.depth for f, s in (await store.queue_stats()).items()} == {"a": 3, "b": 1}
+    finally:
+        await store.close()
+
+
+async def test_what_leaves_or_rejoins_the_queue_moves_its_count(
+    backend: Backend, where: str
+) -> None:
+    flow = make_flow("orders")
+    bound = 2 * queued_size(make_request(flow.id))
+    store = backend.store(where)
+    await store.open()
+
+    async def fits() -> bool:
+        request = make_request(flow.id)
+        try:
+            await store.enqueue(request, max_queued=bound)
+        except StoreFull:
+            return False
+        await store.delete_deliveries([request.id])
+        return True
+
+    try:
+        await store.create_flow(flow)
+        first, second = make_request(flow.id), make_request(flow.id)
+        for request in (first, second):
+            await store.enqueue(request, max_queued=bound)
+        assert not await fits()
+        delivery = await lease_one(store, flow.id, now=time.time())
+        assert await store.bury(delivery, attempt_for(delivery, at=time.time(), status=400))
+        assert await fits()  # dead: out of the queue
+        assert await store.replay([delivery.id], now=time.time()) == 1
+        assert not await fits()  # replayed: back in it
+        await store.delete_deliveries([second.id])
+        assert await fits()
+        await store.enqueue(make_request(flow.id), max_queued=bound)
+        await store.delete_flow(flow.id)
+        await store.create_flow(flow)
+        assert await fits()
     finally:
         await store.close()
 

@@ -186,3 +186,26 @@ async def test_lost_connections_answer_unavailable_then_recover(
     assert all("cannot reach PostgreSQL" in str(exc) for exc in failures)
     stored = await store.lease("f1", limit=100, lease_for=30, now=4e9)
     assert {d.id for d in stored} == {a.delivery_id for a in acked}
+
+
+async def test_accepting_is_false_while_the_database_does_not_answer(
+    pg: PostgresBackend, store: PostgresStore
+) -> None:
+    async def until(state: bool) -> None:
+        for _ in range(200):
+            if store.accepting is state:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"accepting did not become {state}")
+
+    assert store.accepting
+    pg.admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    await until(False)
+    with pytest.raises(StoreUnavailable, match="cannot reach PostgreSQL"):
+        await store.enqueue(make_request("f1"))
+    await until(True)
+    accepted = await store.enqueue(make_request("f1"))
+    assert (await store.get_delivery(accepted.delivery_id)).state is State.QUEUED

@@ -10,8 +10,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from tests.conftest import fill
 
-from hookgate.errors import SchemaMismatch, StoreUnavailable
+from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
 from hookgate.store import sqlite_writer
 from hookgate.store.base import Accepted
 from hookgate.store.sqlite import SQLiteStore
@@ -97,3 +98,40 @@ async def test_closing_waits_for_the_writer_to_commit_and_exit(tmp_path: Path) -
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 300
     assert not Path(path + "-wal").exists() or Path(path + "-wal").stat().st_size == 0
+
+
+async def test_a_full_disk_refuses_and_the_first_write_after_space_is_back_succeeds(
+    small_volume: Path,
+) -> None:
+    """SQLITE_FULL for real (a filled tmpfs): the write fails as ``StoreFull``, the store
+    stops accepting, and once space is back it accepts again by itself and stores."""
+    store = SQLiteStore(str(small_volume / "full.db"), max_queued_bytes=10**9)
+    await store.open()
+    try:
+        kept = make_request("f", body=b"k" * 1000)
+        await store.enqueue(kept)
+        ballast = small_volume / "ballast"
+        # Filled without yielding to the loop: the store has not looked at the disk since,
+        # so the write goes to SQLite and meets the full disk there.
+        fill(ballast)
+        lost = make_request("f", body=b"x" * 100_000)
+        with pytest.raises(StoreFull, match="full"):
+            await store.enqueue(lost)
+        assert not store.accepting
+        with pytest.raises(StoreFull):
+            await store.enqueue(make_request("f"))
+
+        ballast.unlink()
+        for _ in range(100):
+            if store.accepting:
+                break
+            await asyncio.sleep(0.05)
+        assert store.accepting
+        later = make_request("f", body=b"y" * 100_000)
+        await store.enqueue(later)
+        assert (await store.get_delivery(later.id)).body == later.body
+        assert (await store.get_delivery(kept.id)).body == kept.body
+        with pytest.raises(DeliveryNotFound):
+            await store.get_delivery(lost.id)
+    finally:
+        await store.close()

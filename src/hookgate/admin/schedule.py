@@ -67,6 +67,8 @@ class ScheduleAPI:
         flow = self.registry.find(request.path_params["ref"])
         if flow.mode is not Mode.ASYNC:
             raise ConfigError(f"flow {flow.name!r} is sync: poll runs need an async flow")
-        accepted = await self.store.enqueue(poll_request(flow, scheduled_at=time.time()))
+        accepted = await self.store.enqueue(
+            poll_request(flow, scheduled_at=time.time()), max_queued=flow.spec.max_queued
+        )
         self.on_queued(flow.id)
         return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)

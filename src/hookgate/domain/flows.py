@@ -139,6 +139,9 @@ class FlowSpec(_Spec):
     queue_timeout: Duration = seconds(1)
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     max_body: ByteSize = size(10 * 1000**2)
+    max_queued: ByteSize | None = None
+    """Bound on what the flow's undelivered requests take in the store (head, body, row);
+    None: a quarter of ``HOOKGATE_MAX_QUEUED_BYTES``."""
     auth: list[AuthMethod] = []
     dedupe_window: Duration = seconds(72 * 3600)
     rate_limit: RateLimit | None = None
@@ -157,6 +160,11 @@ class FlowSpec(_Spec):
             )
         if self.timeout <= 0:
             raise ValueError("timeout must be above 0")
+        if self.max_queued is not None and self.max_queued < self.max_body:
+            raise ValueError(
+                f"max_queued ({self.max_queued} bytes) must not be below max_body"
+                f" ({self.max_body} bytes): a request of max_body could never be queued"
+            )
         if self.schedule is not None and self.mode is not Mode.ASYNC:
             raise ValueError("a schedule needs mode: async (poll runs are queued deliveries)")
 

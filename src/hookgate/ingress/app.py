@@ -108,7 +108,7 @@ class Ingress:
         elif path == "/healthz":
             await _respond(send, 200, b'{"status":"ok"}')
         elif path == "/readyz":
-            ok = self.ready()
+            ok = self.ready() and self.store.accepting
             await _respond(
                 send, 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}'
             )
@@ -333,7 +333,10 @@ class Ingress:
         try:
             with self.tracing.span("hookgate.store.enqueue") as span:
                 accepted = await self.store.enqueue(
-                    request, dedupe_key=key, dedupe_until=now + flow.spec.dedupe_window
+                    request,
+                    dedupe_key=key,
+                    dedupe_until=now + flow.spec.dedupe_window,
+                    max_queued=flow.spec.max_queued,
                 )
                 span.set("hookgate.delivery_id", accepted.delivery_id)
         except StoreFull:

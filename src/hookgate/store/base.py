@@ -14,11 +14,16 @@ from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
+from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow
-from hookgate.errors import ConfigError
+from hookgate.errors import ConfigError, StoreFull
 
 T = TypeVar("T")
+FLOW_SHARE = 4
+"""A flow without ``max_queued`` may hold a quarter of the global bound: one flow whose
+worker is down cannot fill the queue (or the disk) for all the others."""
+log = logs.get("hookgate.store")
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -63,6 +68,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def accepting(self) -> bool:
+        """Whether an enqueue can be stored now (SQLite: the disk has room above the reserve;
+        PostgreSQL: the database answers). ``/readyz`` is false while it cannot."""
+
     async def schema_version(self) -> int:
         """The schema version the database is at, for ``hookgate db status``: works before
         ``open()`` and changes nothing (``open()`` is what migrates)."""
@@ -84,11 +94,18 @@ class Store(Protocol):
 
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
-        self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
+        self,
+        request: Request,
+        *,
+        dedupe_key: str | None = None,
+        dedupe_until: float = 0.0,
+        max_queued: int | None = None,
     ) -> Accepted:
         """Commit durably, then return. A live ``dedupe_key`` returns the first request's ids.
 
-        Raises ``StoreFull`` over the queued-bytes bound, ``StoreUnavailable`` if not stored.
+        ``max_queued`` is the flow's own bound (None: ``1/FLOW_SHARE`` of the global one).
+        Raises ``StoreFull`` over either bound or while the store is not ``accepting``
+        (SQLite), ``StoreUnavailable`` if not stored.
         """
 
     # the queue ---------------------------------------------------------------------------
@@ -164,6 +181,73 @@ class Store(Protocol):
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None: ...
 
 
+class QueuedBytes:
+    """What the queue holds (queued and leased deliveries, sized by ``rows.queued_size``), in
+    total and per flow, against the global bound and each flow's own: one rule for both stores.
+
+    Each gateway counts its own enqueues and outcomes between recounts from the database.
+    """
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.total = 0
+        self.by_flow: dict[str, int] = {}
+
+    def check(self, flow_id: str, size: int, max_queued: int | None) -> None:
+        """``StoreFull`` unless ``size`` more bytes fit under both bounds."""
+        if self.total + size > self.bound:
+            raise StoreFull(f"the queue holds {self.total} bytes, its bound is {self.bound}")
+        held = self.by_flow.get(flow_id, 0)
+        limit = self.bound // FLOW_SHARE if max_queued is None else max_queued
+        if held + size > limit:
+            raise StoreFull(f"the flow's queue holds {held} bytes, its bound is {limit}")
+
+    def add(self, flow_id: str, size: int) -> None:
+        """Count ``size`` bytes more (or fewer, if negative) for a flow."""
+        self.total += size
+        held = self.by_flow.get(flow_id, 0) + size
+        if held > 0:
+            self.by_flow[flow_id] = held
+        else:
+            self.by_flow.pop(flow_id, None)
+
+    def add_all(self, sizes: Sequence[tuple[str, int]], *, sign: int = 1) -> None:
+        for flow_id, size in sizes:
+            self.add(flow_id, sign * size)
+
+    def forget(self, flow_id: str) -> None:
+        """A deleted flow holds nothing."""
+        self.total -= self.by_flow.pop(flow_id, 0)
+
+    def reset(self, by_flow: dict[str, int]) -> None:
+        """Take the database's count."""
+        self.by_flow = {flow_id: size for flow_id, size in by_flow.items() if size > 0}
+        self.total = sum(self.by_flow.values())
+
+
+class Acceptance:
+    """Whether a store accepts requests, and why not: one log line when it stops and one when
+    it resumes, however many requests are refused in between."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self.reason: str | None = None
+
+    @property
+    def accepting(self) -> bool:
+        return self.reason is None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            log.error("store stopped accepting requests", store=self.store, reason=reason)
+        self.reason = reason
+
+    def resume(self) -> None:
+        if self.reason is not None:
+            log.info("store accepting requests again", store=self.store)
+        self.reason = None
+
+
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
     """Resolve a store caller with its result, or the exception it failed with; a caller
     that gave up (cancelled) is skipped."""
@@ -175,8 +259,13 @@ def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
         future.set_result(outcome)
 
 
-def open_store(url: str, *, max_queued_bytes: int, synchronous: str = "FULL") -> Store:
-    """A store for a URL: ``sqlite:///path/to.db`` or ``postgresql://…``."""
+def open_store(
+    url: str, *, max_queued_bytes: int, synchronous: str = "FULL", disk_reserve: int = 0
+) -> Store:
+    """A store for a URL: ``sqlite:///path/to.db`` or ``postgresql://…``.
+
+    ``disk_reserve``: the free bytes SQLite leaves on its volume (PostgreSQL minds its own).
+    """
     if url.startswith(("postgresql://", "postgres://")):
         from hookgate.store.postgres import PostgresStore
 
@@ -188,5 +277,8 @@ def open_store(url: str, *, max_queued_bytes: int, synchronous: str = "FULL") ->
     from hookgate.store.sqlite import SQLiteStore
 
     return SQLiteStore(
-        url.removeprefix("sqlite://"), max_queued_bytes=max_queued_bytes, synchronous=synchronous
+        url.removeprefix("sqlite://"),
+        max_queued_bytes=max_queued_bytes,
+        synchronous=synchronous,
+        disk_reserve=disk_reserve,
     )

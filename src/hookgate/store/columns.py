@@ -12,3 +12,13 @@ INSERTED = (
 )
 
 ATTEMPT = "number, started_at, duration_ms, status_code, error, response"
+
+ROW_OVERHEAD = 256
+"""Bytes a stored request takes besides its head and body: ids, times, state, index entries."""
+QUEUED_SIZE = (
+    "(length(method) + length(path) + length(query) + length(headers) + length(body)"
+    f" + {ROW_OVERHEAD})"
+)
+"""What one delivery counts against the queue bounds, in SQL both dialects read alike
+(``length`` counts the characters of text and the bytes of a blob or ``bytea``).
+``rows.queued_size`` is the same rule in Python: the two must agree, or the count drifts."""

@@ -6,6 +6,8 @@ each caller only after the commit; several groups are in flight at once. Leasing
 ``FOR UPDATE SKIP LOCKED`` so gateways never hand out the same delivery; every transition is
 guarded by the state it leaves and by ``attempts`` (the lease token). Changes are announced with
 ``pg_notify`` inside the changing transaction, and ``watch()`` turns them into events.
+A probe on a connection of its own asks the database every ``PROBE_EVERY`` whether it answers:
+that is ``accepting`` (a pool busy with load is not an outage).
 ``psycopg`` is imported here and nowhere else.
 """
 
@@ -37,16 +39,17 @@ from hookgate.errors import (
     FlowNotFound,
     SchemaMismatch,
     StoreError,
-    StoreFull,
     StoreUnavailable,
 )
 from hookgate.store import rows as table
 from hookgate.store.base import (
+    Acceptance,
     Accepted,
     Claim,
     DeliveryFilter,
     DeliveryRecord,
     Page,
+    QueuedBytes,
     QueueStats,
     settle,
 )
@@ -60,6 +63,7 @@ FLOW_CHANNEL = "hookgate_flow"
 QUEUE_CHANNEL = "hookgate_queue"
 _MIGRATION_LOCK = 0x686F6F6B67617465  # "hookgate": serialises migrations of every replica
 _RECOUNT_EVERY = 5.0
+PROBE_EVERY = 1.0
 
 
 _INSERT_PLAIN = (
@@ -192,8 +196,8 @@ class PostgresStore:
             f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
             f"/{params.get('dbname', params.get('user', ''))}"
         )
-        self.max_queued_bytes = max_queued_bytes
-        self.queued_bytes = 0
+        self.queued = QueuedBytes(max_queued_bytes)
+        self._health = Acceptance("postgresql")
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
@@ -217,6 +221,7 @@ class PostgresStore:
         try:
             await self._pool.open(wait=True, timeout=self.connect_timeout)
             await self._recount()
+            probe = await self._connect()
         except (PoolTimeout, StoreError) as exc:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -225,7 +230,10 @@ class PostgresStore:
             raise StoreUnavailable(self._unreachable("no connection")) from None
         self._ingest = _Groups(self._commit, GROUPS_IN_FLIGHT)
         self._finishes = _Groups(self._finish_group, GROUPS_IN_FLIGHT)
-        self._tasks = [asyncio.create_task(self._recounter())]
+        self._tasks = [
+            asyncio.create_task(self._recounter()),
+            asyncio.create_task(self._probe(probe)),
+        ]
 
     async def close(self) -> None:
         self._closing = True
@@ -392,16 +400,50 @@ class PostgresStore:
         """The queued bytes of every gateway: each only sees its own enqueues and acks."""
         async with self._conn() as conn:
             cur = await conn.execute(
-                "SELECT coalesce(sum(octet_length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
+                f"SELECT flow_id, sum({table.QUEUED_SIZE}) FROM deliveries"
+                " WHERE state IN (0, 1) GROUP BY flow_id"
             )
-            row = await cur.fetchone()
-            self.queued_bytes = int(row[0]) if row else 0
+            self.queued.reset({flow_id: int(size) for flow_id, size in await cur.fetchall()})
 
     async def _recounter(self) -> None:
         while True:
             await asyncio.sleep(_RECOUNT_EVERY)
             with contextlib.suppress(StoreError):
                 await self._recount()
+
+    # health ------------------------------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        return self._health.accepting
+
+    async def _probe(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        """``SELECT 1`` every ``PROBE_EVERY`` on a connection of its own, reconnecting after a
+        failure: accepting stops when the database does not answer and resumes when it does."""
+        try:
+            while True:
+                try:
+                    conn = conn or await self._connect()
+                    async with asyncio.timeout(self.connect_timeout):
+                        await conn.execute("SELECT 1")
+                        if not self._health.accepting and self._pool is not None:
+                            await self._pool.check()  # drop the connections the outage broke
+                    self._health.resume()
+                except (StoreError, psycopg.Error, TimeoutError) as exc:
+                    self._health.stop(self._unanswered(exc))
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                await asyncio.sleep(PROBE_EVERY)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    def _unanswered(self, exc: Exception) -> str:
+        if isinstance(exc, StoreError):  # from _connect(), which says where already
+            return str(exc)
+        if isinstance(exc, TimeoutError):
+            return self._unreachable(f"no answer within {self.connect_timeout:g}s")
+        return self._unreachable(exc)
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:
@@ -448,18 +490,15 @@ class PostgresStore:
             cur = await conn.execute("DELETE FROM flows WHERE id = %s", [flow_id])
             if cur.rowcount != 1:
                 raise FlowNotFound(f"no flow with id {flow_id}")
-            cur = await conn.execute(
-                "WITH gone AS (DELETE FROM deliveries WHERE flow_id = %s"
-                "  RETURNING id, state, octet_length(body) AS size),"
-                " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
-                " SELECT coalesce(sum(size) FILTER (WHERE state IN (0, 1)), 0) FROM gone",
+            await conn.execute(
+                "WITH gone AS (DELETE FROM deliveries WHERE flow_id = %s RETURNING id)"
+                " DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)",
                 [flow_id],
             )
-            row = await cur.fetchone()
             await conn.execute("DELETE FROM dedupe WHERE flow_id = %s", [flow_id])
             await conn.execute("DELETE FROM schedules WHERE flow_id = %s", [flow_id])
             await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow_id])
-        self.queued_bytes -= int(row[0]) if row else 0
+        self.queued.forget(flow_id)
 
     async def list_flows(self) -> list[Flow]:
         async with self._conn() as conn:
@@ -479,20 +518,24 @@ class PostgresStore:
 
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
-        self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
+        self,
+        request: Request,
+        *,
+        dedupe_key: str | None = None,
+        dedupe_until: float = 0.0,
+        max_queued: int | None = None,
     ) -> Accepted:
         if self._ingest is None or self._closing:
             raise StoreUnavailable("the store is not open")
-        size = len(request.body)
-        if self.queued_bytes + size > self.max_queued_bytes:
-            raise StoreFull(
-                f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
-            )
+        if self._health.reason is not None:
+            raise StoreUnavailable(self._health.reason)
+        size = table.queued_size(request)
+        self.queued.check(request.flow_id, size, max_queued)
         item = _Pending(request, dedupe_key, dedupe_until)
         self._ingest.put(item)
         result = await item.future
         if not result.duplicate:
-            self.queued_bytes += size
+            self.queued.add(request.flow_id, size)
         return result
 
     # the queue ---------------------------------------------------------------------------
@@ -536,7 +579,7 @@ class PostgresStore:
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         done = await self._finish(delivery, attempt, to=State.DONE)
         if done:
-            self.queued_bytes -= len(delivery.body)
+            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return done
 
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
@@ -545,7 +588,7 @@ class PostgresStore:
     async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
         buried = await self._finish(delivery, attempt, to=State.DEAD)
         if buried:
-            self.queued_bytes -= len(delivery.body)
+            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return buried
 
     async def replay(self, ids: Sequence[str], *, now: float) -> int:
@@ -560,14 +603,13 @@ class PostgresStore:
     async def _replay(self, clause: sql.Composable, params: list[Any], now: float) -> int:
         query = sql.SQL(
             "UPDATE deliveries SET state = 0, attempts = 0, next_at = %s, lease_until = NULL,"
-            " updated_at = %s WHERE ({}) AND state IN (2, 3)"
-            " RETURNING flow_id, octet_length(body)"
-        ).format(clause)
+            " updated_at = %s WHERE ({}) AND state IN (2, 3) RETURNING flow_id, {}"
+        ).format(clause, sql.SQL(table.QUEUED_SIZE))
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(query, [now, now, *params])
             rows = await cur.fetchall()
             await conn.execute(_NOTIFY_QUEUE, [sorted({row[0] for row in rows})])
-        self.queued_bytes += sum(row[1] for row in rows)
+        self.queued.add_all(rows)
         return len(rows)
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
@@ -576,16 +618,15 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
                 "WITH gone AS (DELETE FROM deliveries WHERE id = ANY(%s)"
-                "  RETURNING id, state, octet_length(body) AS size),"
+                f"  RETURNING id, flow_id, state, {table.QUEUED_SIZE} AS size),"
                 " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
-                " SELECT count(*), coalesce(sum(size) FILTER (WHERE state IN (0, 1)), 0)"
-                " FROM gone",
+                " SELECT flow_id, count(*), coalesce(sum(size) FILTER (WHERE state IN (0, 1)), 0)"
+                " FROM gone GROUP BY flow_id",
                 [list(ids)],
             )
-            row = await cur.fetchone()
-        count, freed = (int(row[0]), int(row[1])) if row else (0, 0)
-        self.queued_bytes -= freed
-        return count
+            rows = await cur.fetchall()
+        self.queued.add_all([(flow_id, int(freed)) for flow_id, _, freed in rows], sign=-1)
+        return sum(int(count) for _, count, _ in rows)
 
     # reading -----------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery:
@@ -711,7 +752,7 @@ class PostgresStore:
                 r.delivery for r in fresh if r.delivery.state in (State.QUEUED, State.LEASED)
             ]
             await conn.execute(_NOTIFY_QUEUE, [sorted({d.flow_id for d in pending})])
-        self.queued_bytes += sum(len(d.body) for d in pending)
+        self.queued.add_all([(d.flow_id, table.queued_size(d)) for d in pending])
         return len(fresh)
 
     # events ------------------------------------------------------------------------------
@@ -758,7 +799,7 @@ class PostgresStore:
                 )
                 await conn.execute("SELECT pg_notify('hookgate_queue', %s)", [flow_id])
         if request is not None:
-            self.queued_bytes += len(request.body)
+            self.queued.add(flow_id, table.queued_size(request))
         return "claimed"
 
     async def snapshot(self, flow_id: str) -> bytes | None:

@@ -17,9 +17,27 @@ from hookgate.domain.units import dec_hook
 from hookgate.store.columns import ATTEMPT as ATTEMPT
 from hookgate.store.columns import FULL as FULL
 from hookgate.store.columns import INSERTED as INSERTED
+from hookgate.store.columns import QUEUED_SIZE as QUEUED_SIZE
+from hookgate.store.columns import ROW_OVERHEAD
 from hookgate.store.columns import SUMMARY as SUMMARY
 
 _headers = msgspec.json.Decoder(list[tuple[str, str]])
+
+
+def queued_size(item: Request | Delivery) -> int:
+    """What a request counts against the queue bounds: its head and body as stored, plus a
+    fixed overhead per row (``QUEUED_SIZE`` is the same rule in SQL). Headers count as well as
+    the body: a 50 KB header on an empty body takes the disk a 50 KB body would."""
+    return (
+        len(item.method)
+        + len(item.path)
+        + len(item.query)
+        + len(msgspec.json.encode(item.headers))
+        + len(item.body)
+        + ROW_OVERHEAD
+    )
+
+
 _spec = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
 
 

@@ -6,6 +6,11 @@ so one ``fsync`` (``synchronous=FULL``) covers a whole burst of accepts. Each ca
 resolves only after that commit. The ops of one event-loop turn travel in one frame. Reads
 run here on their own connection in a thread (WAL readers never block the writer).
 ``sqlite3`` is imported in these two modules and nowhere else.
+
+A full disk is not a state SQLite recovers from gracefully (a checkpoint or a delete needs
+room too), so the store stops accepting while the data volume's free space is below
+``disk_reserve``, and after any ``SQLITE_FULL``; a timer looks at the free space (one
+``statvfs`` every ``SPACE_EVERY``) and accepting resumes by itself once there is room again.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import pickle
 import socket
 import sqlite3
@@ -29,11 +35,13 @@ from hookgate.domain.flows import Flow, encode
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import (
+    Acceptance,
     Accepted,
     Claim,
     DeliveryFilter,
     DeliveryRecord,
     Page,
+    QueuedBytes,
     QueueStats,
     settle,
 )
@@ -43,6 +51,9 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 T = TypeVar("T")
 RESTART_DELAY = 0.5
+SPACE_EVERY = 0.1
+"""Seconds between two looks at the data volume's free space."""
+MIN_MARGIN = 1 << 20
 log = logs.get("hookgate.store")
 
 
@@ -66,13 +77,25 @@ class _WriterLink(asyncio.Protocol):
 
 
 class SQLiteStore:
-    def __init__(self, path: str, *, max_queued_bytes: int, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_queued_bytes: int,
+        synchronous: str = "FULL",
+        disk_reserve: int = 0,
+    ) -> None:
         if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous}")
         self.path = path
         self.synchronous = synchronous.upper()
-        self.max_queued_bytes = max_queued_bytes
-        self.queued_bytes = 0
+        self.queued = QueuedBytes(max_queued_bytes)
+        self.disk_reserve = disk_reserve
+        self._health = Acceptance("sqlite")
+        self._room = self._measured = 0
+        self._margin = max(disk_reserve // 16, MIN_MARGIN)
+        """Room above the reserve below which the store counts as full, and resumes above."""
+        self._space_timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count()
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._pending: list[tuple[int, str, Any]] = []
@@ -94,9 +117,14 @@ class SQLiteStore:
             conn = connect(self.path, self.synchronous)
             try:
                 migrate(conn, self.path)
-                self.queued_bytes = conn.execute(
-                    "SELECT coalesce(sum(length(body)), 0) FROM deliveries WHERE state IN (0, 1)"
-                ).fetchone()[0]
+                self.queued.reset(
+                    dict(
+                        conn.execute(
+                            f"SELECT flow_id, sum({table.QUEUED_SIZE}) FROM deliveries"
+                            " WHERE state IN (0, 1) GROUP BY flow_id"
+                        )
+                    )
+                )
             finally:
                 conn.close()
             self._read_conn = connect(self.path, self.synchronous)
@@ -105,6 +133,7 @@ class SQLiteStore:
         except OSError as exc:
             raise StoreUnavailable(f"cannot create data directory for {self.path}: {exc}") from None
         await self._start_writer()
+        self._check_space()
 
     async def _start_writer(self) -> None:
         assert self._loop is not None
@@ -117,6 +146,7 @@ class SQLiteStore:
                 self.path,
                 self.synchronous,
                 str(theirs.fileno()),
+                str(self.disk_reserve),
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 env=isolation.inherited_environment(),  # it needs none of the gateway's secrets
@@ -160,6 +190,34 @@ class SQLiteStore:
             assert self._loop is not None
             self._loop.call_later(RESTART_DELAY, self._restart)
 
+    # room on the disk ---------------------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        return self._health.accepting
+
+    def _check_space(self) -> None:
+        """Stop accepting at the reserve; resume a margin above it (so it does not flap),
+        which also ends a stop caused by ``SQLITE_FULL``. Then look again in a moment."""
+        try:
+            volume = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError as exc:
+            self._room = self._measured = 0
+            self._health.stop(f"cannot read the data volume's free space: {exc.strerror}")
+        else:
+            self._room = self._measured = volume.f_bavail * volume.f_frsize - self.disk_reserve
+            if self._room <= 0:
+                self._health.stop(self._no_room())
+            elif self._room >= self._margin:
+                self._health.resume()
+        if not self._closing and self._loop is not None:
+            self._space_timer = self._loop.call_later(SPACE_EVERY, self._check_space)
+
+    def _no_room(self) -> str:
+        return (
+            f"the data volume is down to its reserve (HOOKGATE_DISK_RESERVE) of"
+            f" {self.disk_reserve} bytes; {max(self._measured, 0)} bytes above it"
+        )
+
     @property
     def writer_pid(self) -> int | None:
         """The writer process's pid (it is restarted if it dies)."""
@@ -179,6 +237,8 @@ class SQLiteStore:
 
     async def close(self) -> None:
         self._closing = True
+        if self._space_timer is not None:
+            self._space_timer.cancel()
         if self._transport is not None and self._link is not None:
             link = self._link
             if self._pending:
@@ -217,6 +277,8 @@ class SQLiteStore:
         count, seconds, results = pickle.loads(payload)  # noqa: S301 (our own writer)
         self.on_commit(count, seconds)
         for op_id, value in results:
+            if isinstance(value, StoreFull):
+                self._health.stop(str(value))
             if (future := self._futures.pop(op_id, None)) is not None:
                 settle(future, value)
 
@@ -253,7 +315,8 @@ class SQLiteStore:
         await self._write("update_flow", row)
 
     async def delete_flow(self, flow_id: str) -> None:
-        self.queued_bytes -= await self._write("delete_flow", flow_id)
+        await self._write("delete_flow", flow_id)
+        self.queued.forget(flow_id)
 
     async def list_flows(self) -> list[Flow]:
         def run(conn: sqlite3.Connection) -> list[Flow]:
@@ -276,19 +339,31 @@ class SQLiteStore:
 
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
-        self, request: Request, *, dedupe_key: str | None = None, dedupe_until: float = 0.0
+        self,
+        request: Request,
+        *,
+        dedupe_key: str | None = None,
+        dedupe_until: float = 0.0,
+        max_queued: int | None = None,
     ) -> Accepted:
-        size = len(request.body)
-        if self.queued_bytes + size > self.max_queued_bytes:
-            raise StoreFull(
-                f"the queue holds {self.queued_bytes} bytes, its bound is {self.max_queued_bytes}"
-            )
+        if self._health.reason is not None:
+            raise StoreFull(self._health.reason)
+        size = table.queued_size(request)
+        self.queued.check(request.flow_id, size, max_queued)
+        if 2 * size > self._room:
+            # Refused for now; full (until a margin is free again) only if the disk says so.
+            if self._measured < self._margin:
+                self._health.stop(self._no_room())
+            raise StoreFull(f"no room for {size} bytes above the disk reserve; retry")
+        # Until the next look at the disk, what is accepted counts as taken from the room,
+        # twice: once in the WAL, once in the database file the checkpoint copies it to.
+        self._room -= 2 * size
         row = table.inserted_row(request)
         if dedupe_key is None:
             await self._submit("insert", row)
         elif seen := await self._write("dedupe_insert", row, dedupe_key, dedupe_until):
             return Accepted(seen[0], seen[1], duplicate=True)
-        self.queued_bytes += size
+        self.queued.add(request.flow_id, size)
         return Accepted(request.request_id, request.id)
 
     # the queue ---------------------------------------------------------------------------
@@ -309,7 +384,7 @@ class SQLiteStore:
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         done = await self._finish(delivery, attempt, to=State.DONE)
         if done:
-            self.queued_bytes -= len(delivery.body)
+            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return done
 
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
@@ -318,7 +393,7 @@ class SQLiteStore:
     async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
         buried = await self._finish(delivery, attempt, to=State.DEAD)
         if buried:
-            self.queued_bytes -= len(delivery.body)
+            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return buried
 
     async def replay(self, ids: Sequence[str], *, now: float) -> int:
@@ -330,15 +405,15 @@ class SQLiteStore:
         return await self._replay(clause, params, now)
 
     async def _replay(self, clause: str, params: list[Any], now: float) -> int:
-        count, size = await self._write("replay", clause, params, now)
-        self.queued_bytes += size
+        count, sizes = await self._write("replay", clause, params, now)
+        self.queued.add_all(sizes)
         return int(count)
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
         if not ids:
             return 0
         count, freed = await self._write("delete_deliveries", list(ids))
-        self.queued_bytes -= freed
+        self.queued.add_all(freed, sign=-1)
         return int(count)
 
     # reading -----------------------------------------------------------------------------
@@ -441,7 +516,7 @@ class SQLiteStore:
             for r in records
         ]
         inserted, queued = await self._write("import_deliveries", rows)
-        self.queued_bytes += queued
+        self.queued.add_all(queued)
         return int(inserted)
 
     # polling triggers --------------------------------------------------------------------
@@ -460,7 +535,7 @@ class SQLiteStore:
         row = None if request is None else table.inserted_row(request)
         claim: Claim = await self._write("claim_tick", flow_id, tick, row, exclusive)
         if claim == "claimed" and request is not None:
-            self.queued_bytes += len(request.body)
+            self.queued.add(flow_id, table.queued_size(request))
         return claim
 
     async def snapshot(self, flow_id: str) -> bytes | None:

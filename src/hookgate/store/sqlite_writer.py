@@ -1,7 +1,7 @@
 """The SQLite writer process: the only write connection, group commit, WAL checkpoints.
 
-``SQLiteStore`` starts ``python -m hookgate.store.sqlite_writer PATH SYNCHRONOUS FD`` and talks
-to it over a socket pair. Writes run here, in their own process, because a writer *thread*
+``SQLiteStore`` starts ``python -m hookgate.store.sqlite_writer PATH SYNCHRONOUS FD RESERVE``
+and talks to it over a socket pair. Writes run here, in their own process, because a writer *thread*
 shares the gateway's GIL: every commit then waits for the busy event loop to hand the GIL
 over, which capped ingest well below what either side does alone (design §7, BENCHMARKS.md).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import pickle
 import socket
 import sqlite3
@@ -30,7 +31,13 @@ from importlib import resources
 from typing import Any
 
 from hookgate import isolation
-from hookgate.errors import FlowConflict, FlowNotFound, SchemaMismatch, StoreUnavailable
+from hookgate.errors import (
+    FlowConflict,
+    FlowNotFound,
+    SchemaMismatch,
+    StoreFull,
+    StoreUnavailable,
+)
 from hookgate.store import columns as table
 
 BATCH = 2048
@@ -39,6 +46,9 @@ REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
 SCHEMA_VERSION = 2
 HEADER = struct.Struct(">I")
+BUSY_MS = 30_000
+TRUNCATE_WAIT_MS = 100
+"""How long a TRUNCATE checkpoint may wait for readers: meanwhile no write can start."""
 
 Op = tuple[int, str, Any]
 
@@ -72,7 +82,7 @@ def connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     return conn
 
 
@@ -164,22 +174,15 @@ def update_flow(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         raise FlowNotFound(f"no flow with id {row[4]}")
 
 
-def delete_flow(conn: sqlite3.Connection, flow_id: str) -> int:
-    """Returns the queued bytes freed."""
+def delete_flow(conn: sqlite3.Connection, flow_id: str) -> None:
     if conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,)).rowcount != 1:
         raise FlowNotFound(f"no flow with id {flow_id}")
-    freed = conn.execute(
-        "SELECT coalesce(sum(length(body)), 0) FROM deliveries"
-        " WHERE flow_id = ? AND state IN (0, 1)",
-        (flow_id,),
-    ).fetchone()[0]
     conn.execute(
         "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE flow_id = ?)",
         (flow_id,),
     )
     for name in ("deliveries", "dedupe", "schedules"):
         conn.execute(f"DELETE FROM {name} WHERE flow_id = ?", (flow_id,))
-    return int(freed)
 
 
 def dedupe_insert(
@@ -217,23 +220,32 @@ def lease(
     ).fetchall()
 
 
-def replay(conn: sqlite3.Connection, clause: str, params: list[Any], now: float) -> tuple[int, int]:
+Sizes = list[tuple[str, int]]
+"""``(flow id, queued size)`` of deliveries that joined or left the queue."""
+
+
+def replay(
+    conn: sqlite3.Connection, clause: str, params: list[Any], now: float
+) -> tuple[int, Sizes]:
     """``clause`` is built by the store from a filter, never from caller text."""
     rows = conn.execute(
         f"UPDATE deliveries SET state = 0, attempts = 0, next_at = ?, lease_until = NULL,"
-        f" updated_at = ? WHERE ({clause}) AND state IN (2, 3) RETURNING length(body)",
+        f" updated_at = ? WHERE ({clause}) AND state IN (2, 3)"
+        f" RETURNING flow_id, {table.QUEUED_SIZE}",
         [now, now, *params],
     ).fetchall()
-    return len(rows), sum(row[0] for row in rows)
+    return len(rows), rows
 
 
-def delete_deliveries(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, int]:
+def delete_deliveries(conn: sqlite3.Connection, ids: list[str]) -> tuple[int, Sizes]:
     marks = ",".join("?" * len(ids))
     rows = conn.execute(
-        f"DELETE FROM deliveries WHERE id IN ({marks}) RETURNING state, length(body)", ids
+        f"DELETE FROM deliveries WHERE id IN ({marks})"
+        f" RETURNING flow_id, state, {table.QUEUED_SIZE}",
+        ids,
     ).fetchall()
     conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)
-    return len(rows), sum(size for state, size in rows if state in (0, 1))
+    return len(rows), [(flow_id, size) for flow_id, state, size in rows if state in (0, 1)]
 
 
 def purge(conn: sqlite3.Connection, flow_id: str, done_before: float, limit: int) -> int:
@@ -253,21 +265,22 @@ def purge(conn: sqlite3.Connection, flow_id: str, done_before: float, limit: int
 
 def import_deliveries(
     conn: sqlite3.Connection, records: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
-) -> tuple[int, int]:
+) -> tuple[int, Sizes]:
     """``(full row, attempt rows)`` per delivery; ids already present are skipped."""
-    inserted = queued = 0
+    inserted = 0
+    queued: Sizes = []
     for row, attempts in records:
-        cur = conn.execute(
+        added = conn.execute(
             f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 16)})"
-            " ON CONFLICT (id) DO NOTHING",
+            f" ON CONFLICT (id) DO NOTHING RETURNING flow_id, state, {table.QUEUED_SIZE}",
             row,
-        )
-        if cur.rowcount != 1:
+        ).fetchone()
+        if added is None:
             continue
         conn.executemany("INSERT INTO attempts VALUES (?,?,?,?,?,?,?)", attempts)
         inserted += 1
-        if row[3] in (0, 1):
-            queued += len(row[15])
+        if added[1] in (0, 1):
+            queued.append((added[0], added[2]))
     return inserted, queued
 
 
@@ -372,7 +385,14 @@ def _run_op(conn: sqlite3.Connection, name: str, args: tuple[Any, ...]) -> Any:
         return _translate(exc)
 
 
+def _code(exc: sqlite3.Error) -> int:
+    """The primary result code (``SQLITE_FULL``: the disk is full), without its extension."""
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error) and _code(exc) == sqlite3.SQLITE_FULL:
+        return StoreFull(f"SQLite write failed: {exc}")
     if isinstance(exc, sqlite3.Error):
         return StoreUnavailable(f"SQLite write failed: {exc}")
     return exc
@@ -417,16 +437,35 @@ class Checkpoints(threading.Thread):
     bound, and with it the disk traffic. So when the WAL is past ``REWIND_FRAMES``, the writer
     itself checkpoints the last few frames between two batches (``catch_up``), and its next
     commit starts the WAL from the beginning again.
+
+    A WAL and the database file hold the same pages twice until the WAL is rewound. While the
+    volume's free space is below twice the reserve (``tight``, looked at here each round),
+    checkpoints are TRUNCATE, which empties the WAL file: here each round (for when the writer
+    is idle) and by the writer after each batch. On a tight disk the data is held once, and the
+    space a checkpoint needs is never taken from space freed by hand.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, path: str, reserve: int) -> None:
         super().__init__(name="hookgate-sqlite-checkpoint", daemon=True)
         self.conn = conn
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.reserve = reserve
         self.stop = threading.Event()
         self.catch_up = threading.Event()
+        self.tight = False
+        self._look()
+
+    def _look(self) -> None:
+        with contextlib.suppress(OSError):
+            volume = os.statvfs(self.directory)
+            self.tight = volume.f_bavail * volume.f_frsize < 2 * self.reserve
 
     def run(self) -> None:
         while not self.stop.wait(CHECKPOINT_EVERY):
+            self._look()
+            if self.tight:
+                truncate_wal(self.conn)
+                continue
             with contextlib.suppress(sqlite3.Error):
                 _, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames >= REWIND_FRAMES:
@@ -436,10 +475,21 @@ class Checkpoints(threading.Thread):
         self.conn.close()
 
 
-def serve(sock: socket.socket, path: str, synchronous: str) -> None:
+def truncate_wal(conn: sqlite3.Connection) -> None:
+    """Checkpoint everything and empty the WAL file; if a reader holds it up for longer than
+    ``TRUNCATE_WAIT_MS``, what could be copied is, and the next batch tries again."""
+    conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+
+
+def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> None:
     conn = connect(path, synchronous)
     conn.execute("PRAGMA wal_autocheckpoint=0")
-    checkpoints = Checkpoints(connect(path, synchronous))
+    checkpoints = Checkpoints(connect(path, synchronous), path=path, reserve=reserve)
     checkpoints.start()
     inbox = Inbox(sock)
     try:
@@ -450,7 +500,9 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
                 sock.sendall(frame((len(ops), time.perf_counter() - started, results)))
             except OSError:
                 break  # the gateway is gone; what was committed stays committed
-            if checkpoints.catch_up.is_set():
+            if checkpoints.tight:
+                truncate_wal(conn)
+            elif checkpoints.catch_up.is_set():
                 checkpoints.catch_up.clear()
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -462,9 +514,9 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
 
 def main(argv: list[str]) -> None:
     isolation.make_undumpable()  # its memory holds what it writes: workers must not read it
-    path, synchronous, fd = argv
+    path, synchronous, fd, reserve = argv
     with socket.socket(fileno=int(fd)) as sock:
-        serve(sock, path, synchronous)
+        serve(sock, path, synchronous, int(reserve))
 
 
 if __name__ == "__main__":
