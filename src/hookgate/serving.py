@@ -138,6 +138,7 @@ def config(app: Any, *, edge: Edge, backlog: int) -> uvicorn.Config:
         app,
         loop="none",
         http=edge.protocol(),
+        ws="none",  # no WebSocket upgrades: an Upgrade header is an ordinary request
         proxy_headers=False,
         lifespan="off",
         access_log=False,

@@ -70,7 +70,7 @@ class MissThrottle:
         """Record a miss from ``address``; return the seconds to wait before answering it."""
         if not address:
             return 0.0
-        key = _client_key(address)
+        key = client_key(address)
         score, stamp = self._scores.pop(key, (0.0, now))
         score = max(0.0, score - max(0.0, now - stamp) / self.decay) + 1.0
         self._scores[key] = (score, max(now, stamp))
@@ -81,7 +81,8 @@ class MissThrottle:
         return min(self.cap, self.base * math.pow(2.0, score - self.free - 1.0))
 
 
-def _client_key(address: str) -> str:
+def client_key(address: str) -> str:
+    """Who a client address counts as: itself, or its /64 for IPv6 (one host has them all)."""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:

@@ -10,9 +10,10 @@ sweep a second closes the ones past their deadline (``domain/limits.py``):
   (time during which the gateway itself stopped reading does not count against the caller);
 * ``BUSY`` (the gateway answers): only a caller that stops reading the answer is closed.
 
-Connections are capped per listener and per source address. At the cap, the connection that
-has waited longest without sending a complete head is closed to make room (slow-drip clients
-go first); only when every connection is busy does a newcomer get a fast ``503``.
+Connections are capped per listener and per source address (an IPv6 client per /64). At the
+cap, the connection that has waited longest without sending a complete head is closed to make
+room (slow-drip clients go first); only when every connection is busy does a newcomer get a
+fast ``503``.
 
 This subclasses uvicorn's private ``HttpToolsProtocol``; the supported uvicorn range is pinned
 in pyproject.toml and ``tests/ingress/test_protocol_compat.py`` fails loudly if it changes.
@@ -31,6 +32,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hookgate import logs
+from hookgate.auth.limits import client_key
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.limits import ListenerLimits
 
@@ -126,7 +128,7 @@ class Edge:
         """None when ``conn`` may stay, else why it is refused."""
         if self._sweeper is None:
             self._sweeper = conn.loop.call_later(SWEEP_EVERY, self.sweep, conn.loop)
-        if not self.trusted(conn.address):
+        if not self.trusted(conn.peer):
             if self.by_address.get(conn.address, 0) >= self.limits.max_connections_per_ip:
                 return "per_address"
             conn.counted = True
@@ -171,6 +173,7 @@ class EdgeProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.edge = edge
         self.limits = edge.limits
+        self.peer = ""
         self.address = ""
         self.counted = False
         self.phase = Phase.IDLE
@@ -186,7 +189,8 @@ class EdgeProtocol(HttpToolsProtocol):
     # connection ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.address = self.client[0] if self.client else ""
+        self.peer = self.client[0] if self.client else ""
+        self.address = client_key(self.peer)
         refusal = self.edge.admit(self)
         if refusal is not None:
             self.refused = True
