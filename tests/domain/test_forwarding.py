@@ -317,7 +317,11 @@ def test_envelope_of_a_multipart_post_carries_fields_as_data_and_the_file_as_an_
         ("application/json", b'"a JSON string"', "payload.json"),
         ("application/xml", b"<bar><hasi></bar>", "payload.xml"),
         ("multipart/form-data", b"--x\r\n", "payload.false"),
+        ("application/json", b"[" * 300 + b"]" * 300, "payload.json"),
+        ("application/xml", b"<a>" * 300 + b"</a>" * 300, "payload.xml"),
+        ("application/x-www-form-urlencoded", b"a" + b"[b]" * 300 + b"=1", "payload.false"),
     ],
+    ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_envelope_of_a_body_oih_does_not_parse_is_the_attachment_payload(
     kind: str, body: bytes, name: str

@@ -25,6 +25,9 @@ import msgspec
 from defusedxml.sax import make_parser
 from python_multipart.multipart import MultipartParser
 
+DEPTH_LIMIT = 256
+"""Deeper data is refused (``ValueError``): Python's recursion, and msgspec's, end near 1,000."""
+
 _HOLE: Any = object()
 """A missing element of a sparse JavaScript array; qs makes them, ``compact`` removes them."""
 
@@ -113,7 +116,10 @@ def parse_qs_fields(fields: Mapping[str, Any], options: QsOptions = MULTIPART) -
     """``qs.parse`` of an object whose keys may be ``a[b][]`` (multiparty's fields)."""
     result: Any = {}
     for key, value in _js_items(fields):
-        result = _merge(result, _nest(key, value, options), options)
+        if "[" not in key and key not in result and key not in _PROTOTYPE and key:
+            result[key] = value
+        else:
+            result = _merge(result, _nest(key, value, options), options)
     compacted: dict[str, Any] = _compact(result)
     return compacted
 
@@ -140,6 +146,8 @@ def _nest(key: str, value: Any, options: QsOptions) -> Any:
         segment = next(segments, None)
     if segment is not None:
         chain.append("[" + key[segment.start() :] + "]")
+    if len(chain) > DEPTH_LIMIT:
+        raise ValueError(f"a key nested deeper than {DEPTH_LIMIT} levels")
     leaf = value
     for root in reversed(chain):
         leaf = _level(root, leaf, options)
@@ -165,12 +173,12 @@ def _js_items(value: Mapping[str, Any] | list[Any]) -> list[tuple[str, Any]]:
     """``Object.keys`` order: array-index keys first, ascending, then the rest as inserted."""
     if isinstance(value, list):
         return [(str(i), item) for i, item in enumerate(value) if item is not _HOLE]
-    items = list(value.items())
-    indexed = [(k, v) for k, v in items if _is_index(k) and int(k) < 2**32 - 1]
-    if not indexed:
-        return items
+    indexed: list[tuple[str, Any]] = []
+    named: list[tuple[str, Any]] = []
+    for item in value.items():
+        (indexed if _is_index(item[0]) and int(item[0]) < 2**32 - 1 else named).append(item)
     indexed.sort(key=lambda item: int(item[0]))
-    return indexed + [(k, v) for k, v in items if not (_is_index(k) and int(k) < 2**32 - 1)]
+    return indexed + named
 
 
 def _merge(target: Any, source: Any, options: QsOptions) -> Any:
@@ -267,9 +275,23 @@ def parse_json(body: bytes) -> Any:
     if first not in ("{", "["):
         raise ValueError("not a JSON object or array")
     try:
-        return msgspec.json.decode(text)
-    except msgspec.DecodeError as e:
-        raise ValueError(str(e)) from e
+        value = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise ValueError(f"not JSON: {e}") from e
+    if text.count("[") + text.count("{") > DEPTH_LIMIT and _deeper(value, DEPTH_LIMIT):
+        raise ValueError(f"JSON nested deeper than {DEPTH_LIMIT} levels")
+    return value
+
+
+def _deeper(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def parse_xml(body: bytes) -> dict[str, Any]:
@@ -309,6 +331,8 @@ class _Xml2js(ContentHandler, LexicalHandler):
         self.in_cdata = False
 
     def startElement(self, name: str, attrs: AttributesImpl) -> None:
+        if len(self.stack) >= DEPTH_LIMIT:
+            raise SAXException(f"elements nested deeper than {DEPTH_LIMIT} levels")
         value: dict[str, Any] = {"_": ""}
         if attrs.getLength():
             value["_attr"] = {key: attrs.getValue(key) for key in attrs.getNames()}
