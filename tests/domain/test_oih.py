@@ -35,12 +35,36 @@ def test_a_form_body_has_no_depth_limit_and_a_larger_array_limit() -> None:
     }
 
 
-def test_multipart_fields_drop_prototype_names_and_replace_an_empty_first_value() -> None:
+@pytest.mark.parametrize(
+    ("body", "query", "form"),
+    [
+        ("a]b[c]=1", {"a]b": {"c": "1"}}, {"a": {"c": "1"}}),
+        ("a[b][]=1&a[b][0]=2", {"a": {"b": ["1", "2"]}}, {"a": {"b": [["1", "2"]]}}),
+        ("a=1&a", {"a": ["1", ""]}, {"a": ""}),
+        ("x[valueOf]=1", {"x": {"valueOf": "1"}}, {"x": {"valueOf": "1"}}),
+    ],
+)
+def test_a_form_body_parses_as_body_parsers_older_qs_does(
+    body: str, query: dict[str, Any], form: dict[str, Any]
+) -> None:
+    """Express's qs 6.5 reads the query, body-parser 1.15's qs 6.2 the form body: they differ."""
+    assert oih.parse_qs(body) == query
+    assert oih.parse_qs(body, oih.form_options(body)) == form
+
+
+def test_multipart_fields_skip_prototype_names_and_replace_an_empty_first_value() -> None:
     fields = oih.multipart_fields(
         oih.Part(name=name, filename=None, content_type=None, data=value)
-        for name, value in [("a", b""), ("a", b"x"), ("toString", b"1"), ("b[c]", b"2")]
+        for name, value in [
+            ("a", b""),
+            ("a", b"x"),
+            ("toString", b"1"),
+            ("b[c]", b"2"),
+            ("b[toString]", b"3"),
+        ]
     )
-    assert oih.parse_qs_fields(fields) == {"a": "x", "b": {"c": "2"}}
+    # qs 6.3 skips the [toString] segment, so "3" merges into b as a key set to true.
+    assert oih.parse_qs_fields(fields) == {"a": "x", "b": {"c": "2", "3": True}}
 
 
 @pytest.mark.parametrize(
@@ -57,6 +81,16 @@ def test_xml_with_entity_declarations_is_refused_not_expanded(attack: bytes) -> 
 
 def test_xml_text_between_children_is_joined_under_the_text_key() -> None:
     assert oih.parse_xml(b"<a>x<b>1</b>y<b>2</b></a>") == {"a": {"_": "xy", "b": ["1", "2"]}}
+
+
+def test_xml_cdata_marks_its_element_as_xml2js_does() -> None:
+    """xml2js keeps whitespace-only CDATA, and its ``cdata`` mark overwrites a child so named."""
+    assert oih.parse_xml(b"<a><![CDATA[ ]]></a>") == {"a": " "}
+    assert oih.parse_xml(b"<r><cdata>1</cdata><![CDATA[zz]]></r>") == {"r": "zz"}
+
+
+def test_xml_after_the_root_element_is_ignored_as_xml2js_does() -> None:
+    assert oih.parse_xml(b"<a/><b/>") == {"a": ""}
 
 
 def test_an_element_named_like_the_text_key_is_refused() -> None:

@@ -50,6 +50,8 @@ _PROTOTYPE = frozenset(
 """Names on ``Object.prototype``: qs drops keys named so unless ``allowPrototypes`` is set."""
 
 _BRACKET = re.compile(r"\[[^[\]]*\]")
+_LEGACY_END = re.compile(r"[\[\]]")
+_BRACKETS_IN = _LEGACY_END.search
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _JS_BLANK = re.compile(
     "[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*"
@@ -59,24 +61,40 @@ _JS_BLANK = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class QsOptions:
-    """The ``qs.parse`` options a caller of qs passes; the three callers in OIH differ."""
+    """The ``qs.parse`` options a caller passes, and what differs between the qs versions OIH
+    runs: Express 4.16's qs 6.5.1, body-parser 1.15.2's qs 6.2.0, OIH's own qs 6.3.0."""
 
     depth: float = 5
     array_limit: int = 20
     parameter_limit: int = 1000
     allow_prototypes: bool = False
+    legacy_keys: bool = True
+    """Before 6.4: the parent key ends at the first ``[`` or ``]``, a child named like a
+    prototype property is skipped (later: the parent ends at the first ``[…]``, and such a child
+    drops the whole key)."""
+    merge_arrays: bool = True
+    """From 6.3: two arrays merge element by element (6.2: by index, as objects)."""
+    repeat_bare: bool = True
+    """From 6.3: a repeated ``a`` without ``=`` joins the list (6.2: it replaces the value)."""
 
 
-QUERY = QsOptions(allow_prototypes=True)
-"""Express 4's ``query parser: extended``: ``qs.parse(query, {allowPrototypes: true})``."""
+QUERY = QsOptions(allow_prototypes=True, legacy_keys=False)
+"""Express 4.16's ``query parser: extended``: qs 6.5.1, ``{allowPrototypes: true}``."""
 MULTIPART = QsOptions()
-"""OIH's multipart middleware: ``qs.parse(fields)`` with qs's defaults."""
+"""OIH's multipart middleware: its own qs 6.3.0, ``qs.parse(fields)`` with the defaults."""
 
 
 def form_options(body: str) -> QsOptions:
-    """body-parser's ``urlencoded({extended: true})``: unlimited depth, a body-sized array limit."""
+    """body-parser 1.15.2's ``urlencoded({extended: true})``: qs 6.2.0, unlimited depth, an
+    array limit of the number of fields (at least 100)."""
     count = body.count("&") + 1
-    return QsOptions(depth=float("inf"), array_limit=max(100, count), allow_prototypes=True)
+    return QsOptions(
+        depth=float("inf"),
+        array_limit=max(100, count),
+        allow_prototypes=True,
+        merge_arrays=False,
+        repeat_bare=False,
+    )
 
 
 def decode_component(text: str) -> str:
@@ -104,7 +122,7 @@ def parse_qs(text: str, options: QsOptions = QUERY) -> dict[str, Any]:
             key, value = decode_component(part[:at]), decode_component(part[at + 1 :])
         if key == "__proto__":
             continue
-        if key in flat:
+        if key in flat and (at != -1 or options.repeat_bare):
             before = flat[key]
             flat[key] = [*(before if isinstance(before, list) else [before]), value]
         else:
@@ -116,7 +134,7 @@ def parse_qs_fields(fields: Mapping[str, Any], options: QsOptions = MULTIPART) -
     """``qs.parse`` of an object whose keys may be ``a[b][]`` (multiparty's fields)."""
     result: Any = {}
     for key, value in _js_items(fields):
-        if "[" not in key and key not in result and key not in _PROTOTYPE and key:
+        if key and key not in result and key not in _PROTOTYPE and not _BRACKETS_IN(key):
             result[key] = value
         else:
             result = _merge(result, _nest(key, value, options), options)
@@ -128,8 +146,11 @@ def _nest(key: str, value: Any, options: QsOptions) -> Any:
     """qs's ``parseKeys`` + ``parseObject``: ``a[b][]`` and a value → ``{"a": {"b": [value]}}``."""
     if not key:
         return None
-    first = _BRACKET.search(key)
-    parent = key[: first.start()] if first else key
+    if options.legacy_keys:
+        parent = _LEGACY_END.split(key, maxsplit=1)[0]
+    else:
+        first = _BRACKET.search(key)
+        parent = key[: first.start()] if first else key
     chain: list[str] = []
     if parent:
         if parent in _PROTOTYPE and not options.allow_prototypes:
@@ -140,9 +161,10 @@ def _nest(key: str, value: Any, options: QsOptions) -> Any:
     depth = 0
     while segment is not None and depth < options.depth:
         depth += 1
-        if segment.group()[1:-1] in _PROTOTYPE and not options.allow_prototypes:
+        if segment.group()[1:-1] not in _PROTOTYPE or options.allow_prototypes:
+            chain.append(segment.group())
+        elif not options.legacy_keys:
             return None
-        chain.append(segment.group())
         segment = next(segments, None)
     if segment is not None:
         chain.append("[" + key[segment.start() :] + "]")
@@ -189,14 +211,14 @@ def _merge(target: Any, source: Any, options: QsOptions) -> Any:
         if isinstance(target, list):
             target.append(source)
         elif isinstance(target, dict):
-            if options.allow_prototypes or source not in _PROTOTYPE:
+            if source != "__proto__":
                 target[source] = True
         else:
             return [target, source]
         return target
     if not isinstance(target, dict | list):
         return [target, *source] if isinstance(source, list) else [target, source]
-    if isinstance(target, list) and isinstance(source, list):
+    if isinstance(target, list) and isinstance(source, list) and options.merge_arrays:
         for i, item in enumerate(source):
             if item is _HOLE:
                 continue
@@ -208,6 +230,15 @@ def _merge(target: Any, source: Any, options: QsOptions) -> Any:
             else:
                 target.extend([_HOLE] * (i + 1 - len(target)))
                 target[i] = item
+        return target
+    if isinstance(target, list) and isinstance(source, list):
+        for key, value in _js_items(source):
+            i = int(key)
+            if i < len(target) and target[i] is not _HOLE:
+                target[i] = _merge(target[i], value, options)
+            else:
+                target.extend([_HOLE] * (i + 1 - len(target)))
+                target[i] = value
         return target
     into: dict[str, Any] = (
         {str(i): v for i, v in enumerate(target) if v is not _HOLE}
@@ -307,10 +338,11 @@ def parse_xml(body: bytes) -> dict[str, Any]:
         parser.feed(body)
         parser.close()
     except (SAXException, ValueError) as e:
-        raise ValueError(f"not well-formed XML: {e}") from e
+        if builder.result is None:
+            raise ValueError(f"not well-formed XML: {e}") from e
     if builder.result is None:
         raise ValueError("no XML element")
-    return builder.result
+    return builder.result  # xml2js answers at the root's end tag, whatever follows it
 
 
 @dataclass(slots=True)
@@ -318,7 +350,6 @@ class _Element:
     name: str
     value: dict[str, Any]
     text: list[str]
-    cdata: bool = False
 
 
 class _Xml2js(ContentHandler, LexicalHandler):
@@ -341,7 +372,8 @@ class _Xml2js(ContentHandler, LexicalHandler):
     def characters(self, content: str) -> None:
         if self.stack:
             self.stack[-1].text.append(content)
-            self.stack[-1].cdata |= self.in_cdata
+            if self.in_cdata:
+                self.stack[-1].value["cdata"] = True  # xml2js marks it so, over a child "cdata"
 
     def startCDATA(self) -> None:
         self.in_cdata = True
@@ -354,7 +386,10 @@ class _Xml2js(ContentHandler, LexicalHandler):
         value: Any = element.value
         text = "".join(element.text)
         blank = ""
-        if _JS_BLANK.fullmatch(text) and not element.cdata:
+        cdata = value.get("cdata") is True
+        if cdata:
+            del value["cdata"]
+        if _JS_BLANK.fullmatch(text) and not cdata:
             blank = text
             del value["_"]
         else:
@@ -387,7 +422,7 @@ class Part:
     data: bytes
 
 
-_PART_NAME = re.compile(r'\bname=("([^"]*)"|([^()<>@,;:\\"/\[\]?={}\s\t]+))', re.IGNORECASE)
+_PART_NAME = re.compile(r'\bname="([^"]+)"', re.IGNORECASE)
 _PART_FILENAME = re.compile(r'\bfilename="(.*?)"($|; )', re.IGNORECASE)
 _PART_FILENAME_UTF8 = re.compile(r"\bfilename\*=utf-8''(.*?)($|; )", re.IGNORECASE)
 _HTML_CODE = re.compile(r"&#(\d{4});")
@@ -424,7 +459,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
         named = _PART_NAME.search(disposition)
         parts.append(
             Part(
-                name=(named.group(2) or named.group(3) or "") if named else "",
+                name=named.group(1) if named else "null",
                 filename=_filename(disposition),
                 content_type=headers.get("content-type"),
                 data=b"".join(data),
