@@ -228,8 +228,7 @@ def _merge(target: Any, source: Any, options: QsOptions) -> Any:
                 else:
                     target.append(item)
             else:
-                target.extend([_HOLE] * (i + 1 - len(target)))
-                target[i] = item
+                _place(target, i, item)
         return target
     if isinstance(target, list) and isinstance(source, list):
         for key, value in _js_items(source):
@@ -237,8 +236,7 @@ def _merge(target: Any, source: Any, options: QsOptions) -> Any:
             if i < len(target) and target[i] is not _HOLE:
                 target[i] = _merge(target[i], value, options)
             else:
-                target.extend([_HOLE] * (i + 1 - len(target)))
-                target[i] = value
+                _place(target, i, value)
         return target
     into: dict[str, Any] = (
         {str(i): v for i, v in enumerate(target) if v is not _HOLE}
@@ -248,6 +246,12 @@ def _merge(target: Any, source: Any, options: QsOptions) -> Any:
     for key, value in _js_items(source):
         into[key] = _merge(into[key], value, options) if key in into else value
     return into
+
+
+def _place(target: list[Any], index: int, value: Any) -> None:
+    """JavaScript's ``array[index] = value``: past the end leaves holes."""
+    target.extend([_HOLE] * (index + 1 - len(target)))
+    target[index] = value
 
 
 def _compact(value: Any) -> Any:
