@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from hookgate.domain.deliveries import Delivery, State
@@ -120,8 +121,10 @@ def delivery(
     query: str = "",
     path: str = "/",
     attempts: int = 1,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> Delivery:
     headers = [("content-type", content_type)] if content_type else []
+    headers += extra
     return Delivery(
         id="0189f0c2a8e04b7a9d1e000000000001",
         request_id="req-9",
@@ -159,111 +162,215 @@ def test_an_async_delivery_replaces_the_callers_idempotency_key() -> None:
     assert keys == [stored.id]
 
 
-ENVELOPE_KEYS = {
-    "id",
-    "data",
-    "headers",
-    "query",
-    "method",
-    "url",
-    "pathSuffix",
-    "params",
-    "metadata",
-    "attachments",
+FLOW = "FLOWIDFLOWIDFLOWIDFLOW"
+HOOKGATE_HEADERS = {
+    "x-custom": "yes",
+    "x-request-id": "req-9",
+    "x-hookgate-flow": FLOW,
+    "x-forwarded-for": "192.0.2.7",
+    "x-forwarded-proto": "http",
 }
 
 
-def shaped(message: dict[str, Any]) -> dict[str, Any]:
-    """The envelope survives JSON and has the OIH shape."""
-    message = json.loads(json.dumps(message))
-    assert set(message) == ENVELOPE_KEYS
-    assert message["id"] == "0189f0c2a8e04b7a9d1e000000000001"
-    assert message["metadata"] == {
-        "source": {"name": "shop-orders", "type": "webhook", "externalExecId": "req-9"}
+def sent(stored: Delivery) -> Any:
+    """The envelope as the worker reads it: encoded the way the dispatcher encodes it."""
+    return json.loads(msgspec.json.encode(envelope(stored)))
+
+
+def oih_message(
+    *,
+    data: Any,
+    content_type: str | None = None,
+    method: str = "POST",
+    query: dict[str, Any] | None = None,
+    url: str = f"/hook/{FLOW}",
+    attachments: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every field of the OIH webhooks service's message (docs/workers.md, the field table)."""
+    headers = {"content-type": content_type} if content_type else {}
+    return {
+        "id": "0189f0c2a8e04b7a9d1e000000000001",
+        "attachments": attachments or {},
+        "data": data,
+        "headers": {**headers, **HOOKGATE_HEADERS},
+        "metadata": {"externalExecId": "req-9"},
+        "url": url,
+        "method": method,
+        "originalUrl": url,
+        "query": query or {},
+        "params": {},
+        "pathSuffix": url.partition("?")[0],
+        "passthrough": {},
     }
-    return message
+
+
+def data_url(kind: str, body: bytes) -> str:
+    return f"data:{kind};base64,{base64.b64encode(body).decode()}"
+
+
+def test_envelope_of_a_json_post_with_a_sub_path_and_a_query() -> None:
+    query = "src=shop&x=1&x=2&b[c]=3&b[d][]=4"
+    got = sent(
+        delivery(
+            body=b'{"order": 7, "items": [1, 2]}',
+            content_type="application/json",
+            path="/orders/7",
+            query=query,
+        )
+    )
+    assert got == oih_message(
+        data={"order": 7, "items": [1, 2]},
+        content_type="application/json",
+        query={"src": "shop", "x": ["1", "2"], "b": {"c": "3", "d": ["4"]}},
+        url=f"/hook/{FLOW}/orders/7?{query}",
+    )
+
+
+def test_envelope_of_a_form_post_with_repeated_and_nested_keys() -> None:
+    kind = "application/x-www-form-urlencoded"
+    body = (
+        b"name=Ren%C3%A9&tag=a&tag=b&order[id]=7&order[items][]=x&order[items][]=y"
+        b"&order[ship][city]=K%C3%B6ln&list[1]=second&list[0]=first&plus=a+b&empty=&bad=%E0%A4%A"
+    )
+    assert sent(delivery(body=body, content_type=kind)) == oih_message(
+        data={
+            "name": "René",
+            "tag": ["a", "b"],
+            "order": {"id": "7", "items": ["x", "y"], "ship": {"city": "Köln"}},
+            "list": ["first", "second"],
+            "plus": "a b",
+            "empty": "",
+            "bad": "%E0%A4%A",
+        },
+        content_type=kind,
+    )
+
+
+PURCHASE_ORDER = b"""<?xml version="1.0" encoding="UTF-8"?>
+<po:order xmlns:po="urn:example:po" orderDate="1999-10-20">
+  <po:shipTo country="US"><name>Alice &amp; Bob</name><zip>90952</zip></po:shipTo>
+  <item partNum="872-AA">Lawnmower</item>
+  <item partNum="926-AA"><qty>1</qty></item>
+  <comment><![CDATA[<fragile>]]></comment>
+  <empty/>
+  <spaces>  </spaces>
+</po:order>"""
+
+
+def test_envelope_of_an_xml_post_is_shaped_as_xml2js_with_oihs_options() -> None:
+    kind = "application/xml; charset=utf-8"
+    assert sent(delivery(body=PURCHASE_ORDER, content_type=kind)) == oih_message(
+        data={
+            "po-order": {
+                "_attr": {"xmlns:po": "urn:example:po", "orderDate": "1999-10-20"},
+                "po-shipTo": {"_attr": {"country": "US"}, "name": "Alice & Bob", "zip": "90952"},
+                "item": [
+                    {"_": "Lawnmower", "_attr": {"partNum": "872-AA"}},
+                    {"_attr": {"partNum": "926-AA"}, "qty": "1"},
+                ],
+                "comment": "<fragile>",
+                "empty": "",
+                "spaces": "  ",
+            }
+        },
+        content_type=kind,
+    )
+
+
+def test_envelope_of_a_multipart_post_carries_fields_as_data_and_the_file_as_an_attachment() -> (
+    None
+):
+    pdf = b"%PDF-1.4\n\x00\xff\xfe binary"
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="tag"\r\n\r\na\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="tag"\r\n\r\nb\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="order[id]"\r\n\r\n7\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nK\xc3\xb6ln\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="invoice"; '
+        b'filename="C:\\docs\\invoice.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+        + pdf
+        + b"\r\n--XyZ--\r\n"
+    )
+    kind = "multipart/form-data; boundary=XyZ"
+    assert sent(delivery(body=body, content_type=kind)) == oih_message(
+        data={"tag": ["a", "b"], "order": {"id": "7"}, "note": "Köln"},
+        content_type=kind,
+        attachments={
+            "invoice.pdf": {
+                "content-type": "application/pdf",
+                "size": len(pdf),
+                "url": data_url("application/pdf", pdf),
+            }
+        },
+    )
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/json", "application/vnd.api+json; charset=utf-8"]
+    ("kind", "body", "name"),
+    [
+        ("text/csv", b"id,name\n1,Ada\n", "payload.csv"),
+        ("text/plain; charset=utf-8", b"hello, not JSON", "payload.txt"),
+        ("application/octet-stream", bytes(range(256)), "payload.bin"),
+        ("image/png", b"\x89PNG\r\n\x1a\n", "payload.png"),
+        ("application/vnd.api+json", b'{"data": []}', "payload.false"),
+        ("application/json", b"{nope", "payload.json"),
+        ("application/json", b'"a JSON string"', "payload.json"),
+        ("application/xml", b"<bar><hasi></bar>", "payload.xml"),
+        ("multipart/form-data", b"--x\r\n", "payload.false"),
+        ("application/json", b"[" * 300 + b"]" * 300, "payload.json"),
+        ("application/xml", b"<a>" * 300 + b"</a>" * 300, "payload.xml"),
+        ("application/x-www-form-urlencoded", b"a" + b"[b]" * 300 + b"=1", "payload.false"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
 )
-def test_envelope_of_a_json_post(content_type: str) -> None:
-    message = shaped(
-        envelope(
-            delivery(
-                body=b'{"order": 7, "items": [1, 2]}',
-                content_type=content_type,
-                path="/orders/7",
-                query="src=shop&x=1",
-            ),
-            flow_name="shop-orders",
-        )
+def test_envelope_of_a_body_oih_does_not_parse_is_the_attachment_payload(
+    kind: str, body: bytes, name: str
+) -> None:
+    bare = kind.split(";")[0]
+    assert sent(delivery(body=body, content_type=kind)) == oih_message(
+        data={},
+        content_type=kind,
+        attachments={name: {"content-type": kind, "size": len(body), "url": data_url(bare, body)}},
     )
-    assert message["data"] == {"order": 7, "items": [1, 2]}
-    assert message["method"] == "POST"
-    assert message["pathSuffix"] == "/orders/7"
-    assert message["url"] == "/orders/7?src=shop&x=1"
-    assert message["query"] == message["params"] == {"src": "shop", "x": "1"}
-    assert message["headers"]["x-custom"] == "yes"
 
 
-def test_envelope_of_a_form_post() -> None:
-    message = shaped(
-        envelope(
-            delivery(
-                body=b"name=Ren%C3%A9&empty=", content_type="application/x-www-form-urlencoded"
-            ),
-            flow_name="shop-orders",
-        )
-    )
-    assert message["data"]["empty"] == ""
-    assert set(message["data"]) == {"name", "empty"}
-    assert message["data"]["name"] == "René"
+def test_envelope_of_plain_text_that_is_json_is_parsed_as_oih_does() -> None:
+    got = sent(delivery(body=b' [1, {"a": null}]', content_type="text/plain"))
+    assert got == oih_message(data=[1, {"a": None}], content_type="text/plain")
 
 
 def test_envelope_of_a_get_carries_the_query_as_data() -> None:
-    message = shaped(
-        envelope(delivery(method="GET", query="challenge=abc&n=2"), flow_name="shop-orders")
+    query = "challenge=abc&n=2&n=3&filter[status]=open"
+    parsed = {"challenge": "abc", "n": ["2", "3"], "filter": {"status": "open"}}
+    assert sent(delivery(method="GET", query=query)) == oih_message(
+        data=parsed, method="GET", query=parsed, url=f"/hook/{FLOW}?{query}"
     )
-    assert message["data"] == {"challenge": "abc", "n": "2"}
-    assert message["method"] == "GET"
-    assert message["url"] == "/?challenge=abc&n=2"
 
 
-def test_envelope_of_broken_json_or_text_keeps_it_raw() -> None:
-    broken = shaped(
-        envelope(delivery(body=b"{nope", content_type="application/json"), flow_name="shop-orders")
+def test_envelope_of_an_empty_post() -> None:
+    assert sent(delivery(query="a=1")) == oih_message(
+        data={}, query={"a": "1"}, url=f"/hook/{FLOW}?a=1"
     )
-    assert broken["data"] == {"raw": "{nope"}
-    text = shaped(
-        envelope(
-            delivery(body=b"<a>1</a>", content_type="application/xml"), flow_name="shop-orders"
-        )
+
+
+def test_envelope_headers_fold_repeats_as_node_does() -> None:
+    repeated = (
+        ("Accept", "text/html"),
+        ("accept", "application/json"),
+        ("Cookie", "a=1"),
+        ("cookie", "b=2"),
+        ("Set-Cookie", "s=1"),
+        ("set-cookie", "t=2"),
+        ("User-Agent", "first"),
+        ("user-agent", "second"),
+        ("X-Custom", "again"),
     )
-    assert text["data"] == {"raw": "<a>1</a>"}
-
-
-def test_envelope_of_a_binary_body_is_still_valid_json() -> None:
-    message = shaped(
-        envelope(
-            delivery(body=bytes(range(256)), content_type="application/octet-stream"),
-            flow_name="shop-orders",
-        )
-    )
-    assert message["data"] == {}
-    (attachment,) = message["attachments"]
-    assert base64.b64decode(attachment["content"]) == bytes(range(256))
-    assert attachment["contentType"] == "application/octet-stream"
-    assert attachment["size"] == 256
-
-
-def test_envelope_form_fields_are_utf8() -> None:
-    message = envelope(
-        delivery(
-            body="name=Ren%C3%A9&city=K%C3%B6ln&raw=Müller".encode(),
-            content_type="application/x-www-form-urlencoded",
-        ),
-        flow_name="shop-orders",
-    )
-    assert message["data"] == {"name": "René", "city": "Köln", "raw": "Müller"}
-    assert message["attachments"] == []
+    headers = sent(delivery(extra=repeated))["headers"]
+    assert headers == {
+        "accept": "text/html, application/json",
+        "cookie": "a=1; b=2",
+        "set-cookie": ["s=1", "t=2"],
+        "user-agent": "first",
+        **HOOKGATE_HEADERS,
+        "x-custom": "again, yes",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -213,19 +214,50 @@ flows:
 
 
 def test_envelope_delivery_posts_the_oih_message(gateway_factory: Any, record: Path) -> None:
+    """A form POST with repeated and nested keys reaches the worker as OIH's webhooks service
+    would have published it, every field (docs/workers.md, the field table)."""
     gateway: GatewayProcess = gateway_factory(flow_file(record, extra="    delivery: envelope"))
-    request_id = httpx.post(gateway.hook("orders") + "/x?a=1", json={"n": 1}).json()["requestId"]
-    settled(gateway, request_id, "done")
+    hook = gateway.hook("orders")
+    flow_id = hook.rpartition("/")[2]
+    host = hook.split("/")[2]
+    answer = httpx.post(
+        hook + "/x?a=1&a=2&n[k]=v",
+        content=b"tag=a&tag=b&order[id]=7&order[items][]=x&name=Ren%C3%A9",
+        headers=[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept-encoding", "identity"),
+            ("user-agent", "oih-test"),
+            ("x-tag", "one"),
+            ("x-tag", "two"),
+        ],
+    )
+    request_id = answer.json()["requestId"]
+    delivery_id = settled(gateway, request_id, "done")["id"]
     (got,) = recorded(record)
-    assert got["method"] == "POST"
-    assert got["path"] == "/"
-    import json
-
-    message = json.loads(got["body"])
-    assert message["data"] == {"n": 1}
-    assert message["query"] == {"a": "1"}
-    assert message["pathSuffix"] == "/x"
-    assert message["method"] == "POST"
-    assert message["metadata"]["source"]["name"] == "orders"
-    assert message["metadata"]["source"]["externalExecId"] == request_id
-    assert message["attachments"] == []
+    assert (got["method"], got["path"]) == ("POST", "/")
+    url = f"/hook/{flow_id}/x?a=1&a=2&n[k]=v"
+    assert json.loads(got["body"]) == {
+        "id": delivery_id,
+        "attachments": {},
+        "data": {"tag": ["a", "b"], "order": {"id": "7", "items": ["x"]}, "name": "René"},
+        "headers": {
+            "accept": "*/*",
+            "accept-encoding": "identity",
+            "user-agent": "oih-test",
+            "content-type": "application/x-www-form-urlencoded",
+            "x-tag": "one, two",
+            "x-request-id": request_id,
+            "x-hookgate-flow": flow_id,
+            "x-forwarded-for": "127.0.0.1",
+            "x-forwarded-proto": "http",
+            "x-forwarded-host": host,
+        },
+        "metadata": {"externalExecId": request_id},
+        "url": url,
+        "method": "POST",
+        "originalUrl": url,
+        "query": {"a": ["1", "2"], "n": {"k": "v"}},
+        "params": {},
+        "pathSuffix": f"/hook/{flow_id}/x",
+        "passthrough": {},
+    }

@@ -57,7 +57,7 @@ def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outboun
             method="POST",
             target="/",
             headers=[*keep, (b"content-type", b"application/json")],
-            body=msgspec.json.encode(envelope(delivery, flow_name=flow.name)),
+            body=msgspec.json.encode(envelope(delivery)),
         )
     target = delivery.path + (f"?{delivery.query}" if delivery.query else "")
     return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)

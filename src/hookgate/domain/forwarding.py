@@ -8,11 +8,11 @@ without decoding and re-encoding every header.
 from __future__ import annotations
 
 import base64
-import json
-import urllib.parse
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from hookgate.domain import oih
 from hookgate.domain.deliveries import POLL_SOURCE, Delivery
 
 Headers = list[tuple[bytes, bytes]]
@@ -100,60 +100,108 @@ def delivery_headers(delivery: Delivery) -> Headers:
     ]
 
 
-def envelope(delivery: Delivery, *, flow_name: str) -> dict[str, Any]:
-    """The Open Integration Hub message shape (``delivery: envelope``).
+def envelope(delivery: Delivery) -> dict[str, Any]:
+    """The message the Open Integration Hub webhooks service publishes (``delivery: envelope``).
 
-    ``data`` is the parsed JSON or form body (the query for GET), or ``{"raw": text}``; a body
-    that is not UTF-8 text travels whole, base64-encoded, as the one attachment.
+    Field by field as OIH builds it (docs/workers.md has the table and the sources); a body
+    OIH would answer 400 or drop travels whole as the attachment ``payload.<ext>``, since
+    Hookgate has already accepted it.
     """
     content_type = next((v for k, v in delivery.headers if k.lower() == "content-type"), "")
-    kind = content_type.split(";")[0].strip().lower()
-    query = dict(urllib.parse.parse_qsl(delivery.query, keep_blank_values=True))
-    attachments: list[dict[str, Any]] = []
+    query = oih.parse_qs(delivery.query)
     data: Any = query
-    if delivery.body and delivery.method not in ("GET", "HEAD"):
-        try:
-            text = delivery.body.decode("utf-8")
-        except UnicodeDecodeError:
-            data = {}
-            attachments.append(
-                {
-                    "contentType": content_type or "application/octet-stream",
-                    "size": len(delivery.body),
-                    "encoding": "base64",
-                    "content": base64.b64encode(delivery.body).decode(),
-                }
-            )
-        else:
-            data = _parsed(kind, text)
+    attachments: dict[str, Any] = {}
+    if delivery.method != "GET":
+        data, attachments = _body(delivery.body, content_type)
     headers = forward_headers(
         [(k.encode("latin-1"), v.encode("latin-1")) for k, v in delivery.headers],
         request_id=delivery.request_id,
         flow_id=delivery.flow_id,
         client=delivery.source,
     )
+    path = f"/hook/{delivery.flow_id}" + ("" if delivery.path == "/" else delivery.path)
+    url = path + (f"?{delivery.query}" if delivery.query else "")
     return {
         "id": delivery.id,
-        "data": data,
-        "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
-        "query": query,
-        "method": delivery.method,
-        "url": delivery.path + (f"?{delivery.query}" if delivery.query else ""),
-        "pathSuffix": delivery.path,
-        "params": query,
-        "metadata": {
-            "source": {"name": flow_name, "type": "webhook", "externalExecId": delivery.request_id}
-        },
         "attachments": attachments,
+        "data": data,
+        "headers": oih.node_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+        "metadata": {"externalExecId": delivery.request_id},
+        "url": url,
+        "method": delivery.method,
+        "originalUrl": url,
+        "query": query,
+        "params": {},
+        "pathSuffix": path,
+        "passthrough": {},
     }
 
 
-def _parsed(kind: str, text: str) -> Any:
-    if kind == "application/json" or kind.endswith("+json"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {"raw": text}
-    if kind == "application/x-www-form-urlencoded":
-        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
-    return {"raw": text}
+XML = re.compile(r"^(text/xml|application/([\w!#$%&*`\-.^~]+\+)?xml)$", re.IGNORECASE)
+"""express-xml-bodyparser's test, on the content type up to its first ``;`` (not trimmed)."""
+TEXT_ATTACHED = frozenset({"text/csv", "text/yaml", "text/html", "text/javascript"})
+RAW_ATTACHED = frozenset(
+    {
+        "application/pdf",
+        "application/zip",
+        "application/excel",
+        "application/x-excel",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/bmp",
+    }
+)
+"""The types OIH's body parser turns into the attachment ``payload.<ext>`` (and ``data: {}``)."""
+EXTENSIONS = {
+    "application/json": "json",
+    "application/octet-stream": "bin",
+    "application/pdf": "pdf",
+    "application/xml": "xml",
+    "application/zip": "zip",
+    "image/bmp": "bmp",
+    "image/gif": "gif",
+    "image/jpeg": "jpeg",
+    "image/png": "png",
+    "text/csv": "csv",
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/xml": "xml",
+    "text/yaml": "yaml",
+}
+"""mime-types 2.1.13's ``extension()``; for a type it does not know it answers ``false``."""
+
+
+def _body(body: bytes, content_type: str) -> tuple[Any, dict[str, Any]]:
+    """``data`` and ``attachments`` for a body, by the first of OIH's parsers that takes it."""
+    if not body:
+        return {}, {}
+    kind = content_type.split(";")[0].strip().lower()
+    try:
+        if kind in ("application/json", "text/plain"):
+            return oih.parse_json(body), {}
+        if kind == "application/x-www-form-urlencoded":
+            text = body.decode("utf-8", "replace")
+            return oih.parse_qs(text, oih.form_options(text)), {}
+        if XML.match(content_type.split(";")[0]):
+            return oih.parse_xml(body), {}
+        if kind == "multipart/form-data":
+            parts = oih.parse_multipart(body, content_type)
+            files = {
+                part.filename or part.name: _attachment(part.data, part.content_type)
+                for part in oih.multipart_files(parts)
+            }
+            return oih.parse_qs_fields(oih.multipart_fields(parts)), files
+    except ValueError:
+        pass
+    name = f"payload.{EXTENSIONS.get(kind, 'false')}"
+    return {}, {name: _attachment(body, content_type or None)}
+
+
+def _attachment(data: bytes, content_type: str | None) -> dict[str, Any]:
+    """OIH's attachment entry; the content travels inline as a ``data:`` URL."""
+    kind = (content_type or "").split(";")[0].strip().lower() or "application/octet-stream"
+    entry: dict[str, Any] = {} if content_type is None else {"content-type": content_type}
+    entry["size"] = len(data)
+    entry["url"] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
+    return entry
