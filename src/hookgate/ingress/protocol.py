@@ -37,6 +37,7 @@ from hookgate.domain.deliveries import new_id
 from hookgate.domain.limits import ListenerLimits
 
 SWEEP_EVERY = 1.0
+LINGER = 2.0
 REPORT_EVERY = 60.0
 
 log = logs.get("hookgate.edge")
@@ -195,7 +196,9 @@ class EdgeProtocol(HttpToolsProtocol):
         if refusal is not None:
             self.refused = True
             self.edge.closed(refusal)
-            self._answer(503, "too many connections, retry later", b"retry-after: 1\r\n")
+            self._answer(
+                503, "too many connections, retry later", b"retry-after: 1\r\n", linger=False
+            )
             return
         self._idle()
 
@@ -315,8 +318,15 @@ class EdgeProtocol(HttpToolsProtocol):
         self.edge.closed("head_too_large")
         self._answer(431, "request header fields too large")
 
-    def _answer(self, status: int, message: str, extra: bytes = b"") -> None:
-        """A JSON error written straight to the socket, then the connection closed."""
+    def _answer(
+        self, status: int, message: str, extra: bytes = b"", *, linger: bool = True
+    ) -> None:
+        """A JSON error written straight to the socket, then the connection closed.
+
+        ``linger`` (as nginx's lingering close): send FIN and read and drop what the caller
+        still sends for up to ``LINGER`` seconds before closing. Closing with unread bytes
+        makes the kernel send a reset, which can destroy the answer before the caller reads it.
+        """
         body = msgspec.json.encode({"error": message, "requestId": new_id()})
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}.get(
             status, b"Service Unavailable"
@@ -325,4 +335,9 @@ class EdgeProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"%scontent-length: %d\r\n\r\n%s" % (status, reason, extra, len(body), body)
         )
-        self.transport.close()
+        if not linger or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER, self.transport.close)
