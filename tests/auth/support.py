@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from hookgate.auth import Answer, Guard, Rejection
+from hookgate.auth import Answer, Guard, Rejection, Request
 from hookgate.domain.auth import AuthMethod
 from hookgate.domain.units import dec_hook
 
@@ -39,13 +39,15 @@ def check(
     query: str = "",
 ) -> Rejection | None:
     return guard.check(
-        method=method,
-        path=path,
-        query=query,
-        headers=raw_headers(headers),
-        body=body,
-        client=client,
-        now=time.time() if now is None else now,
+        Request(
+            method=method,
+            path=path,
+            query=query,
+            headers=raw_headers(headers),
+            body=body,
+            client=client,
+            now=time.time() if now is None else now,
+        )
     )
 
 
@@ -59,11 +61,13 @@ def handshake(
     now: float | None = None,
 ) -> Answer | None:
     return guard.handshake(
-        method=method,
-        path="/hook/abc",
-        query=query,
-        headers=raw_headers(headers),
-        body=body,
-        client="203.0.113.7",
-        now=time.time() if now is None else now,
+        Request(
+            method=method,
+            path="/hook/abc",
+            query=query,
+            headers=raw_headers(headers),
+            body=body,
+            client="203.0.113.7",
+            now=time.time() if now is None else now,
+        )
     )

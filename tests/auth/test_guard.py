@@ -21,7 +21,14 @@ def github_signature(secret: bytes, body: bytes = BODY) -> str:
 
 
 def test_public_names_are_pinned():
-    assert set(hookgate.auth.__all__) == {"REASONS", "Answer", "Guard", "Rejection", "build_guard"}
+    assert set(hookgate.auth.__all__) == {
+        "REASONS",
+        "Answer",
+        "Guard",
+        "Rejection",
+        "Request",
+        "build_guard",
+    }
 
 
 def test_no_methods_admits_everything():

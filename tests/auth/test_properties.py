@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookgate.auth import REASONS, Guard, build_guard
+from hookgate.auth import REASONS, Guard, Request, build_guard
 
 from .support import methods
 
@@ -112,7 +112,9 @@ def test_random_requests_never_raise_and_are_refused(
     every_scheme, headers, body, client, method, path, now
 ):
     rejection = every_scheme.check(
-        method=method, path=path, query="", headers=headers, body=body, client=client, now=now
+        Request(
+            method=method, path=path, query="", headers=headers, body=body, client=client, now=now
+        )
     )
     if rejection is None:
         # Random bytes forge no signature: only the IP allowlist can have admitted this.

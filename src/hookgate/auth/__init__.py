@@ -8,7 +8,7 @@ Rate limits and the slowdown of misses are in :mod:`.limits`.
 
 from __future__ import annotations
 
-from hookgate.auth.base import REASONS, Answer, Rejection
+from hookgate.auth.base import REASONS, Answer, Rejection, Request
 from hookgate.auth.guard import Guard, build_guard
 
-__all__ = ["REASONS", "Answer", "Guard", "Rejection", "build_guard"]
+__all__ = ["REASONS", "Answer", "Guard", "Rejection", "Request", "build_guard"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Literal
+from typing import Literal, TypeVar
+
+import msgspec
 
 from hookgate.auth.base import (
     BAD_SIGNATURE,
@@ -26,6 +28,9 @@ from hookgate.auth.base import (
 from hookgate.domain.auth import signed_parts
 
 Encoding = Literal["hex", "base64"]
+
+
+T = TypeVar("T")
 
 
 class HmacVerifier:
@@ -61,6 +66,19 @@ class HmacVerifier:
         self._id_header = _name(id_header) if id_header else None
         self._tolerance = tolerance
         self._delivery_header = _name(delivery_header or id_header or "") or None
+
+    def signed_event(
+        self, request: Request, marker: bytes, decoder: msgspec.json.Decoder[T]
+    ) -> T | None:
+        """A provider's handshake event: a POST whose JSON body mentions ``marker``, checked
+        (a bad signature raises ``Reject``) and decoded; None for any other request."""
+        if request.method != "POST" or marker not in request.body:
+            return None
+        self.verify(request)
+        try:
+            return decoder.decode(request.body)
+        except msgspec.DecodeError:
+            return None  # signed, but not the event (a form post that merely mentions it)
 
     def verify(self, request: Request) -> None:
         headers = request.headers

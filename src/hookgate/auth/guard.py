@@ -87,30 +87,11 @@ class Guard:
         must buffer the body first)."""
         return self._needs_body
 
-    def handshake(
-        self,
-        *,
-        method: str,
-        path: str,
-        query: str,
-        headers: Headers,
-        body: bytes,
-        client: str | None,
-        now: float,
-    ) -> Answer | None:
+    def handshake(self, request: Request) -> Answer | None:
         """The answer to a provider's handshake (given or refused), None for any other
         request. Never raises."""
         if not self._handshakers:
             return None
-        request = Request(
-            method=method,
-            path=path,
-            query=query,
-            headers=headers,
-            body=body,
-            client=client,
-            now=now,
-        )
         for handshaker in self._handshakers:
             try:
                 answer = handshaker.handshake(request)
@@ -123,29 +104,10 @@ class Guard:
                 return answer
         return None
 
-    def check(
-        self,
-        *,
-        method: str,
-        path: str,
-        query: str,
-        headers: Headers,
-        body: bytes,
-        client: str | None,
-        now: float,
-    ) -> Rejection | None:
+    def check(self, request: Request) -> Rejection | None:
         """None = admitted (any one method admits; no methods admit all). Never raises."""
         if not self._verifiers:
             return None
-        request = Request(
-            method=method,
-            path=path,
-            query=query,
-            headers=headers,
-            body=body,
-            client=client,
-            now=now,
-        )
         rejections: list[Rejection] = []
         for verifier in self._verifiers:
             try:

@@ -39,14 +39,8 @@ class SlackVerifier(HmacVerifier):
         )
 
     def handshake(self, request: Request) -> Answer | None:
-        if request.method != "POST" or _KIND not in request.body:
-            return None
-        self.verify(request)
-        try:
-            event = _VERIFICATION.decode(request.body)
-        except msgspec.DecodeError:
-            return None  # signed, but a form post that merely mentions the word
-        if event.type != "url_verification":
+        event = self.signed_event(request, _KIND, _VERIFICATION)
+        if event is None or event.type != "url_verification":
             return None
         if not event.challenge:
             raise Reject(MALFORMED_REQUEST)

@@ -45,14 +45,8 @@ class ZoomVerifier(HmacVerifier):
         )
 
     def handshake(self, request: Request) -> Answer | None:
-        if request.method != "POST" or _KIND not in request.body:
-            return None
-        self.verify(request)
-        try:
-            event = _EVENT.decode(request.body)
-        except msgspec.DecodeError:
-            return None
-        if event.event != _KIND.decode():
+        event = self.signed_event(request, _KIND, _EVENT)
+        if event is None or event.event != _KIND.decode():
             return None
         token = event.payload.plain_token
         if not token:

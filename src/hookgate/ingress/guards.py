@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from hookgate import logs
-from hookgate.auth import Answer, Guard, build_guard
+from hookgate.auth import Answer, Guard, Request, build_guard
 from hookgate.auth.base import ANSWERED
 from hookgate.auth.limits import MissThrottle, TokenBucket
 from hookgate.domain.flows import Flow, FlowSpec
@@ -78,15 +78,7 @@ class FlowGuard:
         """The reason for refusing the request, or None when admitted."""
         if not self.enabled:
             return None
-        rejection = self.auth.check(
-            method=scope["method"],
-            path=scope["path"],
-            query=scope.get("query_string", b"").decode("latin-1"),
-            headers=scope["headers"],
-            body=body,
-            client=address or None,
-            now=time.time(),
-        )
+        rejection = self.auth.check(_request(scope, body, address or None))
         return None if rejection is None else f"{rejection.scheme}:{rejection.reason}"
 
     def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
@@ -99,15 +91,7 @@ class FlowGuard:
         """
         if not self.enabled:
             return None
-        answer = self.auth.handshake(
-            method=scope["method"],
-            path=scope["path"],
-            query=scope.get("query_string", b"").decode("latin-1"),
-            headers=scope["headers"],
-            body=body,
-            client=None,
-            now=time.time(),
-        )
+        answer = self.auth.handshake(_request(scope, body, None))
         if answer is None or answer.outcome == ANSWERED:
             return answer
         return msgspec.structs.replace(
@@ -115,6 +99,18 @@ class FlowGuard:
             body=msgspec.json.encode({"error": "handshake refused", "requestId": request_id}),
             headers=((b"x-request-id", request_id.encode()),),
         )
+
+
+def _request(scope: dict[str, Any], body: bytes, client: str | None) -> Request:
+    return Request(
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=scope["headers"],
+        body=body,
+        client=client,
+        now=time.time(),
+    )
 
 
 def handshaken(
