@@ -11,10 +11,7 @@ INSERTED = (
     " headers, body, source"
 )
 
-PROGRESS = (
-    "request_id, flow_id, state, attempts, last_error,"
-    " CASE WHEN state = 2 THEN answer END"
-)
+PROGRESS = "request_id, flow_id, state, attempts, last_error, CASE WHEN state = 2 THEN answer END"
 """What a status URL shows; the answer only once done (a replay runs the delivery again)."""
 
 ATTEMPT = "number, started_at, duration_ms, status_code, error, response"
