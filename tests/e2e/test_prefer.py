@@ -153,9 +153,7 @@ def test_fallback_async_turns_a_timeout_into_a_stored_delivery(
     assert "x-hookgate-attempt" not in tries[0]["headers"]
 
 
-def test_a_sync_flow_without_fallback_still_gives_504(
-    gateway_factory: Any, tmp_path: Path
-) -> None:
+def test_a_sync_flow_without_fallback_still_gives_504(gateway_factory: Any, tmp_path: Path) -> None:
     gateway: GatewayProcess = gateway_factory(flows(tmp_path / "record.jsonl"))
     ready(gateway, "api")
     answer = httpx.post(gateway.hook("api") + "?sleep=2", content=b"x", timeout=20)
