@@ -179,7 +179,11 @@ class FlowDispatcher:
             remaining = self.flow.spec.idle_timeout - (time.monotonic() - self.idle_since)
             timeout = min(timeout, max(0.01, remaining))
         if self.pending and not self.wake.is_set():
-            timeout = min(timeout, 0.05 if self.owner.runtime.endpoints(self.flow.id) else 0.005)
+            # No endpoint yet: an async worker is starting (look often); a sync flow's
+            # replicas are restarting, which takes longer.
+            starting = self.flow.mode is Mode.ASYNC
+            endpoints = self.owner.runtime.endpoints(self.flow.id)
+            timeout = min(timeout, 0.05 if endpoints or not starting else 0.005)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 

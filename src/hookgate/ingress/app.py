@@ -251,6 +251,7 @@ class Ingress:
             and streamed
             and not guard.needs_body
             and self.forwarder
+            and not _respond_async(headers)
         ):
             # The flow opted out of buffering: the body goes to the worker as it arrives.
             rejected = guard.check(scope, b"", address)
@@ -513,6 +514,12 @@ class Ingress:
 def _preference(headers: list[tuple[bytes, bytes]]) -> Preference | None:
     values = [value for name, value in headers if name == b"prefer"]
     return preference(values) if values else None
+
+
+def _respond_async(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the caller prefers a stored request: its body must be buffered, not streamed."""
+    prefer = _preference(headers)
+    return prefer is not None and prefer.respond_async
 
 
 def _wait(flow: Flow, prefer: Preference | None) -> float:
