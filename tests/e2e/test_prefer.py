@@ -224,3 +224,48 @@ def test_accept_answers_with_200_and_a_fixed_body_or_the_request_id(
     empty = httpx.post(gateway.hook("empty"), content=b"4")
     assert (empty.status_code, empty.content) == (204, b"")
     eventually(lambda: len(recorded(record)) == 4)
+
+
+def test_prefer_wait_returns_only_a_final_answer(gateway_factory: Any, tmp_path: Path) -> None:
+    """A refusal for good comes back as is; a retryable failure would mislead the caller (the
+    request is retried): it gets the status URL instead."""
+    record = tmp_path / "record.jsonl"
+    gateway: GatewayProcess = gateway_factory(flows(record))
+    refused = httpx.post(
+        gateway.hook("events") + "/bad?status=400", headers={"prefer": "wait=8"}, timeout=20
+    )
+    assert refused.status_code == 400
+    assert refused.json()["path"] == "/bad"
+
+    retried = httpx.post(
+        gateway.hook("events") + "/busy?status=503&fail_attempts=1",
+        headers={"prefer": "wait=8"},
+        timeout=20,
+    )
+    document = followed(gateway, retried)
+    assert (document["attempts"], document["response"]["status"]) == (2, 200)
+
+
+def test_a_sync_flows_stored_request_is_delivered_after_a_restart(
+    gateway_factory: Any, tmp_path: Path
+) -> None:
+    worker = f"{{command: [{sys.executable}, {FLAKY}]}}"
+    gateway: GatewayProcess = gateway_factory(
+        f"""
+flows:
+  - name: api
+    mode: sync
+    worker: {worker}
+    retry: {{backoff: 5s, max_backoff: 5s}}
+"""
+    )
+    ready(gateway, "api")
+    answer = httpx.post(
+        gateway.hook("api") + "?status=503&fail_attempts=1", headers={"prefer": "respond-async"}
+    )
+    location = gateway.base + answer.headers["location"]
+    eventually(lambda: httpx.get(location).json()["status"] == "failed")
+    gateway.stop()
+    gateway.start()
+    document = followed(gateway, answer)
+    assert (document["attempts"], document["response"]["status"]) == (2, 200)
