@@ -343,7 +343,9 @@ class Ingress:
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
             )
         except WorkerTimeout:
-            log.info("worker too slow; the request continues async", flow=flow.name)
+            log.info(
+                "worker too slow; the request continues async", flow=flow.name, request=request_id
+            )
             whole = body.read() if isinstance(body, SpooledBody) else body
             return await self._accept(
                 flow,
