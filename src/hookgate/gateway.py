@@ -27,6 +27,7 @@ from hookgate.config import TOKEN_FILE, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.scheduler import Scheduler
+from hookgate.dispatch.waiters import Waiters
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
 from hookgate.events import EventHub
@@ -79,7 +80,9 @@ class Gateway:
         self.transport = Http1Transport()
         self.events = EventHub()
         self.tracing = tracing.from_environment()
+        waiters = Waiters()
         self.dispatcher = Dispatcher(
+            waiters=waiters,
             events=self.events,
             registry=self.registry,
             store=self.store,
@@ -110,6 +113,7 @@ class Gateway:
             ),
             on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
+            waiters=waiters,
         )
         self.ready = False
         self.token = ""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.deliveries import Answer, Attempt, Delivery, Request, State, new_status_token
 from hookgate.domain.flows import (
     Flow,
     FlowSpec,
@@ -640,3 +640,72 @@ async def test_snapshot_is_kept_per_flow_and_cleared(store: Store) -> None:
     assert await store.snapshot(flow.id) == b'{"cursor": 42}'
     await store.set_snapshot(flow.id, None)
     assert await store.snapshot(flow.id) is None
+
+
+# status URLs -------------------------------------------------------------------------------
+async def test_a_status_token_follows_its_delivery_to_done_with_the_answer(store: Store) -> None:
+    token = new_status_token()
+    request = make_request("f1", received_at=NOW)
+    accepted = await store.enqueue(request, status_token=token)
+    assert (accepted.delivery_id, accepted.status_token) == (request.id, token)
+    queued = await store.progress(token)
+    assert queued is not None
+    assert (queued.request_id, queued.flow_id, queued.label, queued.attempts) == (
+        request.request_id,
+        "f1",
+        "queued",
+        0,
+    )
+    assert await store.progress(token[:-1]) is None
+    assert await store.progress(new_status_token()) is None
+
+    first = await lease_one(store, "f1")
+    assert first.status_token == token
+    assert (await store.progress(token)).label == "running"  # type: ignore[union-attr]
+    assert await store.retry(first, attempt_for(first, at=NOW, status=503), next_at=NOW + 1)
+    failed = await store.progress(token)
+    assert failed is not None
+    assert (failed.label, failed.attempts, failed.last_error) == ("failed", 1, "HTTP 503")
+
+    second = await lease_one(store, "f1", now=NOW + 1)
+    answer = Answer(status=201, headers=[("content-type", "text/plain")], body=b"\x00made")
+    assert not await store.keep_answer(first, answer.encode())  # a stale lease keeps nothing
+    assert (await store.progress(token)).answer is None  # type: ignore[union-attr]
+    assert await store.keep_answer(second, answer.encode())
+    assert (await store.progress(token)).answer is None  # type: ignore[union-attr]
+    assert await store.complete(second, attempt_for(second, at=NOW + 2, status=201))
+    done = await store.progress(token)
+    assert done is not None and done.label == "done" and done.attempts == 2
+    assert done.answer is not None and Answer.decode(done.answer) == answer
+
+    assert await store.replay([request.id], now=NOW + 3) == 1
+    again = await store.progress(token)
+    assert again is not None and (again.label, again.answer) == ("queued", None)
+
+
+async def test_a_duplicate_keeps_the_first_requests_status_token(store: Store) -> None:
+    token = new_status_token()
+    first = make_request("f1", received_at=NOW)
+    a = await store.enqueue(first, dedupe_key="evt", dedupe_until=NOW + 60, status_token=token)
+    b = await store.enqueue(
+        make_request("f1", received_at=NOW + 1),
+        dedupe_key="evt",
+        dedupe_until=NOW + 60,
+        status_token=new_status_token(),
+    )
+    assert (a.status_token, a.duplicate) == (token, False)
+    assert (b.delivery_id, b.status_token, b.duplicate) == (first.id, token, True)
+
+    plain = make_request("f1", received_at=NOW)
+    await store.enqueue(plain, dedupe_key="evt2", dedupe_until=NOW + 60)
+    later = new_status_token()
+    c = await store.enqueue(
+        make_request("f1", received_at=NOW + 1),
+        dedupe_key="evt2",
+        dedupe_until=NOW + 60,
+        status_token=later,
+    )
+    assert (c.delivery_id, c.status_token) == (plain.id, later)
+    progress = await store.progress(later)
+    assert progress is not None and progress.request_id == plain.request_id
+    assert (await store.get_delivery(plain.id)).status_token == later

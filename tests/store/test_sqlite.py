@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import fill
 
 from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
-from hookgate.store import sqlite_writer
+from hookgate.store import columns, sqlite_writer
 from hookgate.store.base import Accepted
 from hookgate.store.sqlite import SQLiteStore
 
@@ -42,6 +42,22 @@ async def test_lease_walks_the_partial_indexes(tmp_path: Path) -> None:
     assert not searches, plan
     assert any("USING INDEX deliveries_ready" in step for step in plan), plan
     assert any("USING INDEX deliveries_leased" in step for step in plan), plan
+
+
+async def test_a_status_url_is_looked_up_through_its_partial_index(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"), max_queued_bytes=10**9)
+    await store.open()
+    await store.close()
+    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "s.db"), "FULL")) as conn:
+        plan = [
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT {columns.PROGRESS} FROM deliveries"
+                " WHERE status_token = ?",
+                ("t",),
+            )
+        ]
+    assert any("USING INDEX deliveries_status_token" in step for step in plan), plan
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

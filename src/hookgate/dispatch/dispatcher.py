@@ -16,6 +16,8 @@ import time
 import msgspec
 
 from hookgate import logs
+from hookgate.dispatch.waiters import Waiters
+from hookgate.domain.answers import answer_of
 from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
 from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
@@ -177,7 +179,11 @@ class FlowDispatcher:
             remaining = self.flow.spec.idle_timeout - (time.monotonic() - self.idle_since)
             timeout = min(timeout, max(0.01, remaining))
         if self.pending and not self.wake.is_set():
-            timeout = min(timeout, 0.05 if self.owner.runtime.endpoints(self.flow.id) else 0.005)
+            # No endpoint yet: an async worker is starting (look often); a sync flow's
+            # replicas are restarting, which takes longer.
+            starting = self.flow.mode is Mode.ASYNC
+            endpoints = self.owner.runtime.endpoints(self.flow.id)
+            timeout = min(timeout, 0.05 if endpoints or not starting else 0.005)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -202,6 +208,8 @@ class FlowDispatcher:
         return sum(e.capacity for e in endpoints) // self.flow.spec.slots
 
     async def _want(self, workers: int) -> None:
+        if self.flow.mode is Mode.SYNC:
+            return  # its workers run at all times (``replicas``): deliveries share them
         if workers != self.wanted:
             self.wanted = workers
             log.info("scaling workers", flow=self.flow.name, workers=workers)
@@ -257,7 +265,9 @@ class FlowDispatcher:
                     endpoint,
                     request,
                     timeout=flow.spec.timeout,
-                    keep_body=MAX_SNAPSHOT + 1 if poll else 0,
+                    keep_body=MAX_SNAPSHOT + 1
+                    if poll
+                    else (flow.spec.max_answer + 1 if delivery.status_token else 0),
                 )
                 if reply.status is not None:
                     span.set("http.response.status_code", reply.status)
@@ -310,10 +320,17 @@ class FlowDispatcher:
         )
         outcome = verdict(reply.status, attempt=delivery.attempts, policy=spec.retry)
         store, metrics = self.owner.store, self.owner.metrics
+        answer = None
+        if delivery.status_token is not None:
+            answer = answer_of(reply.status, reply.headers, reply.body, spec.max_answer)
+            # A waiting caller gets a final answer (done, or refused for good) at once.
+            self.owner.waiters.settle(delivery.id, None if outcome is Verdict.RETRY else answer)
         metrics.delivery_seconds.labels(self.flow.name).observe(took)
         metrics.deliveries.labels(self.flow.name, outcome.value).inc()
         try:
             if outcome is Verdict.DONE:
+                if answer is not None:
+                    await store.keep_answer(delivery, answer.encode())
                 await store.complete(delivery, attempt)
             elif outcome is Verdict.DEAD:
                 await store.bury(delivery, attempt)
@@ -385,8 +402,10 @@ class Dispatcher:
         metrics: Metrics,
         events: EventHub | None = None,
         tracing: Tracing | None = None,
+        waiters: Waiters | None = None,
     ) -> None:
         self.events = events or EventHub()
+        self.waiters = waiters or Waiters()
         self.tracing = tracing or Tracing()
         self.registry = registry
         self.store = store
@@ -444,12 +463,13 @@ class Dispatcher:
         """Work is due for the flow at ``at`` (default now), e.g. the ingress committed some.
 
         A flow's delivery loop exists only once it has had work, so 100,000 idle flows cost
-        nothing.
+        nothing. A sync flow has one too once a request to it is stored (``Prefer:
+        respond-async``, ``fallback: async``): it delivers to the flow's running workers.
         """
         dispatcher = self.flows.get(flow_id)
         if dispatcher is None:
             flow = self.registry.get(flow_id)
-            if flow is None or not flow.running or flow.mode is not Mode.ASYNC:
+            if flow is None or not flow.running:
                 return
             dispatcher = self.flows[flow_id] = FlowDispatcher(self, flow)
         dispatcher.notify(at)
@@ -466,7 +486,7 @@ class Dispatcher:
         """Level-based: make the set of flow loops match the registry."""
         flow = self.registry.get(flow_id)
         current = self.flows.get(flow_id)
-        if flow is None or not flow.running or flow.mode is not Mode.ASYNC:
+        if flow is None or not flow.running:
             if current is not None:
                 del self.flows[flow_id]
                 await current.stop(grace=float(current.flow.spec.timeout))
@@ -477,7 +497,7 @@ class Dispatcher:
             if flow.spec.concurrency != current.flow.spec.concurrency:
                 current.slots.reset(pinned=flow.spec.pinned() is not None)
             current.flow = flow
-            if current.wanted:
+            if current.wanted and flow.mode is Mode.ASYNC:
                 await self.runtime.scale(flow, current.wanted)
             current.notify()
         elif await self.has_work(flow_id):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import random
+import secrets
 import time
 
 import msgspec
@@ -106,8 +107,55 @@ class Delivery(msgspec.Struct, kw_only=True):
     lease_until: float | None = None
     last_error: str | None = None
     updated_at: float = 0.0
+    status_token: str | None = None
+    """The token of the delivery's status URL, if a caller was given one: then the worker's
+    answer is kept once it is done."""
 
     @property
     def idempotency_key(self) -> str:
         """Stays the same on every attempt and every replay, so workers can dedupe."""
         return self.id
+
+
+def new_status_token() -> str:
+    """The secret part of a status URL: 192 random bits from the system's CSPRNG, unrelated to
+    any id (request and delivery ids are not secrets)."""
+    return secrets.token_urlsafe(24)
+
+
+class Answer(msgspec.Struct, kw_only=True, array_like=True):
+    """A worker's answer to a delivery, kept for its status URL (design §3, ``Prefer``)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def encode(self) -> bytes:
+        return _answer_encoder.encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Answer:
+        return _answer_decoder.decode(data)
+
+
+_answer_encoder = msgspec.msgpack.Encoder()
+_answer_decoder = msgspec.msgpack.Decoder(Answer)
+
+
+class Progress(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a delivery with a status URL stands, and its kept answer once done."""
+
+    request_id: str
+    flow_id: str
+    state: State
+    attempts: int
+    last_error: str | None = None
+    answer: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        """``queued`` (not tried yet), ``running``, ``failed`` (an attempt failed, another
+        follows), ``done`` or ``dead``."""
+        if self.state is State.QUEUED:
+            return "failed" if self.attempts else "queued"
+        return "running" if self.state is State.LEASED else self.state.label

@@ -125,6 +125,32 @@ class Schedule(_Spec):
             raise ValueError(f"unknown time zone {self.timezone!r}") from None
 
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+SET_BY_HOOKGATE = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "x-request-id"}
+)
+
+
+class Accept(_Spec):
+    """async: the immediate answer to a stored request (default ``202`` and the request id as
+    JSON). ``{requestId}`` in ``body`` is replaced by the request id."""
+
+    status: Literal[200, 202, 204] = 202
+    body: str | None = None
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if self.status == 204 and self.body:
+            raise ValueError("a 204 answer has no body: leave `body` out or use 200 or 202")
+        for name, value in self.headers.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            if name.lower() in SET_BY_HOOKGATE:
+                raise ValueError(f"header {name!r} is set by Hookgate")
+            if not value.isprintable() or not value.isascii():
+                raise ValueError(f"header {name!r}: the value must be printable ASCII")
+
+
 class FlowSpec(_Spec):
     """One entry of ``flows:`` in a flow file; every field but name, mode, worker has a default."""
 
@@ -151,6 +177,14 @@ class FlowSpec(_Spec):
     request_buffering: bool = True
     """sync: read the whole body before a worker slot is taken (a slow sender holds no worker)."""
     retention: Duration = seconds(7 * 86400)
+    accept: Accept | None = None
+    """async: the immediate answer; None: ``202 {"requestId": …, "status": "accepted"}``."""
+    max_wait: Duration = seconds(30)
+    """async: how long a ``Prefer: wait=N`` caller may wait for the worker's answer at most."""
+    fallback: Literal["async"] | None = None
+    """sync: a worker that does not answer within ``timeout`` → stored, ``202`` + ``Location``."""
+    max_answer: ByteSize = size(1000**2)
+    """A worker's answer kept for a status URL (and a ``Prefer: wait`` caller) at most."""
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -167,6 +201,15 @@ class FlowSpec(_Spec):
             )
         if self.schedule is not None and self.mode is not Mode.ASYNC:
             raise ValueError("a schedule needs mode: async (poll runs are queued deliveries)")
+        if self.accept is not None and self.mode is not Mode.ASYNC:
+            raise ValueError("`accept` needs mode: async (a sync flow answers with its worker's)")
+        if self.fallback is not None and self.mode is not Mode.SYNC:
+            raise ValueError("`fallback` needs mode: sync (an async flow is stored already)")
+        if self.fallback is not None and not self.request_buffering:
+            raise ValueError(
+                "`fallback: async` needs request_buffering: true (the stored request is the"
+                " buffered body)"
+            )
 
     @property
     def slots(self) -> int:

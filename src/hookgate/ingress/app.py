@@ -3,10 +3,14 @@
 ``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → CORS preflight → size (413,
 before reading when Content-Length says so, else while reading) → credentials (401) → rate
 limit (429, charged to admitted requests only) → HEAD readiness → async: commit to the store,
-then 202 / sync: hand to the proxy. The whole body is read before a sync request takes a
-worker slot (a slow sender never holds a worker) unless the flow sets
-``request_buffering: false``; the listener's protocol (``protocol.py``) bounds how long that
-read may take, and ``asgi.BodyReader`` how much of it stays in memory.
+then the flow's accept answer (``202`` by default) / sync: hand to the proxy. ``Prefer`` (RFC
+7240) and ``fallback: async`` store a request with a status URL (``/hook/-/status/{token}``):
+``respond-async`` answers ``202`` + ``Location`` at once, ``wait=N`` waits that long for the
+worker's answer (``dispatch.waiters``), a sync worker too slow for ``timeout`` hands over.
+The whole body is read before a sync request takes a worker slot (a slow sender never holds a
+worker) unless the flow sets ``request_buffering: false``; the listener's protocol
+(``protocol.py``) bounds how long that read may take, and ``asgi.BodyReader`` how much of it
+stays in memory.
 """
 
 from __future__ import annotations
@@ -33,9 +37,18 @@ from hookgate.asgi import (
 )
 from hookgate.asgi import error as _error
 from hookgate.asgi import respond as _respond
-from hookgate.domain.deliveries import Request, new_id
-from hookgate.domain.flows import Flow, Mode
-from hookgate.errors import StoreError, StoreFull
+from hookgate.dispatch.waiters import Waiters
+from hookgate.domain.answers import (
+    STATUS_PATH,
+    AcceptAnswer,
+    Preference,
+    accept_answer,
+    preference,
+    status_document,
+)
+from hookgate.domain.deliveries import Answer, Request, new_id, new_status_token
+from hookgate.domain.flows import Accept, Flow, Mode
+from hookgate.errors import StoreError, StoreFull, WorkerTimeout
 from hookgate.events import EventHub
 from hookgate.ingress.guards import FlowGuard, Guards, handshaken
 from hookgate.metrics import Metrics
@@ -45,6 +58,7 @@ from hookgate.tracing import Tracing
 
 RETRY_AFTER_STORE = b"1"
 _RETRY = [(b"retry-after", RETRY_AFTER_STORE)]
+_NO_STORE = [(b"cache-control", b"no-store")]
 MAX_REQUEST_ID = 200
 SMALL_BODY = 64 * 1024
 _encode = msgspec.json.encode
@@ -82,6 +96,7 @@ class Ingress:
         events: EventHub | None = None,
         tracing: Tracing | None = None,
         bodies: BodyReader | None = None,
+        waiters: Waiters | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -93,8 +108,11 @@ class Ingress:
         self.events = events or EventHub()
         self.tracing = tracing or Tracing()
         self.bodies = bodies or BodyReader(budget=BodyBudget(64 * 1024 * 1024))
+        self.waiters = waiters or Waiters()
         # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
         self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}
+        # Each flow's ``accept:`` answer, built once per spec.
+        self._accepts: dict[str, tuple[Accept, AcceptAnswer]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +150,9 @@ class Ingress:
         flow = self.registry.get(flow_id)
         client = scope.get("client")
         address = client[0] if client else ""
+        if flow is None and flow_id == "-" and sub_path.startswith("status/"):
+            await self._status(scope, send, sub_path[7:], request_id, address)
+            return
         if flow is None or not flow.running:
             await self.guards.miss(address)
             await _error(send, 404, "not found", request_id)
@@ -230,6 +251,7 @@ class Ingress:
             and streamed
             and not guard.needs_body
             and self.forwarder
+            and not _respond_async(headers)
         ):
             # The flow opted out of buffering: the body goes to the worker as it arrives.
             rejected = guard.check(scope, b"", address)
@@ -296,13 +318,46 @@ class Ingress:
         if scope["method"] == "HEAD":
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
-        if spec.mode is Mode.SYNC:
-            if self.forwarder is None:
-                return await _error(send, 503, "no worker available", request_id)
+        prefer = _preference(scope["headers"])
+        if spec.mode is Mode.ASYNC:
+            return await self._accept(
+                flow, scope, send, request_id, sub_path, data, address, guard, prefer=prefer
+            )
+        if prefer is not None and prefer.respond_async:
+            whole = body.read() if isinstance(body, SpooledBody) else body
+            return await self._accept(
+                flow, scope, send, request_id, sub_path, whole, address, guard, prefer=prefer
+            )
+        if self.forwarder is None:
+            return await _error(send, 503, "no worker available", request_id)
+        if spec.fallback is None:
             return await self.forwarder.forward(
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
             )
-        return await self._accept(flow, scope, send, request_id, sub_path, data, address, guard)
+        # The worker gets the Idempotency-Key the async delivery would carry, should it come.
+        delivery_id = new_id()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"idempotency-key"]
+        scope = {**scope, "headers": [*headers, (b"idempotency-key", delivery_id.encode())]}
+        try:
+            return await self.forwarder.forward(
+                flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=body
+            )
+        except WorkerTimeout:
+            log.info(
+                "worker too slow; the request continues async", flow=flow.name, request=request_id
+            )
+            whole = body.read() if isinstance(body, SpooledBody) else body
+            return await self._accept(
+                flow,
+                scope,
+                send,
+                request_id,
+                sub_path,
+                whole,
+                address,
+                guard,
+                delivery_id=delivery_id,
+            )
 
     async def _accept(
         self,
@@ -314,9 +369,15 @@ class Ingress:
         body: bytes,
         address: str,
         guard: FlowGuard,
+        *,
+        prefer: Preference | None = None,
+        delivery_id: str | None = None,
     ) -> int:
+        """Store, then answer: the flow's accept answer, or with a status URL when the caller
+        asked (``Prefer``) or a sync worker handed over (``delivery_id`` given)."""
         now = time.time()
-        delivery_id = new_id()
+        tracked = prefer is not None or delivery_id is not None
+        delivery_id = delivery_id or new_id()
         request = Request(
             id=delivery_id,
             request_id=request_id,
@@ -330,6 +391,8 @@ class Ingress:
             received_at=now,
         )
         key = guard.dedupe_key(scope["headers"], body)
+        wait = _wait(flow, prefer)
+        answered = self.waiters.expect(delivery_id) if wait else None
         try:
             with self.tracing.span("hookgate.store.enqueue") as span:
                 accepted = await self.store.enqueue(
@@ -337,14 +400,17 @@ class Ingress:
                     dedupe_key=key,
                     dedupe_until=now + flow.spec.dedupe_window,
                     max_queued=flow.spec.max_queued,
+                    status_token=new_status_token() if tracked else None,
                 )
                 span.set("hookgate.delivery_id", accepted.delivery_id)
         except StoreFull:
+            self.waiters.forget(delivery_id)
             await _error(
                 send, 503, "queue full, retry later", request.request_id, [(b"retry-after", b"5")]
             )
             return 503
         except StoreError:
+            self.waiters.forget(delivery_id)
             await _error(
                 send,
                 503,
@@ -354,22 +420,127 @@ class Ingress:
             )
             return 503
         except asyncio.CancelledError:
+            self.waiters.forget(delivery_id)
             raise
         if not accepted.duplicate:
             self.on_accepted(flow.id)
+        origin = guard.allowed_origin(scope["headers"])
+        if answered is not None:
+            answer = await self._waited(answered, delivery_id, wait, duplicate=accepted.duplicate)
+            if answer is not None:
+                await _respond_with(send, answer, accepted.request_id, origin)
+                return answer.status
+        headers = _accept_headers(accepted.request_id, origin)
+        if tracked and accepted.status_token is not None:
+            headers.append((b"location", (STATUS_PATH + accepted.status_token).encode()))
+            if prefer is not None and prefer.respond_async:
+                headers.append((b"preference-applied", b"respond-async"))
+        elif not tracked and flow.spec.accept is not None:
+            custom = self._accept_answer(flow, flow.spec.accept)
+            await _respond(
+                send,
+                custom.status,
+                custom.body(accepted.request_id),
+                [*headers, *custom.headers],
+                content_type=custom.content_type,
+            )
+            return custom.status
         await _respond(
             send,
             202,
             b'{"requestId":' + _encode(accepted.request_id) + b',"status":"accepted"}',
-            _accept_headers(accepted.request_id, guard.allowed_origin(scope["headers"])),
+            headers,
         )
         return 202
+
+    def _accept_answer(self, flow: Flow, accept: Accept) -> AcceptAnswer:
+        cached = self._accepts.get(flow.id)
+        if cached is None or cached[0] is not accept:
+            cached = self._accepts[flow.id] = (accept, accept_answer(accept))
+        return cached[1]
+
+    async def _waited(
+        self,
+        answered: asyncio.Future[Answer | None],
+        delivery_id: str,
+        wait: float,
+        *,
+        duplicate: bool,
+    ) -> Answer | None:
+        """``Prefer: wait``: the worker's answer if it comes within ``wait`` seconds. A
+        duplicate is not delivered again: its caller is answered at once."""
+        try:
+            if duplicate:
+                return None
+            async with asyncio.timeout(wait):
+                return await answered
+        except TimeoutError:
+            return None
+        finally:
+            self.waiters.forget(delivery_id)
+
+    async def _status(
+        self, scope: Scope, send: Send, token: str, request_id: str, address: str
+    ) -> None:
+        """``GET /hook/-/status/{token}``: the uniform 404 for anything but a live token of a
+        running flow, so tokens and flows cannot be probed."""
+        progress = None
+        if scope["method"] in ("GET", "HEAD") and 0 < len(token) <= 64:
+            try:
+                progress = await self.store.progress(token)
+            except StoreError:
+                await _error(
+                    send, 503, "cannot read the status now, retry later", request_id, _RETRY
+                )
+                return
+        flow = None if progress is None else self.registry.get(progress.flow_id)
+        if progress is None or flow is None or not flow.running:
+            await self.guards.miss(address)
+            await _error(send, 404, "not found", request_id)
+            return
+        await _respond(
+            send,
+            200,
+            status_document(progress),
+            [(b"x-request-id", progress.request_id.encode()), *_NO_STORE],
+            head=scope["method"] == "HEAD",
+        )
 
     async def _unauthorized(self, flow: Flow, send: Send, request_id: str, reason: str) -> int:
         self.metrics.auth_failures.labels(flow.name, reason).inc()
         log.warning("request refused", flow=flow.name, request=request_id, reason=reason)
         await _error(send, 401, "unauthorized", request_id)
         return 401
+
+
+def _preference(headers: list[tuple[bytes, bytes]]) -> Preference | None:
+    values = [value for name, value in headers if name == b"prefer"]
+    return preference(values) if values else None
+
+
+def _respond_async(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the caller prefers a stored request: its body must be buffered, not streamed."""
+    prefer = _preference(headers)
+    return prefer is not None and prefer.respond_async
+
+
+def _wait(flow: Flow, prefer: Preference | None) -> float:
+    """Seconds an async flow's caller waits for the worker's answer (``Prefer: wait``), 0: none."""
+    if prefer is None or prefer.wait is None or flow.mode is not Mode.ASYNC:
+        return 0.0
+    return min(prefer.wait, flow.spec.max_wait)
+
+
+async def _respond_with(send: Send, answer: Answer, request_id: str, origin: bytes | None) -> None:
+    """The worker's answer, as it gave it (``Prefer: wait``), with the request id."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    if not any(k == b"x-request-id" for k, _ in headers):
+        headers.append((b"x-request-id", request_id.encode()))
+    if origin is not None:
+        headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def _accept_headers(request_id: str, origin: bytes | None) -> list[tuple[bytes, bytes]]:

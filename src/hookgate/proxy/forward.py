@@ -7,7 +7,9 @@ and when all are busy a request waits in line (first come first served) up to
 ``queue_timeout`` before ``503``. The line is bounded by time, not by a multiple of the slots:
 only ``max_waiting`` callers across the gateway (a memory bound, ``HOOKGATE_MAX_SYNC_WAITERS``)
 turn the next one away at once. Failures map to design §3: no answer in ``timeout`` → 504, a
-worker that fails → 502, a refused connection → one other replica.
+worker that fails → 502, a refused connection → one other replica. With ``fallback: async`` a
+timeout before the answer's head raises ``WorkerTimeout`` and sends nothing: the ingress then
+stores the request for an async delivery.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class SyncProxy:
         except WorkerError as exc:
             if isinstance(exc, WorkerTimeout):
                 lane.measure(endpoint, busy, overloaded=True)
+                if not sent and body is not None and flow.spec.fallback == "async":
+                    raise  # nothing sent yet: the ingress stores the request instead
             if not sent:
                 return await self._failed(flow, send, request_id, exc)
             log.warning(

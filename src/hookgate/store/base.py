@@ -15,7 +15,7 @@ from typing import Literal, Protocol, TypeVar
 import msgspec
 
 from hookgate import logs
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError, StoreFull
 
@@ -32,6 +32,8 @@ class Accepted(msgspec.Struct, frozen=True):
     request_id: str
     delivery_id: str
     duplicate: bool = False
+    status_token: str | None = None
+    """The delivery's status URL token, when one was asked for."""
 
 
 Claim = Literal["claimed", "busy", "taken"]
@@ -100,10 +102,13 @@ class Store(Protocol):
         dedupe_key: str | None = None,
         dedupe_until: float = 0.0,
         max_queued: int | None = None,
+        status_token: str | None = None,
     ) -> Accepted:
         """Commit durably, then return. A live ``dedupe_key`` returns the first request's ids.
 
         ``max_queued`` is the flow's own bound (None: ``1/FLOW_SHARE`` of the global one).
+        ``status_token`` gives the delivery a status URL in the same transaction; a duplicate
+        keeps the token the first request got, if it got one (``Accepted.status_token``).
         Raises ``StoreFull`` over either bound or while the store is not ``accepting``
         (SQLite), ``StoreUnavailable`` if not stored.
         """
@@ -123,6 +128,11 @@ class Store(Protocol):
     async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
         """LEASED -> DEAD; records the attempt."""
 
+    async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
+        """Keep the worker's answer (an encoded ``Answer``) for the status URL, if this is
+        still the current lease; done before ``complete``, so a status reader never sees a
+        done delivery without it."""
+
     async def replay(self, ids: Sequence[str], *, now: float) -> int:
         """DEAD/DONE -> QUEUED with a fresh series of attempts; history is kept."""
 
@@ -135,6 +145,9 @@ class Store(Protocol):
         """With body and headers; ``DeliveryNotFound`` if unknown or purged."""
 
     async def attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def progress(self, status_token: str) -> Progress | None:
+        """The delivery a status URL token belongs to (exactly that token), None if none."""
 
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None

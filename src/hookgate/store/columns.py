@@ -5,11 +5,14 @@ SUMMARY = (
     "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
     " last_error, updated_at, method, path, query, source"
 )
-FULL = SUMMARY + ", headers, body"
+FULL = SUMMARY + ", headers, body, status_token"
 INSERTED = (
     "id, request_id, flow_id, next_at, received_at, updated_at, method, path, query,"
     " headers, body, source"
 )
+
+PROGRESS = "request_id, flow_id, state, attempts, last_error, CASE WHEN state = 2 THEN answer END"
+"""What a status URL shows; the answer only once done (a replay runs the delivery again)."""
 
 ATTEMPT = "number, started_at, duration_ms, status_code, error, response"
 

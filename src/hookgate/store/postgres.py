@@ -26,12 +26,13 @@ from collections.abc import (
 from importlib import resources
 from typing import Any, Generic, TypeVar
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import (
     DeliveryNotFound,
@@ -54,7 +55,7 @@ from hookgate.store.base import (
     settle,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BATCH = 4096
 GROUPS_IN_FLIGHT = 3
 """Group commits in flight at once: while one waits for its fsync, the next is written."""
@@ -118,19 +119,28 @@ _FINISH = (
     "  FROM v JOIN moved ON moved.id = v.id)"
     " SELECT id, CASE WHEN notify THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
 )
+_INSERT_ONE = f"INSERT INTO deliveries ({table.INSERTED}) VALUES ({', '.join(['%s'] * 12)})"
 _NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
 
 
 class _Pending:
     """An enqueue waiting for the ingest task; its future resolves after the batch commits."""
 
-    __slots__ = ("future", "key", "request", "until")
+    __slots__ = ("future", "key", "request", "token", "until")
 
-    def __init__(self, request: Request, key: str | None, until: float) -> None:
+    def __init__(
+        self, request: Request, key: str | None, until: float, token: str | None = None
+    ) -> None:
         self.request = request
         self.key = key
         self.until = until
+        self.token = token
         self.future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+
+
+def _keyed(item: _Pending) -> bool:
+    """Whether an enqueue needs a transaction of its own (a dedupe key, a status token)."""
+    return item.key is not None or item.token is not None
 
 
 class _Finishing:
@@ -342,13 +352,13 @@ class PostgresStore:
 
     async def _write_batch(self, batch: list[_Pending]) -> list[Accepted | BaseException]:
         """Plain enqueues go in one statement (its own transaction: one round trip); those
-        with a dedupe key in a transaction of their own, row by row."""
+        with a dedupe key or a status token in a transaction of their own, row by row."""
         claimed: dict[int, Accepted] = {}
         async with self._conn() as conn:
-            plain = [item.request for item in batch if item.key is None]
+            plain = [item.request for item in batch if not _keyed(item)]
             if plain:
                 await conn.execute(_INSERT_PLAIN, _columns(table.inserted_row(r) for r in plain))
-            keyed = [item for item in batch if item.key is not None]
+            keyed = [item for item in batch if _keyed(item)]
             if keyed:
                 async with conn.transaction():
                     for item in keyed:
@@ -357,15 +367,32 @@ class PostgresStore:
                     await conn.execute(_NOTIFY_QUEUE, [sorted(flows)])
         return [
             claimed[id(item)]
-            if item.key is not None
+            if _keyed(item)
             else Accepted(item.request.request_id, item.request.id)
             for item in batch
         ]
 
     @staticmethod
     async def _claim(conn: psycopg.AsyncConnection[Any], item: _Pending) -> Accepted:
-        """Insert under a dedupe key unless a live one exists; then answer with its ids."""
+        """Insert under a dedupe key unless a live one exists (then answer with its ids), and
+        give the delivery its status token unless it has one."""
+        accepted = await PostgresStore._deduped(conn, item)
+        if item.token is None:
+            return accepted
+        cur = await conn.execute(
+            "UPDATE deliveries SET status_token = coalesce(status_token, %s) WHERE id = %s"
+            " RETURNING status_token",
+            [item.token, accepted.delivery_id],
+        )
+        kept = await cur.fetchone()
+        return msgspec.structs.replace(accepted, status_token=None if kept is None else kept[0])
+
+    @staticmethod
+    async def _deduped(conn: psycopg.AsyncConnection[Any], item: _Pending) -> Accepted:
         request = item.request
+        if item.key is None:
+            await conn.execute(_INSERT_ONE, table.inserted_row(request))
+            return Accepted(request.request_id, request.id)
         cur = await conn.execute(
             "INSERT INTO dedupe AS d VALUES (%s, %s, %s, %s, %s) ON CONFLICT (flow_id, key)"
             " DO UPDATE SET request_id = excluded.request_id,"
@@ -388,12 +415,7 @@ class PostgresStore:
             seen = await cur.fetchone()
             if seen is not None:
                 return Accepted(seen[0], seen[1], duplicate=True)
-        await conn.execute(
-            "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at, updated_at,"
-            " method, path, query, headers, body, source) VALUES"
-            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            table.inserted_row(request),
-        )
+        await conn.execute(_INSERT_ONE, table.inserted_row(request))
         return Accepted(request.request_id, request.id)
 
     async def _recount(self) -> None:
@@ -524,6 +546,7 @@ class PostgresStore:
         dedupe_key: str | None = None,
         dedupe_until: float = 0.0,
         max_queued: int | None = None,
+        status_token: str | None = None,
     ) -> Accepted:
         if self._ingest is None or self._closing:
             raise StoreUnavailable("the store is not open")
@@ -531,7 +554,7 @@ class PostgresStore:
             raise StoreUnavailable(self._health.reason)
         size = table.queued_size(request)
         self.queued.check(request.flow_id, size, max_queued)
-        item = _Pending(request, dedupe_key, dedupe_until)
+        item = _Pending(request, dedupe_key, dedupe_until, status_token)
         self._ingest.put(item)
         result = await item.future
         if not result.duplicate:
@@ -591,6 +614,14 @@ class PostgresStore:
             self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return buried
 
+    async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "UPDATE deliveries SET answer = %s WHERE id = %s AND state = 1 AND attempts = %s",
+                [answer, delivery.id, delivery.attempts],
+            )
+        return cur.rowcount == 1
+
     async def replay(self, ids: Sequence[str], *, now: float) -> int:
         if not ids:
             return 0
@@ -648,6 +679,14 @@ class PostgresStore:
             )
             rows = await cur.fetchall()
         return [table.attempt(r) for r in rows]
+
+    async def progress(self, status_token: str) -> Progress | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT {table.PROGRESS} FROM deliveries WHERE status_token = %s", [status_token]
+            )
+            row = await cur.fetchone()
+        return None if row is None else table.progress(row)
 
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None

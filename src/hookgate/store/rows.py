@@ -11,12 +11,13 @@ from typing import Any
 
 import msgspec
 
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow, FlowSpec, Status
 from hookgate.domain.units import dec_hook
 from hookgate.store.columns import ATTEMPT as ATTEMPT
 from hookgate.store.columns import FULL as FULL
 from hookgate.store.columns import INSERTED as INSERTED
+from hookgate.store.columns import PROGRESS as PROGRESS
 from hookgate.store.columns import QUEUED_SIZE as QUEUED_SIZE
 from hookgate.store.columns import ROW_OVERHEAD
 from hookgate.store.columns import SUMMARY as SUMMARY
@@ -66,6 +67,7 @@ def full(row: Sequence[Any]) -> Delivery:
     delivery = summary(row)
     delivery.headers = _headers.decode(row[14])
     delivery.body = bytes(row[15])
+    delivery.status_token = row[16]
     return delivery
 
 
@@ -88,6 +90,7 @@ def full_row(d: Delivery) -> tuple[Any, ...]:
         d.source,
         msgspec.json.encode(d.headers),
         d.body,
+        d.status_token,
     )
 
 
@@ -107,6 +110,18 @@ def inserted_row(request: Request) -> tuple[Any, ...]:
         msgspec.json.encode(request.headers),
         request.body,
         request.source,
+    )
+
+
+def progress(row: Sequence[Any]) -> Progress:
+    """A status URL's delivery from the ``PROGRESS`` columns."""
+    return Progress(
+        request_id=row[0],
+        flow_id=row[1],
+        state=State(row[2]),
+        attempts=row[3],
+        last_error=row[4],
+        answer=None if row[5] is None else bytes(row[5]),
     )
 
 

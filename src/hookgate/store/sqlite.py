@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hookgate import isolation, logs
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
@@ -345,6 +345,7 @@ class SQLiteStore:
         dedupe_key: str | None = None,
         dedupe_until: float = 0.0,
         max_queued: int | None = None,
+        status_token: str | None = None,
     ) -> Accepted:
         if self._health.reason is not None:
             raise StoreFull(self._health.reason)
@@ -359,6 +360,14 @@ class SQLiteStore:
         # twice: once in the WAL, once in the database file the checkpoint copies it to.
         self._room -= 2 * size
         row = table.inserted_row(request)
+        if status_token is not None:
+            seen, token = await self._write(
+                "tracked_insert", row, dedupe_key, dedupe_until, status_token
+            )
+            if seen:
+                return Accepted(seen[0], seen[1], duplicate=True, status_token=token)
+            self.queued.add(request.flow_id, size)
+            return Accepted(request.request_id, request.id, status_token=token)
         if dedupe_key is None:
             await self._submit("insert", row)
         elif seen := await self._write("dedupe_insert", row, dedupe_key, dedupe_until):
@@ -395,6 +404,9 @@ class SQLiteStore:
         if buried:
             self.queued.add(delivery.flow_id, -table.queued_size(delivery))
         return buried
+
+    async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
+        return bool(await self._write("keep_answer", delivery.id, delivery.attempts, answer))
 
     async def replay(self, ids: Sequence[str], *, now: float) -> int:
         marks = ",".join("?" * len(ids))
@@ -435,6 +447,16 @@ class SQLiteStore:
                 (delivery_id,),
             )
             return [table.attempt(r) for r in rows]
+
+        return await self._read(run)
+
+    async def progress(self, status_token: str) -> Progress | None:
+        def run(conn: sqlite3.Connection) -> Progress | None:
+            row = conn.execute(
+                f"SELECT {table.PROGRESS} FROM deliveries WHERE status_token = ?",
+                (status_token,),
+            ).fetchone()
+            return None if row is None else table.progress(row)
 
         return await self._read(run)
 

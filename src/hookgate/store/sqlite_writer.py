@@ -44,7 +44,7 @@ BATCH = 2048
 CHECKPOINT_EVERY = 0.25
 REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
 MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEADER = struct.Struct(">I")
 BUSY_MS = 30_000
 TRUNCATE_WAIT_MS = 100
@@ -205,6 +205,34 @@ def dedupe_insert(
     return None
 
 
+def tracked_insert(
+    conn: sqlite3.Connection,
+    row: tuple[Any, ...],
+    key: str | None,
+    until: float,
+    token: str,
+) -> tuple[tuple[str, str] | None, str | None]:
+    """An insert (deduped if ``key``) whose delivery gets ``token`` for its status URL, unless
+    it has one already (a duplicate keeps the first): the ids seen before, and the token."""
+    seen = dedupe_insert(conn, row, key, until) if key is not None else None
+    if key is None:
+        conn.execute(_INSERT, row)
+    kept = conn.execute(
+        "UPDATE deliveries SET status_token = coalesce(status_token, ?) WHERE id = ?"
+        " RETURNING status_token",
+        (token, row[0] if seen is None else seen[1]),
+    ).fetchone()
+    return seen, None if kept is None else kept[0]
+
+
+def keep_answer(conn: sqlite3.Connection, delivery_id: str, attempts: int, answer: bytes) -> bool:
+    moved = conn.execute(
+        "UPDATE deliveries SET answer = ? WHERE id = ? AND state = 1 AND attempts = ?",
+        (answer, delivery_id, attempts),
+    ).rowcount
+    return bool(moved == 1)
+
+
 def lease(
     conn: sqlite3.Connection, flow_id: str, limit: int, lease_for: float, now: float
 ) -> list[Any]:
@@ -271,7 +299,7 @@ def import_deliveries(
     queued: Sizes = []
     for row, attempts in records:
         added = conn.execute(
-            f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 16)})"
+            f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 17)})"
             f" ON CONFLICT (id) DO NOTHING RETURNING flow_id, state, {table.QUEUED_SIZE}",
             row,
         ).fetchone()
@@ -328,6 +356,8 @@ WRITES: dict[str, Callable[..., Any]] = {
         update_flow,
         delete_flow,
         dedupe_insert,
+        tracked_insert,
+        keep_answer,
         lease,
         replay,
         delete_deliveries,
