@@ -56,9 +56,7 @@ class _Transport(asyncio.Transport):
         return self.closed
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.9", 5000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
+        return {"peername": ("127.0.0.9", 5000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
 
     def pause_reading(self) -> None:
         pass

@@ -14,6 +14,7 @@ from psycopg import sql
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
 from hookgate.store.base import DeliveryFilter, open_store
+from hookgate.store import postgres
 from hookgate.store.postgres import SCHEMA_VERSION, PostgresStore, list_query
 
 from .conftest import PostgresBackend, attempt_for, make_request
@@ -165,6 +166,24 @@ async def test_list_query_walks_an_index_newest_first(
                 )
                 assert "Index Scan Backward" in plan, (where, plan)
                 assert "Sort" not in plan, (where, plan)
+
+
+async def test_finding_by_any_id_or_prefix_walks_indexes(
+    pg: PostgresBackend, store: PostgresStore
+) -> None:
+    await asyncio.gather(
+        *(store.enqueue(make_request("f1"), dedupe_key=f"evt_{i}") for i in range(500))
+    )
+    params = {"low": "01234567", "high": "01234568", "limit": 11}
+    with psycopg.connect(pg.database, options=f"-csearch_path={pg.schemas[-1]}") as conn:
+        conn.execute("ANALYZE deliveries")
+        conn.execute("ANALYZE dedupe")
+        conn.execute("SET enable_seqscan = off")
+        for query in (postgres._FIND_EXACT, postgres._FIND_PREFIX):
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}", params))
+            assert "Seq Scan" not in plan, plan
+            for index in ("deliveries_id", "deliveries_request_id", "dedupe_key"):
+                assert f"using {index} on" in plan.lower(), (index, plan)
 
 
 async def test_lost_connections_answer_unavailable_then_recover(

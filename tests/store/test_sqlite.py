@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import fill
 
 from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
-from hookgate.store import sqlite_writer
+from hookgate.store import sqlite, sqlite_writer
 from hookgate.store.base import Accepted
 from hookgate.store.sqlite import SQLiteStore
 
@@ -135,3 +135,15 @@ async def test_a_full_disk_refuses_and_the_first_write_after_space_is_back_succe
             await store.get_delivery(lost.id)
     finally:
         await store.close()
+
+
+def test_finding_by_any_id_or_prefix_walks_indexes(tmp_path: Path) -> None:
+    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
+        sqlite_writer.migrate(conn, "q.db")
+        params = {"low": "01234567", "high": "01234568", "limit": 11}
+        for query in (sqlite._FIND_EXACT, sqlite._FIND_PREFIX):
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params)]
+            scans = [step for step in plan if step.startswith("SCAN")]
+            assert scans == ["SCAN m0", "SCAN m1", "SCAN m2"], plan  # the bounded matches only
+            for index in ("deliveries_id", "deliveries_request_id", "dedupe_key"):
+                assert any(f"INDEX {index} (" in step for step in plan), (index, plan)

@@ -163,6 +163,8 @@ class AdminAPI:
             ("/api/v1/flows/{ref}", "DELETE", self.delete_flow),
             ("/api/v1/flows/{ref}/start", "POST", self.start_flow),
             ("/api/v1/flows/{ref}/stop", "POST", self.stop_flow),
+            ("/api/v1/flows/{ref}/pause", "POST", self.pause_flow),
+            ("/api/v1/flows/{ref}/resume", "POST", self.start_flow),
             *self.schedules.operations(),
             ("/api/v1/deliveries", "GET", self.list_deliveries),
             ("/api/v1/deliveries/replay", "POST", self.replay),
@@ -255,11 +257,17 @@ class AdminAPI:
         return JSONResponse({"id": flow.id, "name": flow.name, "deleted": True})
 
     async def start_flow(self, request: Request) -> Response:
-        flow = await self.registry.set_status(request.path_params["ref"], Status.RUNNING)
-        return JSONResponse(self._view(flow.id))
+        """Start a stopped flow, or resume a paused one: what it holds is delivered."""
+        return await self._set_status(request, Status.RUNNING)
 
     async def stop_flow(self, request: Request) -> Response:
-        flow = await self.registry.set_status(request.path_params["ref"], Status.STOPPED)
+        return await self._set_status(request, Status.STOPPED)
+
+    async def pause_flow(self, request: Request) -> Response:
+        return await self._set_status(request, Status.PAUSED)
+
+    async def _set_status(self, request: Request, status: Status) -> Response:
+        flow = await self.registry.set_status(request.path_params["ref"], status)
         return JSONResponse(self._view(flow.id))
 
     # deliveries --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import msgspec
 
 from hookgate import __version__
 from hookgate.admin import inputs
-from hookgate.domain.flows import NAME, FlowSpec
+from hookgate.domain.flows import NAME, FlowSpec, Status
 from hookgate.domain.redaction import MASK
 from hookgate.domain.units import ByteSize, Duration
 
@@ -117,7 +117,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             "id": {"type": "string"},
             "name": {"type": "string"},
             "mode": {"enum": ["async", "sync"]},
-            "status": {"enum": ["running", "stopped"]},
+            "status": {"enum": [status.value for status in Status]},
             "url": {"type": "string"},
             "createdAt": {"type": "number"},
             "updatedAt": {"type": "number"},
@@ -217,6 +217,22 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             "parameters": [FLOW_REF],
             "post": {
                 "summary": "Stop a flow (its URL answers 404 until started)",
+                "responses": {"200": flow_ok, **_errors("404")},
+            },
+        },
+        "/api/v1/flows/{ref}/pause": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Pause an async flow: its URL still accepts and stores, nothing is"
+                " delivered until it is resumed",
+                "responses": {"200": flow_ok, **_errors("404", "422")},
+            },
+        },
+        "/api/v1/flows/{ref}/resume": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Resume a paused flow (or start a stopped one): what it holds is"
+                " delivered",
                 "responses": {"200": flow_ok, **_errors("404")},
             },
         },

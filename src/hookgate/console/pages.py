@@ -30,9 +30,22 @@ QUIET = Rate(per_minute=0.0, error_rate=None)
 NOTICES = {
     "started": "Flow {name} started.",
     "stopped": "Flow {name} stopped: its URL answers 404 until it is started again.",
+    "paused": "Flow {name} paused: its URL still accepts and stores; nothing is delivered"
+    " until it is resumed.",
+    "flow-deleted": "Flow {name} deleted: its URL answers 404 for good.",
     "replayed": "{n} deliveries queued for replay.",
     "deleted": "{n} deliveries deleted.",
 }
+
+
+STOP_WARNING = (
+    "Stop flow {name}? Senders will get 404 from its URL until it is started again; what is"
+    " queued waits."
+)
+DELETE_WARNING = (
+    "Delete flow {name}? Senders will get 404 from its URL for good (re-creating the flow"
+    " gives a new URL), and everything queued for it is deleted."
+)
 
 
 class Render(Protocol):
@@ -85,6 +98,7 @@ class Pages:
             "depth": queued.depth + queued.leased if queued else 0,
             "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
             "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
+            "stopWarning": STOP_WARNING.format(name=flow.name),
         }
 
     async def _rows(self) -> list[dict[str, Any]]:
@@ -122,6 +136,8 @@ class Pages:
             config=render.config_text(to_builtins(flow.spec)),
             recent=recent,
             notice=_notice(request),
+            stop_warning=STOP_WARNING.format(name=flow.name),
+            delete_warning=DELETE_WARNING.format(name=flow.name),
         )
 
     async def start(self, request: Request, session: Session) -> Response:
@@ -129,6 +145,13 @@ class Pages:
 
     async def stop(self, request: Request, session: Session) -> Response:
         return await self._set_status(request, Status.STOPPED, "stopped")
+
+    async def pause(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.PAUSED, "paused")
+
+    async def delete_flow(self, request: Request, session: Session) -> Response:
+        flow = await self.registry.delete(request.path_params["ref"])
+        return _done(request, {"done": "flow-deleted", "name": flow.name}, "/console/flows")
 
     async def _set_status(self, request: Request, status: Status, done: str) -> Response:
         flow = await self.registry.set_status(request.path_params["ref"], status)

@@ -132,7 +132,7 @@ class Ingress:
         flow = self.registry.get(flow_id)
         client = scope.get("client")
         address = client[0] if client else ""
-        if flow is None or not flow.running:
+        if flow is None or not flow.accepting:
             await self.guards.miss(address)
             await _error(send, 404, "not found", request_id)
             return

@@ -24,6 +24,10 @@ FLOW_SHARE = 4
 """A flow without ``max_queued`` may hold a quarter of the global bound: one flow whose
 worker is down cannot fill the queue (or the disk) for all the others."""
 log = logs.get("hookgate.store")
+MIN_PREFIX = 8
+"""The shortest prefix that finds a delivery: shorter ones name too many to be of use."""
+MAX_REF = 256
+"""The longest id a lookup takes: request ids (200) and providers' ids (256) fit."""
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -136,6 +140,14 @@ class Store(Protocol):
 
     async def attempts(self, delivery_id: str) -> list[Attempt]: ...
 
+    async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
+        """The deliveries ``ref`` names, newest first, without bodies, up to ``limit``.
+
+        Those whose delivery id, request id (``X-Request-Id``) or provider's id (the dedupe
+        key, kept for the flow's ``dedupe_window``) is ``ref``; if there are none and ``ref``
+        can be a prefix (see ``prefix_bounds``), those with an id of the three starting with it.
+        """
+
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None
     ) -> Page:
@@ -246,6 +258,33 @@ class Acceptance:
         if self.reason is not None:
             log.info("store accepting requests again", store=self.store)
         self.reason = None
+
+
+def prefix_bounds(ref: str) -> tuple[str, str] | None:
+    """``[low, high)`` holding exactly the strings that start with ``ref``, in byte order (the
+    order of UTF-8 text in both stores' indexes), so a prefix is an index range; None if
+    ``ref`` is too short to be a prefix, or not ASCII (every id Hookgate makes is)."""
+    if len(ref) < MIN_PREFIX or not ref.isascii():
+        return None
+    return ref, ref[:-1] + chr(ord(ref[-1]) + 1)
+
+
+def find_sql(summary: str, match: str, limit: str) -> str:
+    """The one query both stores answer ``find_deliveries`` with, in their own placeholders:
+    ``match`` compares ``{col}`` with the ref (or its prefix range); each of the three ids is
+    looked up in its own index, each bounded, so a short prefix never reads a whole table."""
+    branches = [
+        f"SELECT seq FROM deliveries WHERE {match.format(col='id')}",
+        f"SELECT seq FROM deliveries WHERE {match.format(col='request_id')}",
+        "SELECT d.seq FROM dedupe k JOIN deliveries d ON d.id = k.delivery_id"
+        f" WHERE {match.format(col='k.key')}",
+    ]
+    union = " UNION ".join(
+        f"SELECT seq FROM ({b} LIMIT {limit}) AS m{i}" for i, b in enumerate(branches)
+    )
+    return (
+        f"SELECT {summary} FROM deliveries WHERE seq IN ({union}) ORDER BY seq DESC LIMIT {limit}"
+    )
 
 
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
