@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 import msgspec
-from starlette.convertors import Convertor, register_url_convertor
 
 from hookgate.domain.deliveries import State
+from hookgate.store.base import REF
 
 MAX_PAGE = 1000
 DELIVERY_ID = r"^[0-9a-f]{32}$"
+DELIVERY_REF = f"^{REF}$"
 CURSOR = r"^[0-9]{1,18}$"
 INTEGER = r"^-?[0-9]+$"
 NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
@@ -37,22 +38,6 @@ class Replay(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def is_delivery_id(text: str) -> bool:
     return re.match(DELIVERY_ID, text) is not None
-
-
-class DeliveryIdConvertor(Convertor[str]):
-    """``{id:delivery}``: a path with anything else in it is not a delivery's (404, no lookup)
-    and never shadows a sibling path such as ``/deliveries/replay``."""
-
-    regex = DELIVERY_ID.strip("^$")
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("delivery", DeliveryIdConvertor())
 
 
 def decode(raw: bytes, type_: Any = Any, *, empty: bytes = b"") -> Any:

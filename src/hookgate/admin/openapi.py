@@ -12,6 +12,7 @@ from hookgate.admin import inputs
 from hookgate.domain.flows import NAME, FlowSpec, Status
 from hookgate.domain.redaction import MASK
 from hookgate.domain.units import ByteSize, Duration
+from hookgate.store.base import MIN_PREFIX
 
 
 def _schema_hook(type_: type) -> dict[str, Any]:
@@ -111,6 +112,14 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     }
+    components["Ambiguous"] = {
+        "type": "object",
+        "required": ["error", "candidates"],
+        "properties": {
+            "error": {"type": "string"},
+            "candidates": {"type": "array", "items": _ref("Delivery")},
+        },
+    }
     components["Flow"] = {
         "type": "object",
         "properties": {
@@ -142,6 +151,13 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
     flow_ok = _json(_ref("Flow"))
     body = {"required": True, "content": {"application/json": {"schema": spec}}}
     delivery_id = {"type": "string", "pattern": inputs.DELIVERY_ID}
+    ref = {
+        "type": "string",
+        "pattern": inputs.DELIVERY_REF,
+        "description": "the delivery id, the caller's request id (X-Request-Id), the"
+        f" provider's delivery id (e.g. X-GitHub-Delivery), or a prefix of one ({MIN_PREFIX}"
+        " characters or more)",
+    }
     filters = {
         "flow": {"type": "string", "description": "flow name or id"},
         "status": {"enum": inputs.STATUSES},
@@ -323,13 +339,24 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             }
         },
         "/api/v1/deliveries/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": delivery_id}],
             "get": {
-                "summary": "A delivery with its request and attempts",
-                "responses": {"200": _json(_ref("Delivery")), **_errors("404")},
+                "summary": "A delivery with its request and attempts, by any of its ids",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": ref}],
+                "responses": {
+                    "200": _json(_ref("Delivery")),
+                    "409": _json(
+                        _ref("Ambiguous"),
+                        "The id names several deliveries (a prefix, or a request id sent"
+                        " twice): they are listed",
+                    ),
+                    **_errors("400", "404"),
+                },
             },
             "delete": {
-                "summary": "Delete a delivery",
+                "summary": "Delete a delivery (by its delivery id only)",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": delivery_id}
+                ],
                 "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
         },

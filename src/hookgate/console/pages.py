@@ -16,12 +16,19 @@ from hookgate.console import render
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain import redaction
-from hookgate.domain.deliveries import State
+from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.flows import Flow, Mode, Status, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
-from hookgate.store.base import DeliveryFilter, QueueStats, Store
+from hookgate.store.base import (
+    MAX_CANDIDATES,
+    DeliveryFilter,
+    QueueStats,
+    Store,
+    ambiguity,
+    look_up,
+)
 
 PAGE = 50
 RECENT = 20
@@ -178,6 +185,41 @@ class Pages:
             notice=_notice(request),
         )
 
+    async def search(self, request: Request, session: Session) -> Response:
+        """Find a request by any of its ids: one match opens it, several are listed."""
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            return self._search(request, session, query, "Type an id in the box above.", [], 200)
+        try:
+            found = await look_up(self.store, query)
+        except (DeliveryNotFound, ValueError) as exc:
+            status = 404 if isinstance(exc, DeliveryNotFound) else 400
+            return self._search(request, session, query, _sentence(str(exc)), [], status)
+        if isinstance(found, list):
+            text = _sentence(ambiguity(query, found))
+            return self._search(request, session, query, text, found[:MAX_CANDIDATES], 200)
+        return RedirectResponse(f"/console/deliveries/{found.id}", status_code=303)
+
+    def _search(
+        self,
+        request: Request,
+        session: Session,
+        query: str,
+        text: str,
+        candidates: list[Delivery],
+        status_code: int,
+    ) -> Response:
+        return self.render(
+            request,
+            "search.html",
+            session=session,
+            status_code=status_code,
+            query=query,
+            text=text,
+            candidates=candidates,
+            names={flow.id: flow.name for flow in self.registry.flows()},
+        )
+
     async def raw_body(self, request: Request, session: Session) -> Response:
         """Always a download: a stored body must never run as a page on the admin origin."""
         delivery = await self.store.get_delivery(request.path_params["id"])
@@ -259,6 +301,10 @@ class Pages:
         """Wake the delivery loops of the flows that now have work (not every flow)."""
         for flow_id in await self.store.queue_stats():
             self.on_queued(flow_id)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _ids(form: FormData) -> list[str]:

@@ -9,6 +9,7 @@ of a newer lease.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from typing import Literal, Protocol, TypeVar
 
@@ -17,7 +18,7 @@ import msgspec
 from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow
-from hookgate.errors import ConfigError, StoreFull
+from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
 
 T = TypeVar("T")
 FLOW_SHARE = 4
@@ -28,6 +29,11 @@ MIN_PREFIX = 8
 """The shortest prefix that finds a delivery: shorter ones name too many to be of use."""
 MAX_REF = 256
 """The longest id a lookup takes: request ids (200) and providers' ids (256) fit."""
+MAX_CANDIDATES = 20
+"""How many deliveries an ambiguous lookup lists."""
+REF = rf"[^\x00-\x1f\x7f/]{{1,{MAX_REF}}}"
+"""What a lookup takes: bounded, no control character (a NUL cannot even be stored), no
+``/`` (it would end the id in a URL path)."""
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -258,6 +264,37 @@ class Acceptance:
         if self.reason is not None:
             log.info("store accepting requests again", store=self.store)
         self.reason = None
+
+
+async def look_up(store: Store, ref: str) -> Delivery | list[Delivery]:
+    """The one delivery ``ref`` names, whole (body and headers); or, when it names several, up
+    to ``MAX_CANDIDATES + 1`` of them (without bodies) to choose from (see ``ambiguity``).
+
+    ``DeliveryNotFound`` says what was looked for and why it may be missing; ``ValueError``
+    refuses what cannot be an id.
+    """
+    if re.fullmatch(REF, ref) is None:
+        raise ValueError(
+            "expected a delivery id, request id, provider id or a prefix of one"
+            f" (1-{MAX_REF} characters, no control character or /)"
+        )
+    found = await store.find_deliveries(ref, limit=MAX_CANDIDATES + 1)
+    if len(found) > 1:
+        return found
+    if not found:
+        short = f"; a prefix needs {MIN_PREFIX} characters or more" if len(ref) < MIN_PREFIX else ""
+        raise DeliveryNotFound(
+            f"no delivery with the id, request id or provider id {ref!r}{short} (a provider's"
+            " id is kept for the flow's dedupe_window; a delivery is gone once purged)"
+        )
+    return await store.get_delivery(found[0].id)
+
+
+def ambiguity(ref: str, candidates: Sequence[Delivery]) -> str:
+    """What an ambiguous lookup tells the person who made it."""
+    count = len(candidates)
+    many = f"more than {MAX_CANDIDATES}" if count > MAX_CANDIDATES else str(count)
+    return f"{ref!r} matches {many} deliveries: show one by its delivery id"
 
 
 def prefix_bounds(ref: str) -> tuple[str, str] | None:
