@@ -13,8 +13,8 @@ from psycopg import sql
 
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
-from hookgate.store.base import DeliveryFilter, open_store
 from hookgate.store import postgres
+from hookgate.store.base import DeliveryFilter, open_store
 from hookgate.store.postgres import SCHEMA_VERSION, PostgresStore, list_query
 
 from .conftest import PostgresBackend, attempt_for, make_request
