@@ -168,8 +168,8 @@ class AdminAPI:
             *self.schedules.operations(),
             ("/api/v1/deliveries", "GET", self.list_deliveries),
             ("/api/v1/deliveries/replay", "POST", self.replay),
-            ("/api/v1/deliveries/{id}", "GET", self.get_delivery),
-            ("/api/v1/deliveries/{id}", "DELETE", self.delete_delivery),
+            ("/api/v1/deliveries/{id:ref}", "GET", self.get_delivery),
+            ("/api/v1/deliveries/{id:ref}", "DELETE", self.delete_delivery),
             ("/api/v1/events", "GET", self.events),
         ]
         by_path: dict[str, dict[str, Handler]] = defaultdict(dict)

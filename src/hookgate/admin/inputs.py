@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import msgspec
+from starlette.convertors import Convertor, register_url_convertor
 
 from hookgate.domain.deliveries import State
 from hookgate.store.base import REF
@@ -20,6 +21,7 @@ from hookgate.store.base import REF
 MAX_PAGE = 1000
 DELIVERY_ID = r"^[0-9a-f]{32}$"
 DELIVERY_REF = f"^{REF}$"
+SIBLING = "replay"
 CURSOR = r"^[0-9]{1,18}$"
 INTEGER = r"^-?[0-9]+$"
 NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
@@ -38,6 +40,22 @@ class Replay(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def is_delivery_id(text: str) -> bool:
     return re.match(DELIVERY_ID, text) is not None
+
+
+class DeliveryRefConvertor(Convertor[str]):
+    """``{id:ref}``: anything but ``/`` and the sibling path ``replay`` (whose other methods
+    answer 405, not a lookup); what the id may hold is checked by the lookup (400)."""
+
+    regex = f"(?!{SIBLING}$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("ref", DeliveryRefConvertor())
 
 
 def decode(raw: bytes, type_: Any = Any, *, empty: bytes = b"") -> Any:

@@ -154,6 +154,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
     ref = {
         "type": "string",
         "pattern": inputs.DELIVERY_REF,
+        "not": {"const": inputs.SIBLING},
         "description": "the delivery id, the caller's request id (X-Request-Id), the"
         f" provider's delivery id (e.g. X-GitHub-Delivery), or a prefix of one ({MIN_PREFIX}"
         " characters or more)",
@@ -348,6 +349,11 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                         _ref("Ambiguous"),
                         "The id names several deliveries (a prefix, or a request id sent"
                         " twice): they are listed",
+                    ),
+                    "405": _json(
+                        _ref("Error"),
+                        f"`{inputs.SIBLING}` is the path /api/v1/deliveries/{inputs.SIBLING}"
+                        " (POST only), never an id",
                     ),
                     **_errors("400", "404"),
                 },
