@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from tests.cli.conftest import Cli
 from tests.conftest import ROOT, GatewayProcess
-from tests.e2e.helpers import eventually, recorded
+from tests.e2e.helpers import eventually, on_postgres, recorded
 
 SECRET = "find-me-secret"
 FLAKY = f"[{sys.executable}, {ROOT / 'tests' / 'workers' / 'flaky.py'}]"
@@ -143,3 +143,33 @@ def test_a_paused_flow_accepts_and_holds_and_resume_delivers_each_request_once(
     assert bodies == Counter({b"before": 1, **{f"held-{i}".encode(): 1 for i in range(30)}})
     delivered = {line["headers"]["x-request-id"] for line in recorded(record)}
     assert held <= delivered
+
+
+def test_a_flow_paused_on_one_gateway_holds_on_every_gateway_of_the_database(
+    gateway_factory: Any, pg_url: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    one = on_postgres(gateway_factory, pg_url, "one", flows(record), env={"GH_SECRET": SECRET})
+    two = on_postgres(gateway_factory, pg_url, "two")
+    assert two.admin("POST", "/api/v1/flows/orders/pause").status_code == 200
+    eventually(lambda: one.flow("orders")["status"] == "paused", timeout=5)
+    flow_id = one.flow("orders")["id"]
+    sent = [
+        httpx.post(f"{gateway.base}/hook/{flow_id}", content=f"{name}-{i}".encode())
+        for gateway, name in ((one, "one"), (two, "two"))
+        for i in range(10)
+    ]
+    assert [r.status_code for r in sent] == [202] * 20
+    time.sleep(1.5)  # what a running flow would have delivered by now stays queued
+    assert recorded(record) == []
+
+    assert one.admin("POST", "/api/v1/flows/orders/resume").status_code == 200
+    eventually(lambda: len(recorded(record)) >= 20, timeout=30)
+
+    def done() -> int:
+        params = {"flow": "orders", "status": "done"}
+        return len(two.admin("GET", "/api/v1/deliveries", params=params).json()["items"])
+
+    eventually(lambda: done() == 20, timeout=30)
+    expected = [f"{name}-{i}".encode() for name in ("one", "two") for i in range(10)]
+    assert sorted(line["body"] for line in recorded(record)) == sorted(expected)
