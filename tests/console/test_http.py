@@ -303,7 +303,10 @@ def test_pause_resume_and_confirmations_on_the_flow_page(
     page = browser_client.get("/console/flows/orders").text
     assert "Resume flow" in page and "Pause flow" not in page
     resumed = browser_client.post("/console/flows/orders/resume", headers={"x-csrf-token": csrf})
-    assert resumed.json() == {"ok": True, "message": "Flow orders started."}
+    assert resumed.json() == {
+        "ok": True,
+        "message": "Flow orders resumed: what it held is being delivered.",
+    }
     assert gateway.flow("orders")["status"] == "running"
 
     assert "Pause flow" not in browser_client.get("/console/flows/quotes").text

@@ -129,7 +129,7 @@ class Console:
             Route("/flows/{ref}/start", self._guard(p.start), methods=["POST"]),
             Route("/flows/{ref}/stop", self._guard(p.stop), methods=["POST"]),
             Route("/flows/{ref}/pause", self._guard(p.pause), methods=["POST"]),
-            Route("/flows/{ref}/resume", self._guard(p.start), methods=["POST"]),
+            Route("/flows/{ref}/resume", self._guard(p.resume), methods=["POST"]),
             Route("/flows/{ref}/delete", self._guard(p.delete_flow), methods=["POST"]),
             Route("/search", self._guard(p.search)),
             Route("/deliveries/{id}", self._guard(p.delivery)),

@@ -39,6 +39,7 @@ NOTICES = {
     "stopped": "Flow {name} stopped: its URL answers 404 until it is started again.",
     "paused": "Flow {name} paused: its URL still accepts and stores; nothing is delivered"
     " until it is resumed.",
+    "resumed": "Flow {name} resumed: what it held is being delivered.",
     "flow-deleted": "Flow {name} deleted: its URL answers 404 for good.",
     "replayed": "{n} deliveries queued for replay.",
     "deleted": "{n} deliveries deleted.",
@@ -155,6 +156,9 @@ class Pages:
 
     async def pause(self, request: Request, session: Session) -> Response:
         return await self._set_status(request, Status.PAUSED, "paused")
+
+    async def resume(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.RUNNING, "resumed")
 
     async def delete_flow(self, request: Request, session: Session) -> Response:
         flow = await self.registry.delete(request.path_params["ref"])
