@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from hookgate.domain.flows import Flow, FlowSpec, Status, new_flow_id
-from hookgate.errors import FlowConflict, FlowNotFound
+from hookgate.domain.flows import Flow, FlowSpec, Mode, Status, new_flow_id
+from hookgate.errors import ConfigError, FlowConflict, FlowNotFound
 from hookgate.store.base import Store
 
 Listener = Callable[[str], Awaitable[None]]
@@ -92,6 +92,8 @@ class FlowRegistry:
         other = self._by_name.get(spec.name)
         if other is not None and other != current.id:
             raise FlowConflict(f"a flow named {spec.name!r} exists already")
+        if current.status is Status.PAUSED and spec.mode is Mode.SYNC:
+            raise ConfigError(f"flow {current.name!r} is paused: resume it before making it sync")
         flow = Flow(
             id=current.id,
             spec=spec,
@@ -117,6 +119,11 @@ class FlowRegistry:
 
     async def set_status(self, ref: str, status: Status) -> Flow:
         current = self.find(ref)
+        if status is Status.PAUSED and current.mode is Mode.SYNC:
+            raise ConfigError(
+                f"flow {current.name!r} is sync: its callers wait for its workers, so it cannot"
+                " hold requests; stop it instead"
+            )
         if current.status is status:
             return current
         flow = Flow(

@@ -272,9 +272,51 @@ def test_malformed_replay_filters_are_400_naming_the_field(
 
 def test_an_id_that_cannot_be_a_delivery_is_not_found(gateway: GatewayProcess) -> None:
     for delivery_id in ("a%00b", "x" * 32, "0" * 33):
-        for method in ("GET", "DELETE"):
-            response = gateway.admin(method, f"/api/v1/deliveries/{delivery_id}")
-            assert response.status_code == 404, response.text
+        response = gateway.admin("DELETE", f"/api/v1/deliveries/{delivery_id}")
+        assert response.status_code == 404, response.text
+    for method in ("GET", "DELETE"):  # the sibling path, not a lookup
+        assert gateway.admin(method, "/api/v1/deliveries/replay").status_code == 405
+    for ref in ("x" * 32, "0" * 33):
+        response = gateway.admin("GET", f"/api/v1/deliveries/{ref}")
+        assert response.status_code == 404, response.text
+        assert repr(ref) in response.json()["error"]
+
+
+@pytest.mark.parametrize("ref", ["a%00b", "a%0Ab", "%7F" * 8, "x" * 257])
+def test_a_lookup_that_cannot_name_a_delivery_is_400(gateway: GatewayProcess, ref: str) -> None:
+    response = gateway.admin("GET", f"/api/v1/deliveries/{ref}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("invalid request: field id: expected a delivery id")
+
+
+def test_a_delivery_is_found_by_request_id_and_by_prefix(
+    gateway: GatewayProcess, parked: tuple[str, list[str]]
+) -> None:
+    _, request_ids = parked
+    (item,) = [
+        d for d in listing(gateway, flow="dl-parked")["items"] if d["requestId"] == request_ids[3]
+    ]
+    for ref in (request_ids[3], item["id"], item["id"][:24], request_ids[3][:24]):
+        found = gateway.admin("GET", f"/api/v1/deliveries/{ref}")
+        assert found.status_code == 200, found.text
+        assert (found.json()["id"], found.json()["body"]) == (item["id"], '{"n": 3}')
+
+
+def test_a_prefix_of_several_lists_them_and_a_short_one_finds_nothing(
+    gateway: GatewayProcess, parked: tuple[str, list[str]]
+) -> None:
+    url = gateway.flow("dl-parked")["url"]
+    twins = {post(url, **{"x-request-id": f"twin-order-{n}"}) for n in "ab"}
+    several = gateway.admin("GET", "/api/v1/deliveries/twin-order")
+    assert several.status_code == 409, several.text
+    assert (
+        several.json()["error"] == "'twin-order' matches 2 deliveries: show one by its delivery id"
+    )
+    assert {d["requestId"] for d in several.json()["candidates"]} == twins
+    assert all("body" not in d for d in several.json()["candidates"])
+    short = gateway.admin("GET", "/api/v1/deliveries/twin-or")
+    assert short.status_code == 404
+    assert "a prefix needs 8 characters or more" in short.json()["error"]
 
 
 def test_credentials_in_a_stored_request_are_masked(

@@ -76,6 +76,33 @@ def test_stop_and_start(gateway: GatewayProcess, name: str) -> None:
     assert httpx.post(flow["url"]).status_code == 202
 
 
+def test_pause_and_resume(gateway: GatewayProcess, name: str) -> None:
+    flow = gateway.admin("POST", "/api/v1/flows", json=spec(name)).json()
+    paused = gateway.admin("POST", f"/api/v1/flows/{name}/pause")
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+    assert httpx.post(flow["url"]).status_code == 202
+    assert httpx.head(flow["url"]).status_code == 200
+    queued = gateway.admin("GET", "/api/v1/deliveries", params={"flow": name}).json()["items"]
+    assert [d["status"] for d in queued] == ["queued"]
+    resumed = gateway.admin("POST", f"/api/v1/flows/{flow['id']}/resume")
+    assert resumed.json()["status"] == "running"
+
+
+def test_only_an_async_flow_can_be_paused(gateway: GatewayProcess, name: str) -> None:
+    sync = spec(name, mode="sync")
+    gateway.admin("POST", "/api/v1/flows", json=sync)
+    refused = gateway.admin("POST", f"/api/v1/flows/{name}/pause")
+    assert refused.status_code == 422
+    assert "stop it instead" in refused.json()["error"]
+    assert gateway.flow(name)["status"] == "running"
+    gateway.admin("PUT", f"/api/v1/flows/{name}", json={**sync, "mode": "async"})
+    gateway.admin("POST", f"/api/v1/flows/{name}/pause")
+    made_sync = gateway.admin("PUT", f"/api/v1/flows/{name}", json=sync)
+    assert made_sync.status_code == 422
+    assert "resume it before making it sync" in made_sync.json()["error"]
+
+
 def test_delete(gateway: GatewayProcess, name: str) -> None:
     flow = gateway.admin("POST", "/api/v1/flows", json=spec(name)).json()
     assert httpx.post(flow["url"], content=b"queued").status_code == 202
@@ -201,6 +228,8 @@ def test_malformed_json_is_400(gateway: GatewayProcess, raw: bytes) -> None:
         ("DELETE", "/api/v1/flows/no-such-flow"),
         ("POST", "/api/v1/flows/no-such-flow/start"),
         ("POST", "/api/v1/flows/no-such-flow/stop"),
+        ("POST", "/api/v1/flows/no-such-flow/pause"),
+        ("POST", "/api/v1/flows/no-such-flow/resume"),
         ("GET", "/api/v1/flows/AAAAAAAAAAAAAAAAAAAAAA"),
         ("GET", "/api/v1/deliveries/0123456789abcdef0123456789abcdef"),
         ("DELETE", "/api/v1/deliveries/0123456789abcdef0123456789abcdef"),

@@ -98,8 +98,10 @@ def test_a_missing_file_is_one_message(cli: Cli, tmp_path: Path) -> None:
     [
         ("flows", "show", "no-such-flow"),
         ("flows", "start", "no-such-flow"),
-        ("flows", "stop", "no-such-flow"),
-        ("flows", "delete", "no-such-flow"),
+        ("flows", "stop", "no-such-flow", "--yes"),
+        ("flows", "pause", "no-such-flow"),
+        ("flows", "resume", "no-such-flow"),
+        ("flows", "delete", "no-such-flow", "--yes"),
         ("deliveries", "list", "--flow", "no-such-flow"),
     ],
 )

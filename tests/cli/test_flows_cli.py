@@ -54,7 +54,7 @@ def test_list_shows_name_id_mode_status_and_url(
     cli.ok(
         "flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders), entry(contacts)))
     )
-    cli.ok("flows", "stop", contacts)
+    cli.ok("flows", "stop", contacts, "--yes")
     header, _rule, *rows = cli.ok("flows", "list").splitlines()
     assert cells(header)[:4] == ["NAME", "ID", "MODE", "STATUS"]
     assert cells(header)[-1] == "URL"
@@ -95,15 +95,44 @@ def test_stop_start_delete_by_name_and_by_id(
     )
     flow = gateway.flow(orders)
 
-    assert "stopped" in cli.ok("flows", "stop", orders)
+    assert "stopped" in cli.ok("flows", "stop", orders, "--yes")
     assert httpx.post(flow["url"]).status_code == 404
     assert cli.json("flows", "start", flow["id"])["status"] == "running"
     assert httpx.post(flow["url"]).status_code == 202
-    assert cli.json("flows", "stop", flow["id"])["status"] == "stopped"
+    assert cli.json("flows", "stop", flow["id"], "--yes")["status"] == "stopped"
     assert f"flow {orders} started" in cli.ok("flows", "start", orders)
 
-    assert f"flow {orders} deleted" in cli.ok("flows", "delete", orders)
-    assert cli.json("flows", "delete", gateway.flow(contacts)["id"])["deleted"] is True
+    assert f"flow {orders} deleted" in cli.ok("flows", "delete", orders, "--yes")
+    assert cli.json("flows", "delete", gateway.flow(contacts)["id"], "--yes")["deleted"] is True
     remaining = {f["name"] for f in cli.json("flows", "list")}
     assert not remaining & {orders, contacts}
     assert httpx.post(flow["url"]).status_code == 404
+
+
+def test_stop_and_delete_say_what_senders_will_see_and_need_yes(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, _ = names
+    cli.ok("flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders))))
+    stop = cli.run("flows", "stop", orders)
+    assert stop.returncode == 2
+    assert "Senders will get 404 from the flow's URL until it is started again" in stop.stderr
+    assert "--yes" in stop.stderr
+    delete = cli.run("flows", "delete", orders)
+    assert delete.returncode == 2
+    assert "for good (re-creating the flow gives a new URL)" in delete.stderr
+    assert gateway.flow(orders)["status"] == "running"
+    assert httpx.post(gateway.flow(orders)["url"]).status_code == 202
+
+
+def test_pause_keeps_the_url_accepting_and_resume_runs_it_again(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, _ = names
+    cli.ok("flows", "apply", "-f", str(flow_file(tmp_path / "f.yaml", entry(orders))))
+    url = gateway.flow(orders)["url"]
+    assert "paused (its URL still accepts and stores" in cli.ok("flows", "pause", orders)
+    assert cli.json("flows", "show", orders)["status"] == "paused"
+    assert httpx.post(url).status_code == 202
+    assert httpx.head(url).status_code == 200
+    assert cli.json("flows", "resume", orders)["status"] == "running"

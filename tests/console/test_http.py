@@ -253,3 +253,79 @@ def test_a_trusted_proxy_that_is_not_an_address_stops_the_gateway(gateway_factor
     gateway = gateway_factory(env={"HOOKGATE_TRUSTED_PROXIES": "10.0.0.0/8, proxy"}, start=False)
     with pytest.raises(RuntimeError, match="HOOKGATE_TRUSTED_PROXIES: 'proxy' is not an IP"):
         gateway.start()
+
+
+def test_the_search_box_finds_a_request_by_any_id_and_lists_several(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    assert 'action="/console/search"' in browser_client.get("/console/flows").text
+    post_order(gateway, headers={"x-request-id": "console-find-1"})
+    found = browser_client.get("/console/search", params={"q": " console-find-1 "})
+    assert found.status_code == 303
+    page = browser_client.get(found.headers["location"])
+    assert page.status_code == 200 and "console-find-1" in page.text
+    delivery_id = found.headers["location"].rsplit("/", 1)[-1]
+    prefix = browser_client.get("/console/search", params={"q": delivery_id[:24]})
+    assert prefix.headers["location"] == f"/console/deliveries/{delivery_id}"
+
+    post_order(gateway, headers={"x-request-id": "console-twin-b"})
+    post_order(gateway, headers={"x-request-id": "console-twin-c"})
+    several = browser_client.get("/console/search", params={"q": "console-twin"})
+    assert several.status_code == 200
+    assert "&#39;console-twin&#39; matches 2 deliveries" in several.text
+    assert "console-twin-b" in several.text and "console-twin-c" in several.text
+    assert several.text.count('href="/console/deliveries/') == 2
+
+    missing = browser_client.get("/console/search", params={"q": "nobody-sent-this"})
+    assert missing.status_code == 404
+    assert "No delivery with the id, request id or provider id" in missing.text
+    garbage = browser_client.get("/console/search", params={"q": "a\x00b"})
+    assert garbage.status_code == 400
+    assert "no control character" in garbage.text
+
+
+def test_pause_resume_and_confirmations_on_the_flow_page(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    page = browser_client.get("/console/flows/orders").text
+    csrf = csrf_of(page)
+    assert 'action="/console/flows/' in page and "Pause flow" in page
+    assert "Senders will get 404 from its URL until it is started again" in page
+    assert "Senders will get 404 from its URL for good" in page
+    assert "data-confirm=" in page
+
+    paused = browser_client.post("/console/flows/orders/pause", data={"csrf": csrf})
+    assert paused.status_code == 303
+    assert gateway.flow("orders")["status"] == "paused"
+    notice = browser_client.get(paused.headers["location"]).text
+    assert "Flow orders paused: its URL still accepts and stores" in notice
+    post_order(gateway)
+    page = browser_client.get("/console/flows/orders").text
+    assert "Resume flow" in page and "Pause flow" not in page
+    resumed = browser_client.post("/console/flows/orders/resume", headers={"x-csrf-token": csrf})
+    assert resumed.json() == {
+        "ok": True,
+        "message": "Flow orders resumed: what it held is being delivered.",
+    }
+    assert gateway.flow("orders")["status"] == "running"
+
+    assert "Pause flow" not in browser_client.get("/console/flows/quotes").text
+    refused = browser_client.post("/console/flows/quotes/pause", data={"csrf": csrf})
+    assert refused.status_code == 400
+    assert "stop it instead" in refused.text
+
+
+def test_a_flow_is_deleted_from_the_console(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    spec = {"name": "doomed", "mode": "async", "worker": {"command": ["false"]}}
+    url = gateway.admin("POST", "/api/v1/flows", json=spec).json()["url"]
+    csrf = csrf_of(browser_client.get("/console/flows/doomed").text)
+    deleted = browser_client.post("/console/flows/doomed/delete", data={"csrf": csrf})
+    assert deleted.status_code == 303
+    assert (
+        "Flow doomed deleted: its URL answers 404 for good."
+        in browser_client.get(deleted.headers["location"]).text
+    )
+    assert gateway.admin("GET", "/api/v1/flows/doomed").status_code == 404
+    assert httpx.post(url).status_code == 404

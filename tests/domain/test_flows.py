@@ -11,6 +11,7 @@ import pytest
 from hookgate.domain.auth import GithubAuth
 from hookgate.domain.flows import (
     MAX_WORKERS,
+    Flow,
     FlowSpec,
     Mode,
     Status,
@@ -364,4 +365,17 @@ def test_spec_hash_changes_with_any_field() -> None:
 
 def test_status_and_mode_values() -> None:
     assert [m.value for m in Mode] == ["async", "sync"]
-    assert [s.value for s in Status] == ["running", "stopped"]
+    assert [s.value for s in Status] == ["running", "paused", "stopped"]
+
+
+def test_a_paused_flow_accepts_but_does_not_run() -> None:
+    flow = Flow(id="f", spec=parse_one(MINIMAL), created_at=0.0, updated_at=0.0)
+    states = {}
+    for status in Status:
+        flow.status = status
+        states[status.value] = (flow.accepting, flow.running)
+    assert states == {
+        "running": (True, True),
+        "paused": (True, False),
+        "stopped": (False, False),
+    }

@@ -709,3 +709,56 @@ async def test_a_duplicate_keeps_the_first_requests_status_token(store: Store) -
     progress = await store.progress(later)
     assert progress is not None and progress.request_id == plain.request_id
     assert (await store.get_delivery(plain.id)).status_token == later
+
+
+# finding a delivery by any of its ids ------------------------------------------------------
+def with_ids(flow_id: str, *, delivery_id: str, request_id: str) -> Request:
+    request = make_request(flow_id, received_at=NOW)
+    request.id, request.request_id = delivery_id, request_id
+    return request
+
+
+async def test_a_delivery_is_found_by_its_id_request_id_and_provider_id(store: Store) -> None:
+    first = with_ids("f1", delivery_id="a" * 32, request_id="req-caller-1")
+    await store.enqueue(first, dedupe_key="evt_1NpQ", dedupe_until=NOW + 100)
+    await store.enqueue(with_ids("f1", delivery_id="b" * 32, request_id="req-caller-2"))
+    for ref in ("a" * 32, "req-caller-1", "evt_1NpQ"):
+        [found] = await store.find_deliveries(ref, limit=10)
+        assert (found.id, found.request_id, found.flow_id) == ("a" * 32, "req-caller-1", "f1")
+        assert found.body == b""  # a summary: the caller gets the body by id
+    duplicate = with_ids("f1", delivery_id="c" * 32, request_id="req-caller-3")
+    assert (await store.enqueue(duplicate, dedupe_key="evt_1NpQ")).delivery_id == "a" * 32
+    assert await store.find_deliveries("req-caller-3", limit=10) == []
+    assert await store.find_deliveries("unknown-id", limit=10) == []
+
+
+async def test_a_prefix_of_eight_characters_or_more_finds_every_id_starting_with_it(
+    store: Store,
+) -> None:
+    await store.enqueue(with_ids("f1", delivery_id="0123456789" + "a" * 22, request_id="r-one"))
+    await store.enqueue(with_ids("f1", delivery_id="01234567ff" + "b" * 22, request_id="r-two"))
+    await store.enqueue(with_ids("f2", delivery_id="c" * 32, request_id="shared-prefix-1"))
+    await store.enqueue(
+        with_ids("f2", delivery_id="d" * 32, request_id="zz"),
+        dedupe_key="shared-prefix-2",
+        dedupe_until=NOW + 100,
+    )
+    [one] = await store.find_deliveries("012345678", limit=10)
+    assert one.request_id == "r-one"
+    both = await store.find_deliveries("01234567", limit=10)
+    assert [d.request_id for d in both] == ["r-two", "r-one"]  # newest first
+    assert len(await store.find_deliveries("01234567", limit=1)) == 1
+    by_kinds = await store.find_deliveries("shared-prefix", limit=10)
+    assert {d.id for d in by_kinds} == {"c" * 32, "d" * 32}
+    assert await store.find_deliveries("0123456", limit=10) == []  # too short for a prefix
+    assert await store.find_deliveries("01234567" + "\u00e9", limit=10) == []
+
+
+async def test_an_exact_id_wins_over_ids_it_is_a_prefix_of(store: Store) -> None:
+    await store.enqueue(with_ids("f1", delivery_id="e" * 32, request_id="order-1234"))
+    await store.enqueue(with_ids("f1", delivery_id="f" * 32, request_id="order-12345"))
+    await store.enqueue(with_ids("f1", delivery_id="9" * 32, request_id="order-12345"))
+    [exact] = await store.find_deliveries("order-1234", limit=10)
+    assert exact.id == "e" * 32
+    named_twice = await store.find_deliveries("order-12345", limit=10)
+    assert [d.id for d in named_twice] == ["9" * 32, "f" * 32]

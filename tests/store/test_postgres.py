@@ -13,6 +13,7 @@ from psycopg import sql
 
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
+from hookgate.store import postgres
 from hookgate.store.base import DeliveryFilter, open_store
 from hookgate.store.postgres import SCHEMA_VERSION, PostgresStore, list_query
 
@@ -165,6 +166,55 @@ async def test_list_query_walks_an_index_newest_first(
                 )
                 assert "Index Scan Backward" in plan, (where, plan)
                 assert "Sort" not in plan, (where, plan)
+
+
+async def test_finding_by_any_id_or_prefix_walks_indexes(
+    pg: PostgresBackend, store: PostgresStore
+) -> None:
+    await asyncio.gather(
+        *(store.enqueue(make_request("f1"), dedupe_key=f"evt_{i}") for i in range(500))
+    )
+    params = {"low": "01234567", "high": "01234568", "limit": 11}
+    with psycopg.connect(pg.database, options=f"-csearch_path={pg.schemas[-1]}") as conn:
+        conn.execute("ANALYZE deliveries")
+        conn.execute("ANALYZE dedupe")
+        conn.execute("SET enable_seqscan = off")
+        for query in (postgres._FIND_EXACT, postgres._FIND_PREFIX):
+            plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}", params))
+            assert "Seq Scan" not in plan, plan
+            for index in ("deliveries_id", "deliveries_request_id", "dedupe_key"):
+                assert f"using {index} on" in plan.lower(), (index, plan)
+
+
+async def test_a_database_from_before_the_lookup_indexes_gets_them_and_keeps_its_data(
+    pg: PostgresBackend,
+) -> None:
+    where = pg.namespace()
+    store = pg.store(where)
+    await store.open()
+    request = make_request("f1", received_at=NOW)
+    await store.enqueue(request, dedupe_key="evt_old", dedupe_until=NOW + 60)
+    await store.close()
+    with psycopg.connect(pg.database, options=f"-csearch_path={pg.schemas[-1]}") as conn:
+        conn.execute("DROP INDEX deliveries_request_id, dedupe_key, deliveries_id")
+        conn.execute("CREATE UNIQUE INDEX deliveries_id ON deliveries (id)")
+        conn.execute("DELETE FROM schema_version WHERE version > 2")
+    store = pg.store(where)
+    await store.open()
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        for ref in (request.request_id, "evt_old", request.id[:16]):
+            assert [d.id for d in await store.find_deliveries(ref, limit=5)] == [request.id]
+    finally:
+        await store.close()
+    with psycopg.connect(pg.database, options=f"-csearch_path={pg.schemas[-1]}") as conn:
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+        ).fetchall()
+    indexes = dict(rows)
+    assert "text_pattern_ops" in indexes["deliveries_id"]
+    assert "UNIQUE" in indexes["deliveries_id"]
+    assert {"deliveries_request_id", "dedupe_key"} <= indexes.keys()
 
 
 async def test_lost_connections_answer_unavailable_then_recover(

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import fill
 
 from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
-from hookgate.store import columns, sqlite_writer
+from hookgate.store import columns, sqlite, sqlite_writer
 from hookgate.store.base import Accepted
 from hookgate.store.sqlite import SQLiteStore
 
@@ -151,3 +151,41 @@ async def test_a_full_disk_refuses_and_the_first_write_after_space_is_back_succe
             await store.get_delivery(lost.id)
     finally:
         await store.close()
+
+
+def test_finding_by_any_id_or_prefix_walks_indexes(tmp_path: Path) -> None:
+    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
+        sqlite_writer.migrate(conn, "q.db")
+        params = {"low": "01234567", "high": "01234568", "limit": 11}
+        for query in (sqlite._FIND_EXACT, sqlite._FIND_PREFIX):
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params)]
+            scans = [step for step in plan if step.startswith("SCAN")]
+            assert scans == ["SCAN m0", "SCAN m1", "SCAN m2"], plan  # the bounded matches only
+            for index in ("deliveries_id", "deliveries_request_id", "dedupe_key"):
+                assert any(f"INDEX {index} (" in step for step in plan), (index, plan)
+
+
+async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(str(path), max_queued_bytes=10**9)
+    await store.open()
+    request = make_request("f1", received_at=NOW)
+    await store.enqueue(request, dedupe_key="evt_old", dedupe_until=NOW + 60)
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key; PRAGMA user_version = 2;"
+        )
+    store = SQLiteStore(str(path), max_queued_bytes=10**9)
+    await store.open()
+    try:
+        assert await store.schema_version() == sqlite_writer.SCHEMA_VERSION
+        for ref in (request.request_id, "evt_old"):
+            assert [d.id for d in await store.find_deliveries(ref, limit=5)] == [request.id]
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"deliveries_request_id", "dedupe_key"} <= names

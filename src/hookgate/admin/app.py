@@ -45,7 +45,7 @@ from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
-from hookgate.store.base import DeliveryFilter, Store
+from hookgate.store.base import MAX_CANDIDATES, DeliveryFilter, Store, ambiguity, look_up
 
 HEARTBEAT = 15.0
 STORE_DOWN = "the store cannot be used now; retry later (the gateway's log says why)"
@@ -163,11 +163,13 @@ class AdminAPI:
             ("/api/v1/flows/{ref}", "DELETE", self.delete_flow),
             ("/api/v1/flows/{ref}/start", "POST", self.start_flow),
             ("/api/v1/flows/{ref}/stop", "POST", self.stop_flow),
+            ("/api/v1/flows/{ref}/pause", "POST", self.pause_flow),
+            ("/api/v1/flows/{ref}/resume", "POST", self.start_flow),
             *self.schedules.operations(),
             ("/api/v1/deliveries", "GET", self.list_deliveries),
             ("/api/v1/deliveries/replay", "POST", self.replay),
-            ("/api/v1/deliveries/{id:delivery}", "GET", self.get_delivery),
-            ("/api/v1/deliveries/{id:delivery}", "DELETE", self.delete_delivery),
+            ("/api/v1/deliveries/{id:ref}", "GET", self.get_delivery),
+            ("/api/v1/deliveries/{id:ref}", "DELETE", self.delete_delivery),
             ("/api/v1/events", "GET", self.events),
         ]
         by_path: dict[str, dict[str, Handler]] = defaultdict(dict)
@@ -255,11 +257,17 @@ class AdminAPI:
         return JSONResponse({"id": flow.id, "name": flow.name, "deleted": True})
 
     async def start_flow(self, request: Request) -> Response:
-        flow = await self.registry.set_status(request.path_params["ref"], Status.RUNNING)
-        return JSONResponse(self._view(flow.id))
+        """Start a stopped flow, or resume a paused one: what it holds is delivered."""
+        return await self._set_status(request, Status.RUNNING)
 
     async def stop_flow(self, request: Request) -> Response:
-        flow = await self.registry.set_status(request.path_params["ref"], Status.STOPPED)
+        return await self._set_status(request, Status.STOPPED)
+
+    async def pause_flow(self, request: Request) -> Response:
+        return await self._set_status(request, Status.PAUSED)
+
+    async def _set_status(self, request: Request, status: Status) -> Response:
+        flow = await self.registry.set_status(request.path_params["ref"], status)
         return JSONResponse(self._view(flow.id))
 
     # deliveries --------------------------------------------------------------------------
@@ -293,20 +301,36 @@ class AdminAPI:
         )
 
     async def get_delivery(self, request: Request) -> Response:
-        delivery = await self.store.get_delivery(request.path_params["id"])
-        attempts = await self.store.attempts(delivery.id)
-        return JSONResponse(
-            delivery_view(
-                delivery,
-                flow_name=self._names().get(delivery.flow_id),
-                full=True,
-                attempts=attempts,
+        """By any of its ids or a prefix of one: a ref that names several answers 409 with
+        them, so a caller can pick one by its delivery id."""
+        ref = request.path_params["id"]
+        try:
+            found = await look_up(self.store, ref)
+        except ValueError as exc:
+            raise ValueError(f"field id: {exc}") from None
+        names = self._names()
+        if isinstance(found, list):
+            return JSONResponse(
+                {
+                    "error": ambiguity(ref, found),
+                    "candidates": [
+                        delivery_view(d, flow_name=names.get(d.flow_id))
+                        for d in found[:MAX_CANDIDATES]
+                    ],
+                },
+                status_code=409,
             )
+        attempts = await self.store.attempts(found.id)
+        return JSONResponse(
+            delivery_view(found, flow_name=names.get(found.flow_id), full=True, attempts=attempts)
         )
 
     async def delete_delivery(self, request: Request) -> Response:
+        """By its delivery id only: a request id or a prefix could name another one."""
         delivery_id = request.path_params["id"]
-        deleted = await self.store.delete_deliveries([delivery_id])
+        deleted = inputs.is_delivery_id(delivery_id) and await self.store.delete_deliveries(
+            [delivery_id]
+        )
         if not deleted:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
         return JSONResponse({"deleted": deleted})

@@ -16,9 +16,12 @@ import msgspec
 from starlette.convertors import Convertor, register_url_convertor
 
 from hookgate.domain.deliveries import State
+from hookgate.store.base import REF
 
 MAX_PAGE = 1000
 DELIVERY_ID = r"^[0-9a-f]{32}$"
+DELIVERY_REF = f"^{REF}$"
+SIBLING = "replay"
 CURSOR = r"^[0-9]{1,18}$"
 INTEGER = r"^-?[0-9]+$"
 NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
@@ -39,11 +42,11 @@ def is_delivery_id(text: str) -> bool:
     return re.match(DELIVERY_ID, text) is not None
 
 
-class DeliveryIdConvertor(Convertor[str]):
-    """``{id:delivery}``: a path with anything else in it is not a delivery's (404, no lookup)
-    and never shadows a sibling path such as ``/deliveries/replay``."""
+class DeliveryRefConvertor(Convertor[str]):
+    """``{id:ref}``: anything but ``/`` and the sibling path ``replay`` (whose other methods
+    answer 405, not a lookup); what the id may hold is checked by the lookup (400)."""
 
-    regex = DELIVERY_ID.strip("^$")
+    regex = f"(?!{SIBLING}$)[^/]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -52,7 +55,7 @@ class DeliveryIdConvertor(Convertor[str]):
         return value
 
 
-register_url_convertor("delivery", DeliveryIdConvertor())
+register_url_convertor("ref", DeliveryRefConvertor())
 
 
 def decode(raw: bytes, type_: Any = Any, *, empty: bytes = b"") -> Any:

@@ -9,9 +9,10 @@ import msgspec
 
 from hookgate import __version__
 from hookgate.admin import inputs
-from hookgate.domain.flows import NAME, FlowSpec
+from hookgate.domain.flows import NAME, FlowSpec, Status
 from hookgate.domain.redaction import MASK
 from hookgate.domain.units import ByteSize, Duration
+from hookgate.store.base import MIN_PREFIX
 
 
 def _schema_hook(type_: type) -> dict[str, Any]:
@@ -111,13 +112,21 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     }
+    components["Ambiguous"] = {
+        "type": "object",
+        "required": ["error", "candidates"],
+        "properties": {
+            "error": {"type": "string"},
+            "candidates": {"type": "array", "items": _ref("Delivery")},
+        },
+    }
     components["Flow"] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
             "name": {"type": "string"},
             "mode": {"enum": ["async", "sync"]},
-            "status": {"enum": ["running", "stopped"]},
+            "status": {"enum": [status.value for status in Status]},
             "url": {"type": "string"},
             "createdAt": {"type": "number"},
             "updatedAt": {"type": "number"},
@@ -142,6 +151,14 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
     flow_ok = _json(_ref("Flow"))
     body = {"required": True, "content": {"application/json": {"schema": spec}}}
     delivery_id = {"type": "string", "pattern": inputs.DELIVERY_ID}
+    ref = {
+        "type": "string",
+        "pattern": inputs.DELIVERY_REF,
+        "not": {"const": inputs.SIBLING},
+        "description": "the delivery id, the caller's request id (X-Request-Id), the"
+        f" provider's delivery id (e.g. X-GitHub-Delivery), or a prefix of one ({MIN_PREFIX}"
+        " characters or more)",
+    }
     filters = {
         "flow": {"type": "string", "description": "flow name or id"},
         "status": {"enum": inputs.STATUSES},
@@ -217,6 +234,22 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             "parameters": [FLOW_REF],
             "post": {
                 "summary": "Stop a flow (its URL answers 404 until started)",
+                "responses": {"200": flow_ok, **_errors("404")},
+            },
+        },
+        "/api/v1/flows/{ref}/pause": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Pause an async flow: its URL still accepts and stores, nothing is"
+                " delivered until it is resumed",
+                "responses": {"200": flow_ok, **_errors("404", "422")},
+            },
+        },
+        "/api/v1/flows/{ref}/resume": {
+            "parameters": [FLOW_REF],
+            "post": {
+                "summary": "Resume a paused flow (or start a stopped one): what it holds is"
+                " delivered",
                 "responses": {"200": flow_ok, **_errors("404")},
             },
         },
@@ -307,13 +340,29 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             }
         },
         "/api/v1/deliveries/{id}": {
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": delivery_id}],
             "get": {
-                "summary": "A delivery with its request and attempts",
-                "responses": {"200": _json(_ref("Delivery")), **_errors("404")},
+                "summary": "A delivery with its request and attempts, by any of its ids",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": ref}],
+                "responses": {
+                    "200": _json(_ref("Delivery")),
+                    "409": _json(
+                        _ref("Ambiguous"),
+                        "The id names several deliveries (a prefix, or a request id sent"
+                        " twice): they are listed",
+                    ),
+                    "405": _json(
+                        _ref("Error"),
+                        f"`{inputs.SIBLING}` is the path /api/v1/deliveries/{inputs.SIBLING}"
+                        " (POST only), never an id",
+                    ),
+                    **_errors("400", "404"),
+                },
             },
             "delete": {
-                "summary": "Delete a delivery",
+                "summary": "Delete a delivery (by its delivery id only)",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": delivery_id}
+                ],
                 "responses": {"200": _json({"type": "object"}), **_errors("404")},
             },
         },

@@ -11,6 +11,16 @@ import httpx
 from hookgate.config import env, read_token
 
 
+class AdminError(click.ClickException):
+    """An error answer from the admin API: its message, and the whole answer for a command
+    that has more to show (the candidates of an ambiguous lookup)."""
+
+    def __init__(self, message: str, *, status: int, data: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.data = data
+
+
 class AdminClient:
     def __init__(self, *, url: str, token: str | None, data_dir: str | None) -> None:
         self.url = url.rstrip("/")
@@ -42,5 +52,7 @@ class AdminClient:
             data = {"error": response.text}
         if response.status_code >= 400:
             message = data.get("error") if isinstance(data, dict) else None
-            raise click.ClickException(message or f"HTTP {response.status_code}")
+            raise AdminError(
+                message or f"HTTP {response.status_code}", status=response.status_code, data=data
+            )
         return data

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+from urllib.parse import quote
+
 import click
 
-from hookgate.cli.client import AdminClient
+from hookgate.cli.client import AdminClient, AdminError
 from hookgate.cli.flows import as_json, pass_client
 from hookgate.cli.output import console, emit_json, table, when
+
+DELIVERY_ID = re.compile("[0-9a-f]{32}")
 
 
 @click.group()
@@ -61,12 +67,17 @@ def list_(
 
 
 @deliveries.command()
-@click.argument("delivery_id")
+@click.argument("ref")
 @as_json
 @pass_client
-def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
-    """The stored request, its status and every attempt."""
-    d = client.request("GET", f"/api/v1/deliveries/{delivery_id}")
+def show(client: AdminClient, ref: str, json_out: bool) -> None:
+    """The stored request, its status and every attempt.
+
+    REF is the delivery id, the caller's request id (X-Request-Id, the requestId of the 202),
+    the provider's delivery id (X-GitHub-Delivery, a Stripe event id, webhook-id, …) or a
+    prefix of one of at least 8 characters. A REF that names several deliveries lists them.
+    """
+    d = _find(client, ref, json_out=json_out)
     if json_out:
         emit_json(d)
         return
@@ -104,6 +115,25 @@ def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
     )
 
 
+def _find(client: AdminClient, ref: str, *, json_out: bool = False) -> Any:
+    """The delivery ``ref`` names; an ambiguous one lists the candidates, then fails."""
+    try:
+        return client.request("GET", f"/api/v1/deliveries/{quote(ref, safe='')}")
+    except AdminError as exc:
+        if exc.status == 409 and json_out:
+            emit_json(exc.data)
+        elif exc.status == 409:
+            table(
+                "candidates",
+                ["ID", "REQUEST ID", "FLOW", "STATUS", "RECEIVED"],
+                [
+                    (d["id"], d["requestId"], d["flow"], d["status"], when(d["receivedAt"]))
+                    for d in exc.data["candidates"]
+                ],
+            )
+        raise
+
+
 @deliveries.command()
 @click.argument("ids", nargs=-1)
 @click.option("--flow", help="Replay everything of this flow that matches.")
@@ -121,9 +151,14 @@ def replay(
     until: float | None,
     json_out: bool,
 ) -> None:
-    """Replay deliveries by id, or all matching --flow/--status/--since/--until."""
+    """Replay deliveries by id, or all matching --flow/--status/--since/--until.
+
+    IDS may be any id of a delivery or a prefix, as for ``deliveries show``.
+    """
     if ids:
-        body: dict[str, object] = {"ids": list(ids)}
+        body: dict[str, object] = {
+            "ids": [ref if DELIVERY_ID.fullmatch(ref) else _find(client, ref)["id"] for ref in ids]
+        }
     elif flow or status or since or until:
         body = {
             k: v

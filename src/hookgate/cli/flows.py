@@ -1,10 +1,11 @@
-"""``hookgate flows …``: apply a flow file, list, show, start, stop, delete."""
+"""``hookgate flows …``: apply a flow file, list, show, start, stop, pause, resume, delete."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -100,24 +101,61 @@ def show(client: AdminClient, ref: str, json_out: bool) -> None:
     )
 
 
-def _action(name: str, method: str, suffix: str, done: str) -> click.Command:
+def _action(name: str, method: str, suffix: str, done: str, *, doc: str, warns: str = "") -> None:
+    """A command that changes a flow's status; ``warns``: what senders will see, said before
+    anything changes unless ``--yes`` is given."""
+
     @click.argument("ref")
     @as_json
     @pass_client
-    def command(client: AdminClient, ref: str, json_out: bool) -> None:
-        result = client.request(method, f"/api/v1/flows/{ref}{suffix}")
+    def command(client: AdminClient, ref: str, json_out: bool, yes: bool = False) -> None:
+        if warns and not yes:
+            raise click.UsageError(f"{warns}. Give --yes to {name} the flow.")
+        result = client.request(method, f"/api/v1/flows/{quote(ref, safe='')}{suffix}")
         if json_out:
             emit_json(result)
         else:
             console.print(f"flow [bold]{result['name']}[/] {done}")
 
-    command.__doc__ = f"{name.capitalize()} a flow (by name or id)."
-    return flows.command(name)(command)
+    command.__doc__ = doc
+    if warns:
+        command = click.option("--yes", is_flag=True, help="Confirm: " + warns.lower())(command)
+    flows.command(name)(command)
 
 
-_action("start", "POST", "/start", "started")
-_action("stop", "POST", "/stop", "stopped (its URL answers 404 until started)")
-_action("delete", "DELETE", "", "deleted")
+_action("start", "POST", "/start", "started", doc="Start a flow (by name or id).")
+_action(
+    "stop",
+    "POST",
+    "/stop",
+    "stopped (its URL answers 404 until started)",
+    doc="Stop a flow (by name or id): its URL answers 404 until it is started again.",
+    warns="Senders will get 404 from the flow's URL until it is started again; what is"
+    " queued waits",
+)
+_action(
+    "pause",
+    "POST",
+    "/pause",
+    "paused (its URL still accepts and stores; nothing is delivered until resumed)",
+    doc="Pause an async flow: its URL still answers 202 and stores, deliveries wait.",
+)
+_action(
+    "resume",
+    "POST",
+    "/resume",
+    "resumed (what it holds is being delivered)",
+    doc="Resume a paused flow: everything it held is delivered, each request once.",
+)
+_action(
+    "delete",
+    "DELETE",
+    "",
+    "deleted",
+    doc="Delete a flow (by name or id) with everything queued for it.",
+    warns="Senders will get 404 from the flow's URL for good (re-creating the flow gives a"
+    " new URL), and everything queued for it is deleted",
+)
 
 
 @flows.command()

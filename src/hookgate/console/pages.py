@@ -16,12 +16,19 @@ from hookgate.console import render
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain import redaction
-from hookgate.domain.deliveries import State
+from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.flows import Flow, Mode, Status, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus
-from hookgate.store.base import DeliveryFilter, QueueStats, Store
+from hookgate.store.base import (
+    MAX_CANDIDATES,
+    DeliveryFilter,
+    QueueStats,
+    Store,
+    ambiguity,
+    look_up,
+)
 
 PAGE = 50
 RECENT = 20
@@ -30,9 +37,23 @@ QUIET = Rate(per_minute=0.0, error_rate=None)
 NOTICES = {
     "started": "Flow {name} started.",
     "stopped": "Flow {name} stopped: its URL answers 404 until it is started again.",
+    "paused": "Flow {name} paused: its URL still accepts and stores; nothing is delivered"
+    " until it is resumed.",
+    "resumed": "Flow {name} resumed: what it held is being delivered.",
+    "flow-deleted": "Flow {name} deleted: its URL answers 404 for good.",
     "replayed": "{n} deliveries queued for replay.",
     "deleted": "{n} deliveries deleted.",
 }
+
+
+STOP_WARNING = (
+    "Stop flow {name}? Senders will get 404 from its URL until it is started again; what is"
+    " queued waits."
+)
+DELETE_WARNING = (
+    "Delete flow {name}? Senders will get 404 from its URL for good (re-creating the flow"
+    " gives a new URL), and everything queued for it is deleted."
+)
 
 
 class Render(Protocol):
@@ -85,6 +106,7 @@ class Pages:
             "depth": queued.depth + queued.leased if queued else 0,
             "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
             "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
+            "stopWarning": STOP_WARNING.format(name=flow.name),
         }
 
     async def _rows(self) -> list[dict[str, Any]]:
@@ -122,6 +144,8 @@ class Pages:
             config=render.config_text(to_builtins(flow.spec)),
             recent=recent,
             notice=_notice(request),
+            stop_warning=STOP_WARNING.format(name=flow.name),
+            delete_warning=DELETE_WARNING.format(name=flow.name),
         )
 
     async def start(self, request: Request, session: Session) -> Response:
@@ -129,6 +153,16 @@ class Pages:
 
     async def stop(self, request: Request, session: Session) -> Response:
         return await self._set_status(request, Status.STOPPED, "stopped")
+
+    async def pause(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.PAUSED, "paused")
+
+    async def resume(self, request: Request, session: Session) -> Response:
+        return await self._set_status(request, Status.RUNNING, "resumed")
+
+    async def delete_flow(self, request: Request, session: Session) -> Response:
+        flow = await self.registry.delete(request.path_params["ref"])
+        return _done(request, {"done": "flow-deleted", "name": flow.name}, "/console/flows")
 
     async def _set_status(self, request: Request, status: Status, done: str) -> Response:
         flow = await self.registry.set_status(request.path_params["ref"], status)
@@ -153,6 +187,41 @@ class Pages:
             verification=_verification(flow),
             dedupe=_dedupe(flow, delivery.headers),
             notice=_notice(request),
+        )
+
+    async def search(self, request: Request, session: Session) -> Response:
+        """Find a request by any of its ids: one match opens it, several are listed."""
+        query = request.query_params.get("q", "").strip()
+        if not query:
+            return self._search(request, session, query, "Type an id in the box above.", [], 200)
+        try:
+            found = await look_up(self.store, query)
+        except (DeliveryNotFound, ValueError) as exc:
+            status = 404 if isinstance(exc, DeliveryNotFound) else 400
+            return self._search(request, session, query, _sentence(str(exc)), [], status)
+        if isinstance(found, list):
+            text = _sentence(ambiguity(query, found))
+            return self._search(request, session, query, text, found[:MAX_CANDIDATES], 200)
+        return RedirectResponse(f"/console/deliveries/{found.id}", status_code=303)
+
+    def _search(
+        self,
+        request: Request,
+        session: Session,
+        query: str,
+        text: str,
+        candidates: list[Delivery],
+        status_code: int,
+    ) -> Response:
+        return self.render(
+            request,
+            "search.html",
+            session=session,
+            status_code=status_code,
+            query=query,
+            text=text,
+            candidates=candidates,
+            names={flow.id: flow.name for flow in self.registry.flows()},
         )
 
     async def raw_body(self, request: Request, session: Session) -> Response:
@@ -236,6 +305,10 @@ class Pages:
         """Wake the delivery loops of the flows that now have work (not every flow)."""
         for flow_id in await self.store.queue_stats():
             self.on_queued(flow_id)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _ids(form: FormData) -> list[str]:

@@ -38,7 +38,10 @@ class Mode(enum.StrEnum):
 
 
 class Status(enum.StrEnum):
+    """``paused``: an async flow's URL still accepts and stores, but nothing is delivered."""
+
     RUNNING = "running"
+    PAUSED = "paused"
     STOPPED = "stopped"
 
 
@@ -244,7 +247,13 @@ class Flow(msgspec.Struct, kw_only=True):
 
     @property
     def running(self) -> bool:
+        """Delivering: its workers run and its queue is worked off."""
         return self.status is Status.RUNNING
+
+    @property
+    def accepting(self) -> bool:
+        """Its URL takes requests (running or paused); a stopped flow's answers 404."""
+        return self.status is not Status.STOPPED
 
 
 def new_flow_id() -> str:

@@ -153,7 +153,7 @@ class Ingress:
         if flow is None and flow_id == "-" and sub_path.startswith("status/"):
             await self._status(scope, send, sub_path[7:], request_id, address)
             return
-        if flow is None or not flow.running:
+        if flow is None or not flow.accepting:
             await self.guards.miss(address)
             await _error(send, 404, "not found", request_id)
             return

@@ -9,6 +9,7 @@ of a newer lease.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from typing import Literal, Protocol, TypeVar
 
@@ -17,13 +18,22 @@ import msgspec
 from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow
-from hookgate.errors import ConfigError, StoreFull
+from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
 
 T = TypeVar("T")
 FLOW_SHARE = 4
 """A flow without ``max_queued`` may hold a quarter of the global bound: one flow whose
 worker is down cannot fill the queue (or the disk) for all the others."""
 log = logs.get("hookgate.store")
+MIN_PREFIX = 8
+"""The shortest prefix that finds a delivery: shorter ones name too many to be of use."""
+MAX_REF = 256
+"""The longest id a lookup takes: request ids (200) and providers' ids (256) fit."""
+MAX_CANDIDATES = 20
+"""How many deliveries an ambiguous lookup lists."""
+REF = rf"[^\x00-\x1f\x7f/]{{1,{MAX_REF}}}"
+"""What a lookup takes: bounded, no control character (a NUL cannot even be stored), no
+``/`` (it would end the id in a URL path)."""
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -149,6 +159,14 @@ class Store(Protocol):
     async def progress(self, status_token: str) -> Progress | None:
         """The delivery a status URL token belongs to (exactly that token), None if none."""
 
+    async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
+        """The deliveries ``ref`` names, newest first, without bodies, up to ``limit``.
+
+        Those whose delivery id, request id (``X-Request-Id``) or provider's id (the dedupe
+        key, kept for the flow's ``dedupe_window``) is ``ref``; if there are none and ``ref``
+        can be a prefix (see ``prefix_bounds``), those with an id of the three starting with it.
+        """
+
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None
     ) -> Page:
@@ -259,6 +277,64 @@ class Acceptance:
         if self.reason is not None:
             log.info("store accepting requests again", store=self.store)
         self.reason = None
+
+
+async def look_up(store: Store, ref: str) -> Delivery | list[Delivery]:
+    """The one delivery ``ref`` names, whole (body and headers); or, when it names several, up
+    to ``MAX_CANDIDATES + 1`` of them (without bodies) to choose from (see ``ambiguity``).
+
+    ``DeliveryNotFound`` says what was looked for and why it may be missing; ``ValueError``
+    refuses what cannot be an id.
+    """
+    if re.fullmatch(REF, ref) is None:
+        raise ValueError(
+            "expected a delivery id, request id, provider id or a prefix of one"
+            f" (1-{MAX_REF} characters, no control character or /)"
+        )
+    found = await store.find_deliveries(ref, limit=MAX_CANDIDATES + 1)
+    if len(found) > 1:
+        return found
+    if not found:
+        short = f"; a prefix needs {MIN_PREFIX} characters or more" if len(ref) < MIN_PREFIX else ""
+        raise DeliveryNotFound(
+            f"no delivery with the id, request id or provider id {ref!r}{short} (a provider's"
+            " id is kept for the flow's dedupe_window; a delivery is gone once purged)"
+        )
+    return await store.get_delivery(found[0].id)
+
+
+def ambiguity(ref: str, candidates: Sequence[Delivery]) -> str:
+    """What an ambiguous lookup tells the person who made it."""
+    count = len(candidates)
+    many = f"more than {MAX_CANDIDATES}" if count > MAX_CANDIDATES else str(count)
+    return f"{ref!r} matches {many} deliveries: show one by its delivery id"
+
+
+def prefix_bounds(ref: str) -> tuple[str, str] | None:
+    """``[low, high)`` holding exactly the strings that start with ``ref``, in byte order (the
+    order of UTF-8 text in both stores' indexes), so a prefix is an index range; None if
+    ``ref`` is too short to be a prefix, or not ASCII (every id Hookgate makes is)."""
+    if len(ref) < MIN_PREFIX or not ref.isascii():
+        return None
+    return ref, ref[:-1] + chr(ord(ref[-1]) + 1)
+
+
+def find_sql(summary: str, match: str, limit: str) -> str:
+    """The one query both stores answer ``find_deliveries`` with, in their own placeholders:
+    ``match`` compares ``{col}`` with the ref (or its prefix range); each of the three ids is
+    looked up in its own index, each bounded, so a short prefix never reads a whole table."""
+    branches = [
+        f"SELECT seq FROM deliveries WHERE {match.format(col='id')}",
+        f"SELECT seq FROM deliveries WHERE {match.format(col='request_id')}",
+        "SELECT d.seq FROM dedupe k JOIN deliveries d ON d.id = k.delivery_id"
+        f" WHERE {match.format(col='k.key')}",
+    ]
+    union = " UNION ".join(
+        f"SELECT seq FROM ({b} LIMIT {limit}) AS m{i}" for i, b in enumerate(branches)
+    )
+    return (
+        f"SELECT {summary} FROM deliveries WHERE seq IN ({union}) ORDER BY seq DESC LIMIT {limit}"
+    )
 
 
 def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:

@@ -52,10 +52,14 @@ from hookgate.store.base import (
     Page,
     QueuedBytes,
     QueueStats,
+    find_sql,
+    prefix_bounds,
     settle,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+_FIND_EXACT = find_sql(table.SUMMARY, "{col} = %(low)s", "%(limit)s")
+_FIND_PREFIX = find_sql(table.SUMMARY, "{col} ~>=~ %(low)s AND {col} ~<~ %(high)s", "%(limit)s")
 BATCH = 4096
 GROUPS_IN_FLIGHT = 3
 """Group commits in flight at once: while one waits for its fsync, the next is written."""
@@ -687,6 +691,18 @@ class PostgresStore:
             )
             row = await cur.fetchone()
         return None if row is None else table.progress(row)
+
+    async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
+        bounds = prefix_bounds(ref)
+        params: dict[str, Any] = {"low": ref, "limit": limit}
+        async with self._conn() as conn:
+            cur = await conn.execute(_FIND_EXACT, params)
+            rows = await cur.fetchall()
+            if not rows and bounds is not None:
+                params["low"], params["high"] = bounds
+                cur = await conn.execute(_FIND_PREFIX, params)
+                rows = await cur.fetchall()
+        return [table.summary(row) for row in rows]
 
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None

@@ -43,6 +43,8 @@ from hookgate.store.base import (
     Page,
     QueuedBytes,
     QueueStats,
+    find_sql,
+    prefix_bounds,
     settle,
 )
 from hookgate.store.sqlite_writer import SCHEMA_VERSION, connect, frame, migrate, take_frame
@@ -460,6 +462,19 @@ class SQLiteStore:
 
         return await self._read(run)
 
+    async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
+        bounds = prefix_bounds(ref)
+
+        def run(conn: sqlite3.Connection) -> list[Delivery]:
+            params = {"low": ref, "limit": limit}
+            found = conn.execute(_FIND_EXACT, params).fetchall()
+            if not found and bounds is not None:
+                params["low"], params["high"] = bounds
+                found = conn.execute(_FIND_PREFIX, params).fetchall()
+            return [table.summary(row) for row in found]
+
+        return await self._read(run)
+
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None
     ) -> Page:
@@ -571,6 +586,10 @@ class SQLiteStore:
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         await self._write("set_snapshot", flow_id, snapshot)
+
+
+_FIND_EXACT = find_sql(table.SUMMARY, "{col} = :low", ":limit")
+_FIND_PREFIX = find_sql(table.SUMMARY, "{col} >= :low AND {col} < :high", ":limit")
 
 
 def _where(where: DeliveryFilter) -> tuple[str, list[Any]]:
