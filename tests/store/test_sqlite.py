@@ -176,7 +176,7 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     await store.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
-            "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key; PRAGMA user_version = 2;"
+            "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key; PRAGMA user_version = 3;"
         )
     store = SQLiteStore(str(path), max_queued_bytes=10**9)
     await store.open()
