@@ -17,6 +17,7 @@ RESOURCES = (
     "v1/services",
     "apps/v1/deployments",
     "batch/v1/jobs",
+    "policy/v1/poddisruptionbudgets",
     "v1/pods",
     "v1/events",
     "coordination.k8s.io/v1/leases",

@@ -139,8 +139,10 @@ async def test_async_job_exists_only_while_work_is_wanted(
     [job_name] = names_of(cluster, "jobs")
     job = stored(cluster, "jobs", job_name)
     assert job["spec"]["parallelism"] == 3
-    assert job["spec"]["backoffLimit"] >= 1
-    assert job["spec"]["activeDeadlineSeconds"] > 0
+    # Pods that exit (0 or not) are replaced, crashes never fail the Job, no deadline.
+    assert job["spec"]["completions"] == job["spec"]["backoffLimit"] == 2**31 - 1
+    assert "activeDeadlineSeconds" not in job["spec"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert env_of(job)["HOOKGATE_MODE"] == "async"
 
@@ -352,3 +354,17 @@ async def test_a_missing_owner_is_reported_and_objects_are_still_made(
     flow = make_flow("lone", "sync", worker={"image": "registry.example/o:1"})
     await runtime.scale(flow, 1)
     assert "ownerReferences" not in stored(cluster, "services", names.base_name(flow))["metadata"]
+
+
+async def test_a_disruption_budget_follows_the_replica_count(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    flow = make_flow("budget", replicas=3)
+    await runtime.scale(flow, 3)
+    name = names.base_name(flow)
+    budget = stored(cluster, "poddisruptionbudgets", name)
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"][names.FLOW_LABEL] == names.flow_key(flow.id)
+
+    await runtime.scale(flow, 1)  # one pod: a budget would only block node drains
+    assert names_of(cluster, "poddisruptionbudgets") == set()

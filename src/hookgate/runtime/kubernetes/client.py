@@ -18,6 +18,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from hookgate.errors import RuntimeFailure
@@ -32,6 +33,7 @@ KINDS: dict[str, Any] = {
     "Pod": Pod,
     "Event": Event,
     "Lease": Lease,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
 MAX_IN_FLIGHT = 16
 

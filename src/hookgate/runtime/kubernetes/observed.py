@@ -13,7 +13,7 @@ from typing import Any
 from hookgate.runtime.kubernetes.names import FLOW_LABEL
 
 Object = dict[str, Any]
-WORKLOADS = ("Service", "Deployment", "Job")
+WORKLOADS = ("Service", "Deployment", "Job", "PodDisruptionBudget")
 MAX_WARNINGS = 10_000
 
 
