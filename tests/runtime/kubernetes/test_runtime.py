@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hookgate.runtime.base import Endpoint
 from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
@@ -61,6 +62,7 @@ async def add_pod(
     ready: bool = True,
     waiting: dict[str, str] | None = None,
     restarts: int = 0,
+    ip: str = "10.0.0.1",
 ) -> None:
     """A pod of the flow as the kubelet would report it (the emulator runs no pods)."""
     state = {"waiting": waiting} if waiting else {"running": {}}
@@ -76,6 +78,7 @@ async def add_pod(
             "spec": {"containers": [{"name": "worker", "image": flow.spec.worker.image}]},
             "status": {
                 "phase": "Running" if not waiting else "Pending",
+                "podIP": ip,
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
                 "containerStatuses": [
                     {
@@ -232,14 +235,20 @@ async def test_endpoints_follow_ready_pods(runtime: KubernetesRuntime, cluster: 
     await runtime.scale(flow, 2)
     assert runtime.endpoints(flow.id) == []
 
-    await add_pod(runtime, flow, "ready-a")
-    await add_pod(runtime, flow, "ready-b", ready=False)
+    await add_pod(runtime, flow, "ready-a", ip="10.0.0.7")
+    await add_pod(runtime, flow, "ready-b", ready=False, ip="10.0.0.8")
     status = await eventually(lambda: (s := runtime.status(flow.id)).starting and s)
     assert (status.desired, status.ready, status.starting) == (2, 1, 1)
-    [endpoint] = runtime.endpoints(flow.id)
-    assert endpoint.host == f"{names.base_name(flow)}.{NAMESPACE}.svc"
-    assert endpoint.port == 80
-    assert endpoint.capacity == 5  # one ready pod times the flow's concurrency
+    # One endpoint per ready pod, at the pod's address and worker port, with its own slots.
+    assert runtime.endpoints(flow.id) == [Endpoint("10.0.0.7", 8080, 5)]
+
+    await add_pod(runtime, flow, "ready-b", ip="10.0.0.8")
+    await eventually(lambda: len(runtime.endpoints(flow.id)) == 2)
+    # Deletion requested: the pod is terminating and gets no new request.
+    await runtime.kube.merge(
+        "Pod", "ready-a", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    )
+    await eventually(lambda: runtime.endpoints(flow.id) == [Endpoint("10.0.0.8", 8080, 5)])
 
 
 async def test_status_names_image_pull_errors(

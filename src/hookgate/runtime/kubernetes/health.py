@@ -38,6 +38,15 @@ def is_ready(pod: Object) -> bool:
     return ready and running and not _deleting(pod)
 
 
+def ready_addresses(pods: list[Object]) -> set[str]:
+    """The IPs of ready pods (a pod without an IP yet cannot take requests)."""
+    return {
+        address
+        for pod in pods
+        if is_ready(pod) and isinstance(address := (pod.get("status") or {}).get("podIP"), str)
+    }
+
+
 def is_starting(pod: Object) -> bool:
     phase = (pod.get("status") or {}).get("phase", "Pending")
     return phase in ("Pending", "Running") and not is_ready(pod) and not _deleting(pod)

@@ -106,20 +106,26 @@ class KubernetesRuntime:
         await self.reconciler.reconcile(self.reconciler.forget(flow_id))
 
     def endpoints(self, flow_id: str) -> list[Endpoint]:
+        """One endpoint per ready pod, at its own address, with the flow's slots per worker.
+
+        The gateway balances over pods itself (least outstanding, per-pod concurrency), which
+        a Service cannot do for kept-alive connections. A terminating pod (deletion
+        requested) is not ready, so it gets no new request while it finishes its own.
+        """
         wanted = self.reconciler.wanted.get(names.flow_key(flow_id))
         if wanted is None or wanted.flow is None:
             return []
-        ready = self._ready(flow_id)
-        if not ready:
-            return []
-        host = f"{names.base_name(wanted.flow)}.{self.namespace}.svc"
-        return [Endpoint(host, specs.SERVICE_PORT, ready * wanted.flow.spec.slots)]
+        spec = wanted.flow.spec
+        return [
+            Endpoint(address, spec.worker.port, spec.slots)
+            for address in sorted(health.ready_addresses(self._pods(flow_id)))
+        ]
 
     def status(self, flow_id: str) -> WorkerStatus:
         key = names.flow_key(flow_id)
         wanted = self.reconciler.wanted.get(key)
         observed = self.reconciler.observed
-        pods = list(observed.objects(key, "Pod").values())
+        pods = self._pods(flow_id)
         desired = wanted.workers if wanted is not None and wanted.flow is not None else 0
         ready = sum(health.is_ready(pod) for pod in pods)
         error = wanted.error if wanted is not None else None
@@ -140,9 +146,8 @@ class KubernetesRuntime:
             last_exit=health.last_exit(pods),
         )
 
-    def _ready(self, flow_id: str) -> int:
-        pods = self.reconciler.observed.objects(names.flow_key(flow_id), "Pod").values()
-        return sum(health.is_ready(pod) for pod in pods)
+    def _pods(self, flow_id: str) -> list[specs.Object]:
+        return list(self.reconciler.observed.objects(names.flow_key(flow_id), "Pod").values())
 
     def _leadership_changed(self, leading: bool) -> None:
         if leading:
