@@ -81,6 +81,29 @@ def last_exit(pods: list[Object]) -> str | None:
     return None
 
 
+def is_stopping(pod: Object) -> bool:
+    """Asked to stop and still running: finishing what it holds before it exits."""
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    return _deleting(pod) and phase in ("Pending", "Running")
+
+
+def start_failure(before: Object | None, after: Object) -> str | None:
+    """Why the pod's worker just failed: a crash (one more restart) or a new bad wait."""
+    seen = {
+        status.get("name"): status
+        for status in ((before or {}).get("status") or {}).get("containerStatuses") or []
+    }
+    for status in (after.get("status") or {}).get("containerStatuses") or []:
+        previous = seen.get(status.get("name"), {})
+        if status.get("restartCount", 0) > previous.get("restartCount", 0):
+            return last_exit([after]) or "restarted"
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        was = ((previous.get("state") or {}).get("waiting") or {}).get("reason")
+        if waiting.get("reason") in BAD_WAITING and was not in BAD_WAITING:
+            return _say(f"pod {after['metadata']['name']}", waiting)
+    return None
+
+
 def last_error(
     *,
     pods: list[Object],

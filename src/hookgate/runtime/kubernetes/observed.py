@@ -35,6 +35,11 @@ class Observed:
         flow = self._by_flow.get(key)
         return flow.get(kind, {}) if flow is not None else {}
 
+    def get(self, kind: str, obj: Object) -> Object | None:
+        """The last observed state of ``obj`` (by flow and name), if any."""
+        key = flow_of(obj)
+        return self.objects(key, kind).get(obj["metadata"]["name"]) if key is not None else None
+
     def put(self, kind: str, obj: Object) -> str | None:
         """Record an added/changed object; returns the flow it belongs to, if any."""
         if kind == "Event":
