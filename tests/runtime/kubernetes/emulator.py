@@ -1,12 +1,16 @@
-"""kmock's Kubernetes emulator, taught the one thing the runtime needs that it lacks.
+"""kmock's Kubernetes emulator, taught what the runtime relies on and kmock lacks.
 
 Shared by the tests and ``bench/k8s_reconcile.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
+import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp.web
 import attrs
@@ -25,35 +29,58 @@ RESOURCES = (
 WRITES = {enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE}
 
 
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
-    """kmock plus server-side apply's upsert: applying a missing object creates it.
+    """kmock plus what a real API server does that the runtime depends on.
 
-    kmock treats every PATCH as a merge patch of an existing object; a real API server
-    creates the object on an apply patch, which is the one write the runtime uses.
+    * Server-side apply's upsert: applying a missing object creates it (kmock treats every
+      PATCH as a merge patch of an existing object).
+    * ``resourceVersion``: every write stamps a new one, lists report the current one, and
+      a write carrying an outdated one is refused with 409 Conflict (optimistic locking).
+    * Watches end after ``timeoutSeconds``; ``expire_watches`` ends every open watch and
+      answers 410 Gone to any watch resuming from an older version, as an API server does
+      once its watch cache has moved past it. Events while no watch runs are not replayed.
     """
 
     refusals: dict[str, tuple[int, str, str]] = attrs.field(factory=dict, init=False)
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    version: int = attrs.field(default=0, init=False)
+    expired_below: int = attrs.field(default=0, init=False)
+    _expiry: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     def refuse_writes(self, plural: str, code: int, reason: str, message: str) -> None:
         """Answer writes to ``plural`` with an API error, as RBAC or a quota would."""
         self.refusals[plural] = (code, reason, message)
 
+    def expire_watches(self) -> None:
+        """End every open watch; resuming from any version seen so far gets 410 Gone."""
+        self.expired_below = self.version + 1
+        self._expiry.set()
+        self._expiry = asyncio.Event()
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         refusal = self.refusals.get(request.resource.plural or "") if request.resource else None
         if refusal is not None and request.action in WRITES:
             code, reason, message = refusal
-            return aiohttp.web.json_response(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Status",
-                    "status": "Failure",
-                    "code": code,
-                    "reason": reason,
-                    "message": message,
-                },
-                status=code,
-            )
+            return aiohttp.web.json_response(_status(code, reason, message), status=code)
+        if request.resource is not None and request.action in (
+            enums.action.CREATE,
+            enums.action.UPDATE,
+        ):
+            conflict = self._stamp(request)
+            if conflict is not None:
+                return aiohttp.web.json_response(conflict, status=409)
         content_type = request.headers.get("Content-Type", "")
         if (
             request.action == enums.action.UPDATE
@@ -71,6 +98,64 @@ class Emulator(kmock.KubernetesEmulator):
                     await self._buses[request.resource].put({"type": "ADDED", "object": raw})
                     return aiohttp.web.json_response(raw, status=201)
         return await super()._handle(request)
+
+    def _stamp(self, request: rendering.Request) -> dict[str, Any] | None:
+        """Check a write's ``resourceVersion`` precondition, then give it a new version."""
+        if not isinstance(request.data, dict):
+            return None
+        metadata = request.data.setdefault("metadata", {})
+        expected = metadata.get("resourceVersion")
+        if expected is not None and request.action == enums.action.UPDATE:
+            key = (request.resource, request.namespace, request.name)
+            current = self.objects[key].raw if self._exists(key) else {}
+            have = current.get("metadata", {}).get("resourceVersion")
+            if have != expected:
+                return _status(
+                    409,
+                    "Conflict",
+                    f"Operation cannot be fulfilled on {request.resource.plural} "
+                    f'"{request.name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again",
+                )
+        self.version = next(self._versions)
+        metadata["resourceVersion"] = str(self.version)
+        return None
+
+    def _exists(self, key: Any) -> bool:
+        """kmock's store has ``in`` but no ``get``, and keeps deleted objects as tombstones."""
+        return key in self.objects and not self.objects[key].deleted
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        listing = await super()._serve_list(request)
+        assert isinstance(listing, dict)
+        listing["metadata"] = {"resourceVersion": str(self.version)}
+        return listing
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        since = request.params.get("resourceVersion", "")
+        if since.isdigit() and int(since) < self.expired_below:
+            yield b""
+            yield {"type": "ERROR", "object": _status(410, "Expired", f"too old: {since}")}
+            return
+        timeout = float(request.params.get("timeoutSeconds") or math.inf)
+        expiry = asyncio.ensure_future(self._expiry.wait())
+        events = aiter(super()._serve_watch(request))
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while True:
+                event = asyncio.ensure_future(anext(events))
+                left = deadline - asyncio.get_running_loop().time()
+                await asyncio.wait(
+                    {event, expiry},
+                    timeout=None if math.isinf(left) else max(left, 0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not event.done():
+                    event.cancel()
+                    return
+                yield event.result()
+        finally:
+            expiry.cancel()
 
 
 @contextlib.asynccontextmanager

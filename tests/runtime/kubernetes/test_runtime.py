@@ -9,7 +9,16 @@ from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
-from .conftest import NAMESPACE, Emulator, eventually, make_flow, names_of, stored, writes
+from .conftest import (
+    NAMESPACE,
+    TERMINATING,
+    Emulator,
+    eventually,
+    make_flow,
+    names_of,
+    stored,
+    writes,
+)
 
 
 def env_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -74,6 +83,7 @@ async def add_pod(
                 "name": name,
                 "namespace": NAMESPACE,
                 "labels": names.labels(flow, instance="hookgate"),
+                "annotations": {names.FLOW_ID_ANNOTATION: flow.id},
             },
             "spec": {"containers": [{"name": "worker", "image": flow.spec.worker.image}]},
             "status": {
@@ -245,9 +255,7 @@ async def test_endpoints_follow_ready_pods(runtime: KubernetesRuntime, cluster: 
     await add_pod(runtime, flow, "ready-b", ip="10.0.0.8")
     await eventually(lambda: len(runtime.endpoints(flow.id)) == 2)
     # Deletion requested: the pod is terminating and gets no new request.
-    await runtime.kube.merge(
-        "Pod", "ready-a", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}
-    )
+    await runtime.kube.merge("Pod", "ready-a", TERMINATING)
     await eventually(lambda: runtime.endpoints(flow.id) == [Endpoint("10.0.0.8", 8080, 5)])
 
 
