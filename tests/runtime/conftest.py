@@ -246,20 +246,28 @@ class Cluster:
         jobs = {j["metadata"]["name"]: j for j in self.objects("jobs")}
         owners = {f"Deployment/{n}" for n in deployments} | {f"Job/{n}" for n in jobs}
         for pod in self.objects("pods"):
-            if _owner(pod) not in owners:
+            if _owner(pod) not in owners and not pod["metadata"].get("deletionTimestamp"):
                 await self.kube.delete("Pod", pod["metadata"]["name"])
-            elif not _ready(pod) and self._fault(pod) is None:
-                status = _pod_status(None, self._image(pod), pod["status"]["podIP"])
-                await self.kube.merge("Pod", pod["metadata"]["name"], {"status": status})
+            else:
+                await self.kubelet(pod)
         for deployment in deployments.values():
             await self._roll(deployment)
         for job in jobs.values():
             await self._run(job)
 
+    async def kubelet(self, pod: Object) -> None:
+        """Run the pod: here, report it ready unless its image is told to misbehave."""
+        if not _ready(pod) and self._fault(pod) is None:
+            status = _pod_status(None, self._image(pod), pod["status"]["podIP"])
+            await self.kube.merge("Pod", pod["metadata"]["name"], {"status": status})
+
+    def _live(self, pods: list[Object]) -> list[Object]:
+        return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
     async def _roll(self, deployment: Object) -> None:
         name, spec = deployment["metadata"]["name"], deployment["spec"]
         revision = names.digest(spec["template"])
-        pods = self.pods_of(f"Deployment/{name}")
+        pods = self._live(self.pods_of(f"Deployment/{name}"))
         current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == revision]
         for _ in range(spec["replicas"] - len(current)):
             await self._create(deployment, {"pod-template-hash": revision})
@@ -272,13 +280,16 @@ class Cluster:
 
     async def _run(self, job: Object) -> None:
         name, spec = job["metadata"]["name"], job["spec"]
-        pods = self.pods_of(f"Job/{name}")
+        pods = self._live(self.pods_of(f"Job/{name}"))
         for _ in range(spec["parallelism"] - len(pods)):
             await self._create(job, {})
         for pod in pods[spec["parallelism"] :]:
             await self.kube.delete("Pod", pod["metadata"]["name"])
 
     async def _create(self, owner: Object, extra_labels: dict[str, str]) -> None:
+        await self.kube.apply(self.new_pod(owner, extra_labels))
+
+    def new_pod(self, owner: Object, extra_labels: dict[str, str]) -> Object:
         template = owner["spec"]["template"]
         image = template["spec"]["containers"][0]["image"]
         reference = {
@@ -299,9 +310,12 @@ class Cluster:
                 "ownerReferences": [reference],
             },
             "spec": template["spec"],
-            "status": _pod_status(self.faults.get(image), image, f"10.1.0.{next(self._ips)}"),
+            "status": _pod_status(self.faults.get(image), image, self.next_ip()),
         }
-        await self.kube.apply(pod)
+        return pod
+
+    def next_ip(self) -> str:
+        return f"10.1.0.{next(self._ips)}"
 
     @staticmethod
     def _image(pod: Object) -> str:

@@ -141,6 +141,7 @@ class Emulator(kmock.KubernetesEmulator):
         expiry = asyncio.ensure_future(self._expiry.wait())
         events = aiter(super()._serve_watch(request))
         deadline = asyncio.get_running_loop().time() + timeout
+        event: asyncio.Future[Any] | None = None
         try:
             while True:
                 event = asyncio.ensure_future(anext(events))
@@ -151,11 +152,12 @@ class Emulator(kmock.KubernetesEmulator):
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not event.done():
-                    event.cancel()
                     return
                 yield event.result()
         finally:
             expiry.cancel()
+            if event is not None:
+                event.cancel()
 
 
 @contextlib.asynccontextmanager
