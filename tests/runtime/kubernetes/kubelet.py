@@ -19,9 +19,9 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.runtime.conftest import NAMESPACE, Cluster
 
@@ -31,6 +31,7 @@ from .emulator import Emulator, emulated
 
 Object = dict[str, Any]
 FINALIZER = "test.hookgate.io/kubelet"
+T = TypeVar("T")
 
 
 class ProcessCluster(Cluster):
@@ -165,10 +166,9 @@ class Background:
             await self.cluster.shutdown()
             await kube.close()
 
-    def call(self, fn: Any) -> Any:
-        """Run ``fn()`` (sync, touching the emulator) on the cluster's loop and wait."""
-        future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
-        return future.result(timeout=10)
+    def run(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run ``step`` on the cluster's loop (where its API client lives) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(step, self.loop).result(timeout=10)
 
     def kubeconfig(self, path: Path) -> Path:
         path.write_text(
@@ -179,10 +179,6 @@ class Background:
             f"namespace: {NAMESPACE}}}}}]\n"
         )
         return path
-
-
-async def _call(fn: Any) -> Any:
-    return fn()
 
 
 @contextlib.contextmanager

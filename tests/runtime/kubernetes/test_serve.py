@@ -19,9 +19,12 @@ import pytest
 from tests.conftest import GatewayProcess, free_port
 from tests.e2e.helpers import eventually
 
+from hookgate.runtime.kubernetes.names import FLOW_ID_ANNOTATION
+
 from .kubelet import NAMESPACE, Background, background
 
 IMAGE = "registry.example/pod-name:1"
+SLOW = 6  # seconds a delivery of the flow "slow" takes: longer than the pods' preStop
 WORKER = Path(__file__).with_name("podworker.py")
 
 
@@ -45,6 +48,11 @@ flows:
     mode: async
     max_workers: 2
     worker: {{image: "{IMAGE}", port: {port}}}
+  - name: slow
+    mode: async
+    max_workers: 1
+    timeout: 20s
+    worker: {{image: "{IMAGE}", port: {port}, env: {{DELAY: "{SLOW}"}}}}
 """
     made: GatewayProcess = gateway_factory(
         flows,
@@ -55,6 +63,12 @@ flows:
         args=["--runtime", "kubernetes"],
     )
     return made
+
+
+def delivered(gateway: GatewayProcess, flow: str) -> list[dict[str, Any]]:
+    listing = gateway.admin("GET", f"/api/v1/deliveries?flow={flow}&status=done&limit=50")
+    items: list[dict[str, Any]] = listing.json()["items"]
+    return items
 
 
 def pods(gateway: GatewayProcess, name: str) -> int:
@@ -76,11 +90,7 @@ def test_async_requests_are_delivered_through_a_job(gateway: GatewayProcess) -> 
     with httpx.Client(timeout=10) as client:
         assert {client.post(url, content=b"x").status_code for _ in range(10)} == {202}
 
-    def delivered() -> bool:
-        listing = gateway.admin("GET", "/api/v1/deliveries?flow=jobs&status=done&limit=50")
-        return len(listing.json()["items"]) == 10
-
-    eventually(delivered, timeout=60)
+    eventually(lambda: len(delivered(gateway, "jobs")) == 10, timeout=60)
     workers = gateway.flow("jobs")["workers"]
     assert workers["jobs"] <= 1  # one Job at most, however many pods
 
@@ -117,3 +127,40 @@ def test_a_rollout_under_load_fails_no_request(gateway: GatewayProcess) -> None:
             thread.join()
     assert {code for code, _ in results} == {200}, [c for c, _ in results if c != 200][:5]
     assert len({pod for _, pod in results} - old) == 2
+
+
+def test_a_pod_deleted_mid_delivery_loses_nothing(
+    gateway: GatewayProcess, cluster: Background
+) -> None:
+    """As on an eviction: the pod finishes what it holds, and the Job replaces it."""
+    url = gateway.hook("slow")
+    with httpx.Client(timeout=10) as client:
+        assert {client.post(url, content=b"x").status_code for _ in range(3)} == {202}
+        eventually(lambda: len(in_flight(gateway, "slow")) == 3, timeout=30)
+        [pod] = pods_of(cluster, gateway, "slow")
+        assert cluster.cluster is not None
+        cluster.run(cluster.cluster.kube.delete("Pod", pod))  # SIGTERM comes mid-delivery
+        assert {client.post(url, content=b"x").status_code for _ in range(2)} == {202}
+
+    eventually(lambda: len(delivered(gateway, "slow")) == 5, timeout=60)
+    done = delivered(gateway, "slow")
+    assert all(d["attempts"] == 1 for d in done), done  # the stopping pod finished its three
+    assert len(pods_of(cluster, gateway, "slow")) == 1  # and another pod took the next two
+
+
+def in_flight(gateway: GatewayProcess, flow: str) -> list[dict[str, Any]]:
+    listing = gateway.admin("GET", f"/api/v1/deliveries?flow={flow}&status=leased&limit=50")
+    items: list[dict[str, Any]] = listing.json()["items"]
+    return items
+
+
+def pods_of(cluster: Background, gateway: GatewayProcess, flow: str) -> list[str]:
+    """Names of the flow's pods that are not being deleted."""
+    assert cluster.cluster is not None
+    flow_id = gateway.flow(flow)["id"]
+    return [
+        pod["metadata"]["name"]
+        for pod in cluster.cluster.objects("pods")
+        if pod["metadata"]["annotations"].get(FLOW_ID_ANNOTATION) == flow_id
+        and not pod["metadata"].get("deletionTimestamp")
+    ]
