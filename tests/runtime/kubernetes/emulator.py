@@ -51,6 +51,9 @@ class Emulator(kmock.KubernetesEmulator):
     * Watches end after ``timeoutSeconds``; ``expire_watches`` ends every open watch and
       answers 410 Gone to any watch resuming from an older version, as an API server does
       once its watch cache has moved past it. Events while no watch runs are not replayed.
+    * RBAC: after ``authorize(rules, token)``, requests bearing that token may do only what
+      the Role's rules allow (403 Forbidden otherwise, in the API server's words); requests
+      without it (the tests' own) are not restricted.
     """
 
     refusals: dict[str, tuple[int, str, str]] = attrs.field(factory=dict, init=False)
@@ -58,6 +61,11 @@ class Emulator(kmock.KubernetesEmulator):
     version: int = attrs.field(default=0, init=False)
     expired_below: int = attrs.field(default=0, init=False)
     _expiry: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _role: tuple[str, list[dict[str, Any]]] | None = attrs.field(default=None, init=False)
+
+    def authorize(self, rules: list[dict[str, Any]], token: str) -> None:
+        """Hold requests with ``Authorization: Bearer <token>`` to a Role's ``rules``."""
+        self._role = (token, rules)
 
     def refuse_writes(self, plural: str, code: int, reason: str, message: str) -> None:
         """Answer writes to ``plural`` with an API error, as RBAC or a quota would."""
@@ -70,6 +78,9 @@ class Emulator(kmock.KubernetesEmulator):
         self._expiry = asyncio.Event()
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        forbidden = self._forbidden(request)
+        if forbidden is not None:
+            return aiohttp.web.json_response(forbidden, status=403)
         refusal = self.refusals.get(request.resource.plural or "") if request.resource else None
         if refusal is not None and request.action in WRITES:
             code, reason, message = refusal
@@ -98,6 +109,31 @@ class Emulator(kmock.KubernetesEmulator):
                     await self._buses[request.resource].put({"type": "ADDED", "object": raw})
                     return aiohttp.web.json_response(raw, status=201)
         return await super()._handle(request)
+
+    def _forbidden(self, request: rendering.Request) -> dict[str, Any] | None:
+        """The 403 answer if the request's bearer is held to a Role that does not allow it."""
+        if self._role is None or request.resource is None:
+            return None
+        token, rules = self._role
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return None
+        verbs = [_verb(request)]
+        key = (request.resource, request.namespace, request.name)
+        if verbs == ["patch"] and not self._exists(key):
+            verbs.append("create")  # an apply that creates the object needs both
+        group, plural = request.resource.group or "", request.resource.plural or ""
+        for verb in verbs:
+            if not any(_allows(rule, group, plural, verb, request.name) for rule in rules):
+                what = f"{plural}{'.' + group if group else ''}"
+                name = f' "{request.name}"' if request.name else ""
+                return _status(
+                    403,
+                    "Forbidden",
+                    f'{what}{name} is forbidden: User "system:serviceaccount:hookgate" cannot '
+                    f'{verb} resource "{plural}" in API group "{group}" in the namespace '
+                    f'"{request.namespace}"',
+                )
+        return None
 
     def _stamp(self, request: rendering.Request) -> dict[str, Any] | None:
         """Check a write's ``resourceVersion`` precondition, then give it a new version."""
@@ -158,6 +194,30 @@ class Emulator(kmock.KubernetesEmulator):
             expiry.cancel()
             if event is not None:
                 event.cancel()
+
+
+def _verb(request: rendering.Request) -> str:
+    if request.action == enums.action.UPDATE:
+        return "update" if request.method == "PUT" else "patch"
+    if request.action == enums.action.DELETE and request.name is None:
+        return "deletecollection"
+    return {
+        enums.action.LIST: "list",
+        enums.action.WATCH: "watch",
+        enums.action.FETCH: "get",
+        enums.action.CREATE: "create",
+        enums.action.DELETE: "delete",
+    }[request.action]
+
+
+def _allows(rule: dict[str, Any], group: str, plural: str, verb: str, name: str | None) -> bool:
+    names = rule.get("resourceNames")
+    return (
+        group in rule.get("apiGroups", [])
+        and plural in rule.get("resources", [])
+        and verb in rule.get("verbs", [])
+        and (not names or name in names)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -170,12 +170,13 @@ class Background:
         """Run ``step`` on the cluster's loop (where its API client lives) and wait for it."""
         return asyncio.run_coroutine_threadsafe(step, self.loop).result(timeout=10)
 
-    def kubeconfig(self, path: Path) -> Path:
+    def kubeconfig(self, path: Path, *, token: str) -> Path:
+        """A kubeconfig for the emulator, authenticating with a bearer ``token``."""
         path.write_text(
             f"apiVersion: v1\nkind: Config\ncurrent-context: emulated\n"
             f"clusters: [{{name: emulated, cluster: {{server: '{self.url}'}}}}]\n"
-            f"users: [{{name: anonymous, user: {{}}}}]\n"
-            f"contexts: [{{name: emulated, context: {{cluster: emulated, user: anonymous, "
+            f"users: [{{name: gateway, user: {{token: {token}}}}}]\n"
+            f"contexts: [{{name: emulated, context: {{cluster: emulated, user: gateway, "
             f"namespace: {NAMESPACE}}}}}]\n"
         )
         return path

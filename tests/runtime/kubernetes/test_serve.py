@@ -1,9 +1,9 @@
 """``hookgate serve --runtime kubernetes`` end to end, on the emulated cluster.
 
-The gateway is a real process configured by a kubeconfig, as outside a cluster; the
-emulated kubelet runs each pod as a real process on its own loopback address, so a request
-travels gateway → pod address → process → answer, and pods stop as on a node (preStop,
-SIGTERM, grace period).
+The gateway is a real process configured by a kubeconfig, as outside a cluster, and may do
+only what the Role shipped in deploy/kubernetes allows; the emulated kubelet runs each pod
+as a real process on its own loopback address, so a request travels gateway → pod address
+→ process → answer, and pods stop as on a node (preStop, SIGTERM, grace period).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from tests.conftest import GatewayProcess, free_port
 from tests.e2e.helpers import eventually
 
@@ -26,6 +27,14 @@ from .kubelet import NAMESPACE, Background, background
 IMAGE = "registry.example/pod-name:1"
 SLOW = 6  # seconds a delivery of the flow "slow" takes: longer than the pods' preStop
 WORKER = Path(__file__).with_name("podworker.py")
+RBAC = Path(__file__).parents[3] / "deploy" / "kubernetes" / "base" / "rbac.yaml"
+TOKEN = "gateway-service-account"
+
+
+def shipped_role() -> list[dict[str, Any]]:
+    [role] = [d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "Role"]
+    rules: list[dict[str, Any]] = role["rules"]
+    return rules
 
 
 @pytest.fixture
@@ -37,6 +46,8 @@ def cluster() -> Iterator[Background]:
 @pytest.fixture
 def gateway(cluster: Background, gateway_factory: Any, tmp_path: Path) -> GatewayProcess:
     """(The cluster is set up first so that it is torn down after the gateway has stopped.)"""
+    assert cluster.cluster is not None
+    cluster.cluster.emulator.authorize(shipped_role(), TOKEN)
     port = free_port()
     flows = f"""
 flows:
@@ -57,7 +68,7 @@ flows:
     made: GatewayProcess = gateway_factory(
         flows,
         env={
-            "KUBECONFIG": str(cluster.kubeconfig(tmp_path / "kubeconfig")),
+            "KUBECONFIG": str(cluster.kubeconfig(tmp_path / "kubeconfig", token=TOKEN)),
             "HOOKGATE_NAMESPACE": NAMESPACE,
         },
         args=["--runtime", "kubernetes"],
@@ -164,3 +175,9 @@ def pods_of(cluster: Background, gateway: GatewayProcess, flow: str) -> list[str
         if pod["metadata"]["annotations"].get(FLOW_ID_ANNOTATION) == flow_id
         and not pod["metadata"].get("deletionTimestamp")
     ]
+
+
+def test_the_shipped_role_is_all_the_gateway_needs(gateway: GatewayProcess) -> None:
+    eventually(lambda: pods(gateway, "web") == 2)
+    assert "Forbidden" not in gateway.logs()
+    assert gateway.flow("web")["workers"]["last_error"] is None
