@@ -43,13 +43,8 @@ def cluster() -> Iterator[Background]:
         yield running
 
 
-@pytest.fixture
-def gateway(cluster: Background, gateway_factory: Any, tmp_path: Path) -> GatewayProcess:
-    """(The cluster is set up first so that it is torn down after the gateway has stopped.)"""
-    assert cluster.cluster is not None
-    cluster.cluster.emulator.authorize(shipped_role(), TOKEN)
-    port = free_port()
-    flows = f"""
+def flows(port: int) -> str:
+    return f"""
 flows:
   - name: web
     mode: sync
@@ -65,15 +60,34 @@ flows:
     timeout: 20s
     worker: {{image: "{IMAGE}", port: {port}, env: {{DELAY: "{SLOW}"}}}}
 """
-    made: GatewayProcess = gateway_factory(
-        flows,
-        env={
-            "KUBECONFIG": str(cluster.kubeconfig(tmp_path / "kubeconfig", token=TOKEN)),
-            "HOOKGATE_NAMESPACE": NAMESPACE,
-        },
-        args=["--runtime", "kubernetes"],
+
+
+def serve(
+    factory: Any,
+    cluster: Background,
+    config: str,
+    directory: Path,
+    *,
+    name: str = "data",
+    args: tuple[str, ...] = (),
+) -> GatewayProcess:
+    """``hookgate serve --runtime kubernetes`` held to the shipped Role."""
+    assert cluster.cluster is not None
+    cluster.cluster.emulator.authorize(shipped_role(), TOKEN)
+    kubeconfig = cluster.kubeconfig(directory / f"{name}-kubeconfig", token=TOKEN)
+    made: GatewayProcess = factory(
+        config,
+        name=name,
+        env={"KUBECONFIG": str(kubeconfig), "HOOKGATE_NAMESPACE": NAMESPACE},
+        args=["--runtime", "kubernetes", *args],
     )
     return made
+
+
+@pytest.fixture
+def gateway(cluster: Background, gateway_factory: Any, tmp_path: Path) -> GatewayProcess:
+    """(The cluster is set up first so that it is torn down after the gateway has stopped.)"""
+    return serve(gateway_factory, cluster, flows(free_port()), tmp_path)
 
 
 def delivered(gateway: GatewayProcess, flow: str) -> list[dict[str, Any]]:
@@ -181,3 +195,38 @@ def test_the_shipped_role_is_all_the_gateway_needs(gateway: GatewayProcess) -> N
     eventually(lambda: pods(gateway, "web") == 2)
     assert "Forbidden" not in gateway.logs()
     assert gateway.flow("web")["workers"]["last_error"] is None
+
+
+def test_two_replicas_one_leader_and_a_leader_change(
+    cluster: Background, pg_url: str, gateway_factory: Any, tmp_path: Path
+) -> None:
+    config = flows(free_port())
+    one = serve(gateway_factory, cluster, config, tmp_path, name="one", args=("--database", pg_url))
+    two = serve(gateway_factory, cluster, config, tmp_path, name="two", args=("--database", pg_url))
+    assert one.process is not None and two.process is not None
+    first, second = f"-{one.process.pid}", f"-{two.process.pid}"  # identities: <host>-<pid>
+    assert holder(cluster).endswith(first)
+    eventually(lambda: pods(two, "web") == 2)  # the follower watches, and serves too
+    with httpx.Client(timeout=10) as client:
+        assert client.post(two.hook("web"), content=b"x").status_code == 200
+
+    one.stop()  # releases the Lease; the other replica takes over at its next try
+    eventually(lambda: holder(cluster).endswith(second), timeout=30)
+    before = set(pods_of(cluster, two, "web"))
+    spec = two.flow("web")["spec"]
+    spec["worker"]["env"] = {"VERSION": "2"}
+    assert two.admin("PUT", "/api/v1/flows/web", json=spec).json()["outcome"] == "updated"
+
+    def rolled_out() -> bool:  # the new leader wrote the change: new pods answer
+        with httpx.Client(timeout=10) as client:
+            answer = client.post(two.hook("web"), content=b"x")
+        return answer.status_code == 200 and answer.json()["pod"] not in before
+
+    eventually(rolled_out, timeout=60)
+
+
+def holder(cluster: Background) -> str:
+    assert cluster.cluster is not None
+    [lease] = cluster.cluster.objects("leases")
+    identity: str = lease["spec"].get("holderIdentity") or ""
+    return identity
