@@ -225,6 +225,9 @@ class Reconciler:
             except WatchExpired as exc:
                 log.info("watch expired; listing again", kind=kind, error=str(exc))
                 version = None
+                failures += 1
+                if failures > 1:  # a fresh list's version expired too: do not spin
+                    await asyncio.sleep(next_delay(attempt=failures - 1, policy=RETRY))
             except RuntimeFailure as exc:
                 failures += 1
                 version = None
@@ -235,7 +238,7 @@ class Reconciler:
         """Apply events from ``version`` until the watch ends; returns the last version seen.
 
         Bookmarks only move the version on. The deadline outlasts the server's timeout, so it
-        fires only on a connection that died without a word.
+        fires only on a connection that died without a word; the watch then resumes.
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.watch_timeout + WATCH_GRACE):
