@@ -108,6 +108,9 @@ def test_sync_requests_are_balanced_over_the_pods(gateway: GatewayProcess) -> No
         answers = [client.post(url, content=b"x") for _ in range(20)]
     assert {a.status_code for a in answers} == {200}
     assert len({a.json()["pod"] for a in answers}) == 2  # each pod, not one Service
+    metrics = gateway.admin("GET", "/metrics").text  # pod starts are timed and counted
+    assert 'hookgate_worker_starts_total{flow="web",result="ok"} 2.0' in metrics
+    assert 'hookgate_cold_start_seconds_count{flow="web"} 2.0' in metrics
 
 
 def test_async_requests_are_delivered_through_a_job(gateway: GatewayProcess) -> None:
