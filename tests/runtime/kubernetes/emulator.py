@@ -51,6 +51,11 @@ class Emulator(kmock.KubernetesEmulator):
     * Watches end after ``timeoutSeconds``; ``expire_watches`` ends every open watch and
       answers 410 Gone to any watch resuming from an older version, as an API server does
       once its watch cache has moved past it. Events while no watch runs are not replayed.
+    * Server-side apply's field ownership, per manager and operation (``hookgate/Apply``,
+      ``kubectl/Update``): an apply removes the fields its manager applied before and no
+      longer sends (unless another manager owns them too), and changing a field another
+      manager owns is a 409 Conflict unless the apply is forced, which takes the field over.
+      Lists are atomic (a real server merges some by key; Hookgate's lists are all its own).
     * RBAC: after ``authorize(rules, token)``, requests bearing that token may do only what
       the Role's rules allow (403 Forbidden otherwise, in the API server's words); requests
       without it (the tests' own) are not restricted.
@@ -62,6 +67,8 @@ class Emulator(kmock.KubernetesEmulator):
     expired_below: int = attrs.field(default=0, init=False)
     _expiry: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _role: tuple[str, list[dict[str, Any]]] | None = attrs.field(default=None, init=False)
+    # object key -> "manager/Operation" -> the field paths it owns
+    _owners: dict[Any, dict[str, set[Path]]] = attrs.field(factory=dict, init=False)
 
     def authorize(self, rules: list[dict[str, Any]], token: str) -> None:
         """Hold requests with ``Authorization: Bearer <token>`` to a Role's ``rules``."""
@@ -85,19 +92,18 @@ class Emulator(kmock.KubernetesEmulator):
         if refusal is not None and request.action in WRITES:
             code, reason, message = refusal
             return aiohttp.web.json_response(_status(code, reason, message), status=code)
+        content_type = request.headers.get("Content-Type", "")
+        applying = content_type.startswith("application/apply-patch")
         if request.resource is not None and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,
         ):
-            conflict = self._stamp(request)
+            conflict = self._stamp(request) or self._own(request, applying=applying)
             if conflict is not None:
                 return aiohttp.web.json_response(conflict, status=409)
-        content_type = request.headers.get("Content-Type", "")
-        if (
-            request.action == enums.action.UPDATE
-            and request.resource is not None
-            and content_type.startswith("application/apply-patch")
-        ):
+        if request.resource is not None and request.action == enums.action.DELETE:
+            self._owners.pop((request.resource, request.namespace, request.name), None)
+        if request.action == enums.action.UPDATE and request.resource is not None and applying:
             key = (request.resource, request.namespace, request.name)
             async with self._lock:
                 if key not in self.objects or self.objects[key].deleted:
@@ -133,6 +139,44 @@ class Emulator(kmock.KubernetesEmulator):
                     f'{verb} resource "{plural}" in API group "{group}" in the namespace '
                     f'"{request.namespace}"',
                 )
+        return None
+
+    def _own(self, request: rendering.Request, *, applying: bool) -> dict[str, Any] | None:
+        """Field ownership: record what the write sets; an apply also removes and conflicts."""
+        if not isinstance(request.data, dict):
+            return None
+        name = request.name or request.data.get("metadata", {}).get("name")
+        key = (request.resource, request.namespace or request.data["metadata"]["namespace"], name)
+        manager = request.params.get("fieldManager", "unknown")
+        operation = f"{manager}/{'Apply' if applying else 'Update'}"
+        fields = _leaves(request.data)
+        exists = self._exists(key)
+        if not exists:
+            self._owners[key] = {}
+        owners = self._owners.setdefault(key, {})
+        current = self.objects[key].raw if exists else {}
+        if applying:
+            taken = {
+                (other, path)
+                for other, paths in owners.items()
+                if other != operation
+                for path in paths & fields.keys()
+                if _at(current, path) != fields[path]
+            }
+            if taken and request.params.get("force") != "true":
+                listed = ", ".join(f'"{o}": .{".".join(p)}' for o, p in sorted(taken))
+                return _status(409, "Conflict", f"Apply failed with conflicts: {listed}")
+            for other, path in taken:
+                owners[other].discard(path)
+            shared = set().union(*(p for o, p in owners.items() if o != operation))
+            for path in owners.get(operation, set()) - fields.keys() - shared:
+                _put(request.data, path, None)  # kmock's patch removes keys set to None
+            owners[operation] = set(fields)
+        else:
+            for other, paths in owners.items():
+                if other != operation:
+                    paths -= fields.keys()
+            owners.setdefault(operation, set()).update(fields)
         return None
 
     def _stamp(self, request: rendering.Request) -> dict[str, Any] | None:
@@ -194,6 +238,34 @@ class Emulator(kmock.KubernetesEmulator):
             expiry.cancel()
             if event is not None:
                 event.cancel()
+
+
+Path = tuple[str, ...]
+UNOWNED = {("metadata", "resourceVersion"), ("metadata", "name"), ("metadata", "namespace")}
+
+
+def _leaves(obj: dict[str, Any], prefix: Path = ()) -> dict[Path, Any]:
+    """Every field path to a value that is not a map (lists are atomic), with its value."""
+    found: dict[Path, Any] = {}
+    for key, value in obj.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and value:
+            found.update(_leaves(value, path))
+        elif path not in UNOWNED and key not in ("apiVersion", "kind"):
+            found[path] = value
+    return found
+
+
+def _at(obj: Any, path: Path) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _put(obj: dict[str, Any], path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        obj = obj.setdefault(key, {})
+    obj[path[-1]] = value
 
 
 def _verb(request: rendering.Request) -> str:

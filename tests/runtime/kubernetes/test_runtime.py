@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from hookgate.runtime.base import Endpoint
 from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
@@ -385,3 +387,50 @@ async def test_a_disruption_budget_follows_the_replica_count(
 
     await runtime.scale(flow, 1)  # one pod: a budget would only block node drains
     assert names_of(cluster, "poddisruptionbudgets") == set()
+
+
+async def test_fields_a_flow_no_longer_sets_are_removed(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    """Server-side apply removes what Hookgate applied before and applies no more."""
+    flow = make_flow("removal", worker={"image": "i:1", "service_account": "w"})
+    await runtime.scale(flow, 1)
+    name = names.base_name(flow)
+    assert (
+        stored(cluster, "deployments", name)["spec"]["template"]["spec"]["serviceAccountName"]
+        == "w"
+    )
+
+    flow.spec.worker.service_account = None
+    await runtime.scale(flow, 1)
+    pod = stored(cluster, "deployments", name)["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod
+    assert pod["automountServiceAccountToken"] is False
+
+
+async def test_fields_taken_by_another_manager_are_taken_back(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    flow = make_flow("owned-fields", replicas=2)
+    await runtime.scale(flow, 2)
+    name = names.base_name(flow)
+    url = f"{cluster.url}/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}"
+    async with httpx.AsyncClient() as client:
+        # Another manager cannot apply over Hookgate's fields without forcing...
+        refused = await client.patch(
+            url,
+            params={"fieldManager": "kubectl"},
+            json={"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}},
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        assert refused.status_code == 409, refused.text
+        assert "spec.replicas" in refused.json()["message"]
+        # ...but may update them (kubectl scale); Hookgate's forced apply takes them back.
+        scaled = await client.patch(
+            url,
+            params={"fieldManager": "kubectl"},
+            json={"spec": {"replicas": 7}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert scaled.status_code == 200, scaled.text
+    await eventually(lambda: stored(cluster, "deployments", name)["spec"]["replicas"] == 2)
