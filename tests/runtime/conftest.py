@@ -208,6 +208,9 @@ def _pod_status(fault: Fault | None, image: str, ip: str) -> Object:
     }
 
 
+_OVER = ("Succeeded", "Failed")
+
+
 class Cluster:
     """The controllers and the kubelet that the emulator lacks, polling it and writing back.
 
@@ -279,9 +282,14 @@ class Cluster:
                     await self.kube.delete("Pod", pod["metadata"]["name"])
 
     async def _run(self, job: Object) -> None:
+        """Keep ``parallelism`` pods active, as the Job controller does with ``completions``:
+        at most ``completions`` - succeeded; without it, none once any pod has succeeded."""
         name, spec = job["metadata"]["name"], job["spec"]
         pods = self._live(self.pods_of(f"Job/{name}"))
-        for _ in range(spec["parallelism"] - len(pods)):
+        succeeded = sum((p.get("status") or {}).get("phase") == "Succeeded" for p in pods)
+        pods = [p for p in pods if (p.get("status") or {}).get("phase") not in _OVER]
+        left = spec.get("completions", 0 if succeeded else spec["parallelism"]) - succeeded
+        for _ in range(min(spec["parallelism"], left) - len(pods)):
             await self._create(job, {})
         for pod in pods[spec["parallelism"] :]:
             await self.kube.delete("Pod", pod["metadata"]["name"])

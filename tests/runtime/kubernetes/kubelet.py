@@ -4,6 +4,8 @@
 its kubelet: a pod's image is mapped to a command, the process gets the pod's environment,
 its own loopback address as pod IP (``127.0.0.N``, bound through ``HOST``) and
 ``HOSTNAME`` = the pod name, and it is reported ready once its port accepts connections.
+A process that exits is restarted in place (one more restart, its exit code as last
+state), except that an ``OnFailure`` pod whose process exits 0 has ``Succeeded``.
 Deleting a pod is graceful as on a node: the pod stays (a finalizer holds it) while the
 ``preStop`` sleep runs, then gets SIGTERM, then SIGKILL after its grace period, and only
 then disappears. ``Background`` runs the emulator and the cluster on their own event loop
@@ -61,25 +63,54 @@ class ProcessCluster(Cluster):
             if name not in self._stopping:
                 self._stopping[name] = asyncio.create_task(self._stop(pod))
             return
+        if _finished(pod):
+            return
         process = self.processes.get(name)
         if process is None:
             self.processes[name] = self._start(pod)
-        elif process.poll() is None and not _ready(pod) and await self._answers(pod):
+        elif process.poll() is not None:
+            await self._exited(pod, process.returncode)
+        elif not _ready(pod) and await self._answers(pod):
             status = {
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [
-                    {
-                        "name": "worker",
-                        "ready": True,
-                        "restartCount": 0,
-                        "image": self._image(pod),
-                        "imageID": "",
-                        "state": {"running": {}},
-                    }
-                ],
+                "containerStatuses": [self._container(pod, ready=True, state={"running": {}})],
             }
             await self.kube.merge("Pod", name, {"status": status})
+
+    async def _exited(self, pod: Object, code: int) -> None:
+        """``OnFailure`` pods end on exit 0; otherwise the container restarts in place."""
+        name = pod["metadata"]["name"]
+        ended = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
+        if code == 0 and pod["spec"].get("restartPolicy") == "OnFailure":
+            del self.processes[name]
+            container = self._container(pod, ready=False, state=ended)
+            status = {"phase": "Succeeded", "conditions": [], "containerStatuses": [container]}
+        else:
+            self.processes[name] = self._start(pod)
+            container = self._container(pod, ready=False, state={"running": {}}, restart=1)
+            container["lastState"] = ended
+            status = {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [container],
+            }
+        await self.kube.merge("Pod", name, {"status": status})
+
+    def _container(self, pod: Object, *, ready: bool, state: Object, restart: int = 0) -> Object:
+        """The container's status, its restarts (plus ``restart``) and last state kept."""
+        before = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        container = {
+            "name": "worker",
+            "ready": ready,
+            "restartCount": before.get("restartCount", 0) + restart,
+            "image": self._image(pod),
+            "imageID": "",
+            "state": state,
+        }
+        if "lastState" in before:
+            container["lastState"] = before["lastState"]
+        return container
 
     def _start(self, pod: Object) -> subprocess.Popen[bytes]:
         container = pod["spec"]["containers"][0]
@@ -132,6 +163,10 @@ class ProcessCluster(Cluster):
             process.kill()
             process.wait()
         self.processes.clear()
+
+
+def _finished(pod: Object) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 def _ready(pod: Object) -> bool:

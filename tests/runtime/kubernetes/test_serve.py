@@ -59,6 +59,17 @@ flows:
     max_workers: 1
     timeout: 20s
     worker: {{image: "{IMAGE}", port: {port}, env: {{DELAY: "{SLOW}"}}}}
+  - name: quitter
+    mode: async
+    max_workers: 1
+    concurrency: 1
+    worker: {{image: "{IMAGE}", port: {port}, env: {{EXIT_AFTER: "2", EXIT_CODE: "0"}}}}
+  - name: crasher
+    mode: async
+    max_workers: 1
+    concurrency: 1
+    retry: {{backoff: 100ms, max_backoff: 100ms}}
+    worker: {{image: "{IMAGE}", port: {port}, env: {{EXIT_AFTER: "1", EXIT_CODE: "3"}}}}
 """
 
 
@@ -233,3 +244,41 @@ def holder(cluster: Background) -> str:
     [lease] = cluster.cluster.objects("leases")
     identity: str = lease["spec"].get("holderIdentity") or ""
     return identity
+
+
+def test_pods_that_exit_0_are_replaced_while_work_waits(
+    gateway: GatewayProcess, cluster: Background
+) -> None:
+    """Each pod stops cleanly after two deliveries; the Job (``completions``) replaces it."""
+    url = gateway.hook("quitter")
+    flow_id = gateway.flow("quitter")["id"]
+
+    def succeeded() -> int:
+        assert cluster.cluster is not None
+        return sum(
+            pod["metadata"]["annotations"].get(FLOW_ID_ANNOTATION) == flow_id
+            and pod["status"]["phase"] == "Succeeded"
+            for pod in cluster.cluster.objects("pods")
+        )
+
+    with httpx.Client(timeout=10) as client:
+        for round in (1, 2, 3):  # each round needs a new pod: the last one has exited 0
+            assert {client.post(url, content=b"x").status_code for _ in range(2)} == {202}
+            eventually(lambda: len(delivered(gateway, "quitter")) == 2 * round, timeout=30)  # noqa: B023
+            eventually(lambda: succeeded() == round, timeout=30)  # noqa: B023
+    assert all(d["attempts"] == 1 for d in delivered(gateway, "quitter"))
+
+
+def test_a_crash_costs_the_delivery_an_attempt_not_the_flow_its_job(
+    gateway: GatewayProcess,
+) -> None:
+    """The worker crashes on every second request; each delivery gets through on a retry."""
+    url = gateway.hook("crasher")
+    with httpx.Client(timeout=10) as client:
+        assert {client.post(url, content=b"x").status_code for _ in range(3)} == {202}
+    eventually(lambda: len(delivered(gateway, "crasher")) == 3, timeout=60)
+    done = delivered(gateway, "crasher")
+    assert any(d["attempts"] > 1 for d in done), done  # crashes cost attempts, nothing more
+    workers = gateway.flow("crasher")["workers"]
+    assert workers["restarts"] >= 2 and workers["jobs"] == 1
+    assert "exit code 3" in (workers["last_exit"] or "")
