@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def flows(port: int) -> str:
 flows:
   - name: web
     mode: sync
-    replicas: 2
+    replicas: 3
     worker: {{image: "{IMAGE}", port: {port}}}
   - name: jobs
     mode: async
@@ -113,15 +114,15 @@ def pods(gateway: GatewayProcess, name: str) -> int:
 
 
 def test_sync_requests_are_balanced_over_the_pods(gateway: GatewayProcess) -> None:
-    eventually(lambda: pods(gateway, "web") == 2)
+    eventually(lambda: pods(gateway, "web") == 3)
     url = gateway.hook("web")
     with httpx.Client(timeout=10) as client:
         answers = [client.post(url, content=b"x") for _ in range(20)]
     assert {a.status_code for a in answers} == {200}
-    assert len({a.json()["pod"] for a in answers}) == 2  # each pod, not one Service
+    assert len({a.json()["pod"] for a in answers}) == 3  # each pod, not one Service
     metrics = gateway.admin("GET", "/metrics").text  # pod starts are timed and counted
-    assert 'hookgate_worker_starts_total{flow="web",result="ok"} 2.0' in metrics
-    assert 'hookgate_cold_start_seconds_count{flow="web"} 2.0' in metrics
+    assert 'hookgate_worker_starts_total{flow="web",result="ok"} 3.0' in metrics
+    assert 'hookgate_cold_start_seconds_count{flow="web"} 3.0' in metrics
 
 
 def test_async_requests_are_delivered_through_a_job(gateway: GatewayProcess) -> None:
@@ -135,7 +136,7 @@ def test_async_requests_are_delivered_through_a_job(gateway: GatewayProcess) -> 
 
 
 def test_a_rollout_under_load_fails_no_request(gateway: GatewayProcess) -> None:
-    eventually(lambda: pods(gateway, "web") == 2)
+    eventually(lambda: pods(gateway, "web") == 3)
     url = gateway.hook("web")
     results: list[tuple[int, str]] = []
     stop = threading.Event()
@@ -147,7 +148,8 @@ def test_a_rollout_under_load_fails_no_request(gateway: GatewayProcess) -> None:
                 pod = answer.json()["pod"] if answer.status_code == 200 else ""
                 results.append((answer.status_code, pod))
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    started = time.monotonic()
     for thread in threads:
         thread.start()
     try:
@@ -164,8 +166,10 @@ def test_a_rollout_under_load_fails_no_request(gateway: GatewayProcess) -> None:
         stop.set()
         for thread in threads:
             thread.join()
+    rate = len(results) / (time.monotonic() - started)
+    print(f"\nrollout of 3 pods under {rate:.0f} req/s: {len(results)} requests")
     assert {code for code, _ in results} == {200}, [c for c, _ in results if c != 200][:5]
-    assert len({pod for _, pod in results} - old) == 2
+    assert len({pod for _, pod in results} - old) == 3
 
 
 def test_a_pod_deleted_mid_delivery_loses_nothing(
@@ -206,7 +210,7 @@ def pods_of(cluster: Background, gateway: GatewayProcess, flow: str) -> list[str
 
 
 def test_the_shipped_role_is_all_the_gateway_needs(gateway: GatewayProcess) -> None:
-    eventually(lambda: pods(gateway, "web") == 2)
+    eventually(lambda: pods(gateway, "web") == 3)
     assert "Forbidden" not in gateway.logs()
     assert gateway.flow("web")["workers"]["last_error"] is None
 
@@ -220,7 +224,7 @@ def test_two_replicas_one_leader_and_a_leader_change(
     assert one.process is not None and two.process is not None
     first, second = f"-{one.process.pid}", f"-{two.process.pid}"  # identities: <host>-<pid>
     assert holder(cluster).endswith(first)
-    eventually(lambda: pods(two, "web") == 2)  # the follower watches, and serves too
+    eventually(lambda: pods(two, "web") == 3)  # the follower watches, and serves too
     with httpx.Client(timeout=10) as client:
         assert client.post(two.hook("web"), content=b"x").status_code == 200
 
