@@ -8,9 +8,10 @@ from typing import Any
 from kmock._internal import enums
 
 from hookgate.runtime.base import Endpoint
+from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
-from .conftest import TERMINATING, Emulator, eventually, make_flow
+from .conftest import TERMINATING, Emulator, eventually, make_flow, stored
 from .test_runtime import add_pod
 
 
@@ -98,3 +99,17 @@ async def test_terminating_pods_count_as_stopping(
     await runtime.kube.merge("Pod", "stopping-a", TERMINATING)
     status = await eventually(lambda: (s := runtime.status(flow.id)).stopping and s)
     assert (status.ready, status.stopping) == (0, 1)
+
+
+async def test_an_event_that_cannot_be_decoded_restarts_the_watch(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    """A Deployment without ``spec`` (what a bookmark looks like) does not end the watch."""
+    flow = make_flow("undecodable")
+    await runtime.scale(flow, 1)
+    name = names.base_name(flow)
+    [resource] = {key[0] for key in cluster.objects if key[0].plural == "deployments"}
+    await cluster._buses[resource].put({"type": "MODIFIED", "object": {"metadata": {}}})
+
+    await runtime.kube.merge("Deployment", name, {"spec": {"replicas": 7}})
+    await eventually(lambda: stored(cluster, "deployments", name)["spec"]["replicas"] == 1)

@@ -192,6 +192,8 @@ class Kube:
                 if exc.status.code == 410:
                     raise WatchExpired(f"watch {kind}: {exc.status.message}") from None
                 raise
+            except ValueError as exc:  # an event lightkube cannot decode: start afresh
+                raise RuntimeFailure(f"watch {kind}: undecodable event: {exc}") from None
 
     async def close(self) -> None:
         await self.client.close()

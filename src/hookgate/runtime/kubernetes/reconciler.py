@@ -237,8 +237,9 @@ class Reconciler:
     async def _follow(self, kind: str, version: str | None) -> str | None:
         """Apply events from ``version`` until the watch ends; returns the last version seen.
 
-        Bookmarks only move the version on. The deadline outlasts the server's timeout, so it
-        fires only on a connection that died without a word; the watch then resumes.
+        The deadline outlasts the server's timeout, so it fires only on a connection that
+        died without a word; the watch then resumes. (Bookmarks are not asked for: lightkube
+        cannot decode them for kinds whose model requires a ``spec``.)
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.watch_timeout + WATCH_GRACE):
@@ -246,8 +247,7 @@ class Reconciler:
                     kind, since=version, timeout=self.watch_timeout, **_selector(kind)
                 ):
                     version = obj.get("metadata", {}).get("resourceVersion") or version
-                    if event != "BOOKMARK":
-                        self._observe(kind, event, obj)
+                    self._observe(kind, event, obj)
         return version
 
     def _observe(self, kind: str, event: str, obj: Object) -> None:
