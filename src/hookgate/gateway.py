@@ -154,10 +154,10 @@ class Gateway:
         Until this is done ``/readyz`` is false and ``/hook/*`` answers 503, never 404.
         """
         await self._open_store()
+        self.runtime.on_ready = self._worker_ready
+        self.runtime.on_failed = self._worker_failed
         if isinstance(self.runtime, LocalRuntime):
             self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
-            self.runtime.on_ready = self._worker_ready
-            self.runtime.on_failed = self._worker_failed
         if isinstance(self.store, SQLiteStore):
             self.store.on_commit = self._committed
         await self.runtime.start()

@@ -182,7 +182,7 @@ def _owner(pod: Object) -> str:
     return f"{ref['kind']}/{ref['name']}"
 
 
-def _pod_status(fault: Fault | None, image: str) -> Object:
+def _pod_status(fault: Fault | None, image: str, ip: str) -> Object:
     """A pod's status as the kubelet reports it for a worker that behaves or misbehaves."""
     container: Object = {"name": "worker", "image": image, "imageID": "", "restartCount": 0}
     phase = "Pending"
@@ -202,18 +202,23 @@ def _pod_status(fault: Fault | None, image: str) -> Object:
     ready = "True" if fault is None else "False"
     return {
         "phase": phase,
+        "podIP": ip,
         "conditions": [{"type": "Ready", "status": ready}],
         "containerStatuses": [container],
     }
+
+
+_OVER = ("Succeeded", "Failed")
 
 
 class Cluster:
     """The controllers and the kubelet that the emulator lacks, polling it and writing back.
 
     Deployments roll out like ``RollingUpdate`` with ``maxUnavailable: 0`` (pods of the new
-    template first, the old ones once those are ready); a Job runs ``parallelism`` pods and
-    fails with ``BackoffLimitExceeded`` when they crash; pods whose owner is gone are
-    garbage-collected. An image listed in ``faults`` misbehaves until ``faults`` is cleared.
+    template first, the old ones once those are ready); a Job runs ``parallelism`` pods (its
+    ``backoffLimit`` is never reached: crashing pods stay in CrashLoopBackOff); pods whose
+    owner is gone are garbage-collected. Each pod gets its own IP. An image listed in
+    ``faults`` misbehaves until ``faults`` is cleared.
     """
 
     def __init__(self, emulator: Emulator, kube: Kube) -> None:
@@ -221,6 +226,7 @@ class Cluster:
         self.kube = kube
         self.faults: dict[str, Fault] = {}
         self._serial = itertools.count()
+        self._ips = itertools.count(1)
 
     def objects(self, plural: str) -> list[Object]:
         return [
@@ -243,21 +249,28 @@ class Cluster:
         jobs = {j["metadata"]["name"]: j for j in self.objects("jobs")}
         owners = {f"Deployment/{n}" for n in deployments} | {f"Job/{n}" for n in jobs}
         for pod in self.objects("pods"):
-            if _owner(pod) not in owners:
+            if _owner(pod) not in owners and not pod["metadata"].get("deletionTimestamp"):
                 await self.kube.delete("Pod", pod["metadata"]["name"])
-            elif not _ready(pod) and self._fault(pod) is None:
-                await self.kube.merge(
-                    "Pod", pod["metadata"]["name"], {"status": _pod_status(None, self._image(pod))}
-                )
+            else:
+                await self.kubelet(pod)
         for deployment in deployments.values():
             await self._roll(deployment)
         for job in jobs.values():
             await self._run(job)
 
+    async def kubelet(self, pod: Object) -> None:
+        """Run the pod: here, report it ready unless its image is told to misbehave."""
+        if not _ready(pod) and self._fault(pod) is None:
+            status = _pod_status(None, self._image(pod), pod["status"]["podIP"])
+            await self.kube.merge("Pod", pod["metadata"]["name"], {"status": status})
+
+    def _live(self, pods: list[Object]) -> list[Object]:
+        return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
     async def _roll(self, deployment: Object) -> None:
         name, spec = deployment["metadata"]["name"], deployment["spec"]
         revision = names.digest(spec["template"])
-        pods = self.pods_of(f"Deployment/{name}")
+        pods = self._live(self.pods_of(f"Deployment/{name}"))
         current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == revision]
         for _ in range(spec["replicas"] - len(current)):
             await self._create(deployment, {"pod-template-hash": revision})
@@ -269,29 +282,22 @@ class Cluster:
                     await self.kube.delete("Pod", pod["metadata"]["name"])
 
     async def _run(self, job: Object) -> None:
+        """Keep ``parallelism`` pods active, as the Job controller does with ``completions``:
+        at most ``completions`` - succeeded; without it, none once any pod has succeeded."""
         name, spec = job["metadata"]["name"], job["spec"]
-        pods = self.pods_of(f"Job/{name}")
-        conditions = (job.get("status") or {}).get("conditions") or []
-        failed = any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
-        if not failed and any(self._fault(p) == "exit" for p in pods):
-            failed = True
-            condition = {
-                "type": "Failed",
-                "status": "True",
-                "reason": "BackoffLimitExceeded",
-                "message": "Job has reached the specified backoff limit",
-            }
-            await self.kube.merge("Job", name, {"status": {"conditions": [condition]}})
-        if failed:  # the Job controller stops what is left of a failed Job
-            for pod in pods:
-                await self.kube.delete("Pod", pod["metadata"]["name"])
-            return
-        for _ in range(spec["parallelism"] - len(pods)):
+        pods = self._live(self.pods_of(f"Job/{name}"))
+        succeeded = sum((p.get("status") or {}).get("phase") == "Succeeded" for p in pods)
+        pods = [p for p in pods if (p.get("status") or {}).get("phase") not in _OVER]
+        left = spec.get("completions", 0 if succeeded else spec["parallelism"]) - succeeded
+        for _ in range(min(spec["parallelism"], left) - len(pods)):
             await self._create(job, {})
         for pod in pods[spec["parallelism"] :]:
             await self.kube.delete("Pod", pod["metadata"]["name"])
 
     async def _create(self, owner: Object, extra_labels: dict[str, str]) -> None:
+        await self.kube.apply(self.new_pod(owner, extra_labels))
+
+    def new_pod(self, owner: Object, extra_labels: dict[str, str]) -> Object:
         template = owner["spec"]["template"]
         image = template["spec"]["containers"][0]["image"]
         reference = {
@@ -312,9 +318,12 @@ class Cluster:
                 "ownerReferences": [reference],
             },
             "spec": template["spec"],
-            "status": _pod_status(self.faults.get(image), image),
+            "status": _pod_status(self.faults.get(image), image, self.next_ip()),
         }
-        await self.kube.apply(pod)
+        return pod
+
+    def next_ip(self) -> str:
+        return f"10.1.0.{next(self._ips)}"
 
     @staticmethod
     def _image(pod: Object) -> str:
@@ -345,7 +354,7 @@ class KubernetesHarness(Harness):
     def explains(self, fault: Fault, mode: str) -> str:
         if fault == "missing":
             return "ImagePullBackOff"
-        return "CrashLoopBackOff" if mode == "sync" else "BackoffLimitExceeded"
+        return "CrashLoopBackOff"
 
     def _of(self, plural: str, flow_id: str) -> list[Object]:
         key = names.flow_key(flow_id)
@@ -372,19 +381,11 @@ class KubernetesHarness(Harness):
         ]
 
     async def answers(self, endpoint: Endpoint, flow: Flow) -> bool:
-        """What kube-proxy would do: the named Service forwards its port to a ready pod."""
-        service_name, _, domain = endpoint.host.partition(".")
-        services = [
-            s for s in self._of("services", flow.id) if s["metadata"]["name"] == service_name
-        ]
-        if domain != f"{NAMESPACE}.svc" or len(services) != 1:
-            return False
-        spec = services[0]["spec"]
-        targets = {p["targetPort"] for p in spec["ports"] if p["port"] == endpoint.port}
+        """The endpoint is a ready pod of the flow, at its IP and the worker's port."""
         return any(
             _ready(pod)
-            and spec["selector"].items() <= pod["metadata"]["labels"].items()
-            and {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]} & targets
+            and pod["status"].get("podIP") == endpoint.host
+            and endpoint.port in {p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
             for pod in self._of("pods", flow.id)
         )
 

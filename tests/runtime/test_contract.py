@@ -2,9 +2,9 @@
 
 One suite, run against real local worker processes and against ``KubernetesRuntime`` on the
 emulated cluster (``conftest.py``). Where the platforms differ the suite states the rule both
-must keep: the local runtime lists one endpoint per process, Kubernetes one Service for all
-pods, so the rule is that the endpoints' capacities add up to ``ready * concurrency`` — at
-every look, not just at the end, because callers size their queues by it.
+must keep: both list one endpoint per ready worker (a process, a pod), so the endpoints'
+capacities add up to ``ready * slots`` — at every look, not just at the end, because callers
+size their queues by it.
 """
 
 from __future__ import annotations

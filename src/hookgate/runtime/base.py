@@ -9,6 +9,7 @@ pass ``tests/runtime/test_contract.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
@@ -35,11 +36,19 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     restarts: int = 0
     last_error: str | None = None
     last_exit: str | None = None
+    stopping: int = 0
+    """Workers asked to stop that are finishing what they hold (terminating pods)."""
+    jobs: int = 0
+    """Active Kubernetes Jobs of an async flow (0 elsewhere)."""
 
 
 class Runtime(Protocol):
     shares_cpu: bool
     """Whether workers run on the gateway's own machine (one more takes CPU from the rest)."""
+    on_ready: Callable[[str, float], None]
+    """Called with a flow id and the seconds from creation to ready, once per started worker."""
+    on_failed: Callable[[str, str], None]
+    """Called with a flow id and the reason each time a worker fails to start or crashes."""
 
     async def start(self) -> None: ...
 

@@ -17,6 +17,10 @@ from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 from .emulator import WRITES, Emulator, emulated
 
 NAMESPACE = "flows"
+# A pod in its grace period (a finalizer keeps the emulator from removing it at once).
+TERMINATING = {
+    "metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["test/grace"]}
+}
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from hookgate.errors import RuntimeFailure
 from hookgate.runtime.kubernetes import names
 
 from .conftest import Emulator, eventually, make_flow, stored
@@ -55,3 +58,24 @@ async def test_a_holder_that_stops_renewing_is_replaced_within_the_lease_duratio
     lease = stored(cluster, "leases", "hookgate-reconciler")
     assert lease["spec"]["holderIdentity"] == "gw-b"
     assert lease["spec"]["leaseTransitions"] == 1
+
+
+async def test_of_two_replicas_racing_for_the_lease_one_wins(
+    make_runtime: Callable[..., Any], cluster: Emulator
+) -> None:
+    """The API server refuses an update from a stale read, so both cannot take the Lease."""
+    first = await make_runtime(identity="gw-a", lease_duration=DURATION)
+    assert first.elector is not None
+    lease = await first.kube.get("Lease", "hookgate-reconciler")
+    await first.elector.attempt()  # renewed: the version read above is now stale
+
+    with pytest.raises(RuntimeFailure, match=r"Conflict \(409\)"):
+        await first.kube.merge(
+            "Lease",
+            "hookgate-reconciler",
+            {
+                "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
+                "spec": {"holderIdentity": "gw-b"},
+            },
+        )
+    assert stored(cluster, "leases", "hookgate-reconciler")["spec"]["holderIdentity"] == "gw-a"

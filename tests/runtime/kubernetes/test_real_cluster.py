@@ -52,7 +52,8 @@ async def test_sync_flow_becomes_ready_and_is_removed(live: KubernetesRuntime) -
     flow = make_flow("live-sync", worker={"image": WORKER_IMAGE, "port": 8080})
     await live.scale(flow, 1)
     [endpoint] = await eventually(lambda: live.endpoints(flow.id), timeout=180)
-    assert endpoint.host == f"{names.base_name(flow)}.{live.namespace}.svc"
+    [pod] = await live.kube.list("Pod", labels={names.FLOW_LABEL: names.flow_key(flow.id)})
+    assert (endpoint.host, endpoint.port) == (pod["status"]["podIP"], 8080)
     assert live.status(flow.id).ready == 1
 
     await live.remove(flow.id)
@@ -65,6 +66,19 @@ async def test_unpullable_image_is_reported(live: KubernetesRuntime) -> None:
     await live.scale(flow, 1)
     error = await eventually(lambda: live.status(flow.id).last_error, timeout=180)
     assert "ErrImagePull" in error or "ImagePullBackOff" in error
+
+
+async def test_a_deleted_job_pod_is_replaced_and_the_job_runs_on(live: KubernetesRuntime) -> None:
+    """An eviction deletes the pod; the Job (``completions`` at the maximum) replaces it."""
+    flow = make_flow("live-evict", "async", worker={"image": WORKER_IMAGE, "port": 8080})
+    await live.scale(flow, 1)
+    [first] = await eventually(lambda: live.endpoints(flow.id), timeout=180)
+    [pod] = await live.kube.list("Pod", labels={names.FLOW_LABEL: names.flow_key(flow.id)})
+    await live.kube.delete("Pod", pod["metadata"]["name"])
+    await eventually(
+        lambda: [e for e in live.endpoints(flow.id) if e.host != first.host], timeout=180
+    )
+    assert live.status(flow.id).jobs == 1
 
 
 async def test_async_job_runs_on_demand(live: KubernetesRuntime) -> None:

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
+from hookgate.runtime.base import Endpoint
 from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
-from .conftest import NAMESPACE, Emulator, eventually, make_flow, names_of, stored, writes
+from .conftest import (
+    NAMESPACE,
+    TERMINATING,
+    Emulator,
+    eventually,
+    make_flow,
+    names_of,
+    stored,
+    writes,
+)
 
 
 def env_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -61,6 +73,7 @@ async def add_pod(
     ready: bool = True,
     waiting: dict[str, str] | None = None,
     restarts: int = 0,
+    ip: str = "10.0.0.1",
 ) -> None:
     """A pod of the flow as the kubelet would report it (the emulator runs no pods)."""
     state = {"waiting": waiting} if waiting else {"running": {}}
@@ -72,10 +85,12 @@ async def add_pod(
                 "name": name,
                 "namespace": NAMESPACE,
                 "labels": names.labels(flow, instance="hookgate"),
+                "annotations": {names.FLOW_ID_ANNOTATION: flow.id},
             },
             "spec": {"containers": [{"name": "worker", "image": flow.spec.worker.image}]},
             "status": {
                 "phase": "Running" if not waiting else "Pending",
+                "podIP": ip,
                 "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
                 "containerStatuses": [
                     {
@@ -139,8 +154,10 @@ async def test_async_job_exists_only_while_work_is_wanted(
     [job_name] = names_of(cluster, "jobs")
     job = stored(cluster, "jobs", job_name)
     assert job["spec"]["parallelism"] == 3
-    assert job["spec"]["backoffLimit"] >= 1
-    assert job["spec"]["activeDeadlineSeconds"] > 0
+    # Pods that exit (0 or not) are replaced, crashes never fail the Job, no deadline.
+    assert job["spec"]["completions"] == job["spec"]["backoffLimit"] == 2**31 - 1
+    assert "activeDeadlineSeconds" not in job["spec"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     assert env_of(job)["HOOKGATE_MODE"] == "async"
 
@@ -230,14 +247,18 @@ async def test_endpoints_follow_ready_pods(runtime: KubernetesRuntime, cluster: 
     await runtime.scale(flow, 2)
     assert runtime.endpoints(flow.id) == []
 
-    await add_pod(runtime, flow, "ready-a")
-    await add_pod(runtime, flow, "ready-b", ready=False)
+    await add_pod(runtime, flow, "ready-a", ip="10.0.0.7")
+    await add_pod(runtime, flow, "ready-b", ready=False, ip="10.0.0.8")
     status = await eventually(lambda: (s := runtime.status(flow.id)).starting and s)
     assert (status.desired, status.ready, status.starting) == (2, 1, 1)
-    [endpoint] = runtime.endpoints(flow.id)
-    assert endpoint.host == f"{names.base_name(flow)}.{NAMESPACE}.svc"
-    assert endpoint.port == 80
-    assert endpoint.capacity == 5  # one ready pod times the flow's concurrency
+    # One endpoint per ready pod, at the pod's address and worker port, with its own slots.
+    assert runtime.endpoints(flow.id) == [Endpoint("10.0.0.7", 8080, 5)]
+
+    await add_pod(runtime, flow, "ready-b", ip="10.0.0.8")
+    await eventually(lambda: len(runtime.endpoints(flow.id)) == 2)
+    # Deletion requested: the pod is terminating and gets no new request.
+    await runtime.kube.merge("Pod", "ready-a", TERMINATING)
+    await eventually(lambda: runtime.endpoints(flow.id) == [Endpoint("10.0.0.8", 8080, 5)])
 
 
 async def test_status_names_image_pull_errors(
@@ -352,3 +373,64 @@ async def test_a_missing_owner_is_reported_and_objects_are_still_made(
     flow = make_flow("lone", "sync", worker={"image": "registry.example/o:1"})
     await runtime.scale(flow, 1)
     assert "ownerReferences" not in stored(cluster, "services", names.base_name(flow))["metadata"]
+
+
+async def test_a_disruption_budget_follows_the_replica_count(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    flow = make_flow("budget", replicas=3)
+    await runtime.scale(flow, 3)
+    name = names.base_name(flow)
+    budget = stored(cluster, "poddisruptionbudgets", name)
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"][names.FLOW_LABEL] == names.flow_key(flow.id)
+
+    await runtime.scale(flow, 1)  # one pod: a budget would only block node drains
+    assert names_of(cluster, "poddisruptionbudgets") == set()
+
+
+async def test_fields_a_flow_no_longer_sets_are_removed(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    """Server-side apply removes what Hookgate applied before and applies no more."""
+    flow = make_flow("removal", worker={"image": "i:1", "service_account": "w"})
+    await runtime.scale(flow, 1)
+    name = names.base_name(flow)
+    assert (
+        stored(cluster, "deployments", name)["spec"]["template"]["spec"]["serviceAccountName"]
+        == "w"
+    )
+
+    flow.spec.worker.service_account = None
+    await runtime.scale(flow, 1)
+    pod = stored(cluster, "deployments", name)["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod
+    assert pod["automountServiceAccountToken"] is False
+
+
+async def test_fields_taken_by_another_manager_are_taken_back(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    flow = make_flow("owned-fields", replicas=2)
+    await runtime.scale(flow, 2)
+    name = names.base_name(flow)
+    url = f"{cluster.url}/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}"
+    async with httpx.AsyncClient() as client:
+        # Another manager cannot apply over Hookgate's fields without forcing...
+        refused = await client.patch(
+            url,
+            params={"fieldManager": "kubectl"},
+            json={"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}},
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        assert refused.status_code == 409, refused.text
+        assert "spec.replicas" in refused.json()["message"]
+        # ...but may update them (kubectl scale); Hookgate's forced apply takes them back.
+        scaled = await client.patch(
+            url,
+            params={"fieldManager": "kubectl"},
+            json={"spec": {"replicas": 7}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert scaled.status_code == 200, scaled.text
+    await eventually(lambda: stored(cluster, "deployments", name)["spec"]["replicas"] == 2)

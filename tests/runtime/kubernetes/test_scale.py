@@ -14,7 +14,7 @@ from hookgate.runtime.kubernetes import names
 
 from .conftest import Emulator, make_flow, names_of, writes
 
-WORKLOADS = {"services", "deployments", "jobs"}
+WORKLOADS = {"services", "deployments", "jobs", "poddisruptionbudgets"}
 
 
 async def settled(cluster: Emulator, *, period: float = 0.3) -> int:

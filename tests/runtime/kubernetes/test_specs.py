@@ -46,11 +46,13 @@ def test_render_gives_each_mode_its_objects() -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("Service", names.base_name(sync)),
         ("Deployment", names.base_name(sync)),
+        ("PodDisruptionBudget", names.base_name(sync)),
         ("Service", names.base_name(batch)),
-        ("Job", objects[3]["metadata"]["name"]),
+        ("Job", objects[4]["metadata"]["name"]),
     ]
     assert objects[1]["spec"]["replicas"] == 3
-    assert objects[3]["spec"]["parallelism"] == 6
+    assert objects[2]["spec"]["maxUnavailable"] == 1
+    assert objects[4]["spec"]["parallelism"] == 6
     assert all(o["metadata"]["namespace"] == "flows" for o in objects)
 
 
@@ -73,6 +75,21 @@ def test_job_name_ignores_demand_but_follows_the_template() -> None:
     assert (one["spec"]["parallelism"], five["spec"]["parallelism"]) == (1, 5)
     flow.spec.worker.image = "other:2"
     assert specs.job(flow, namespace="n", workers=1)["metadata"]["name"] != one["metadata"]["name"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_stopping_pods_serve_then_finish_the_request_in_hand(mode: str) -> None:
+    flow = make_flow("stop", mode, timeout="40s")
+    [obj] = [o for o in specs.render([flow], "n") if o["kind"] in ("Deployment", "Job")]
+    pod = obj["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": specs.PRE_STOP}}
+    assert pod["terminationGracePeriodSeconds"] >= specs.PRE_STOP + 40
+
+
+def test_only_sync_flows_with_several_replicas_get_a_disruption_budget() -> None:
+    one, three = make_flow("one", replicas=1), make_flow("three", replicas=3)
+    kinds = [o["kind"] for o in specs.render([one, three], "n")]
+    assert kinds.count("PodDisruptionBudget") == 1
 
 
 def test_reserved_env_wins_over_the_flows_env() -> None:

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-from lightkube import AsyncClient, ConfigError, KubeConfig
+from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig, NotReadyError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from hookgate.errors import RuntimeFailure
@@ -32,8 +33,13 @@ KINDS: dict[str, Any] = {
     "Pod": Pod,
     "Event": Event,
     "Lease": Lease,
+    "PodDisruptionBudget": PodDisruptionBudget,
 }
 MAX_IN_FLIGHT = 16
+
+
+class WatchExpired(RuntimeFailure):
+    """410 Gone: the version a watch resumes from is compacted away; list again."""
 
 
 def connect(*, kubeconfig: str | None = None, namespace: str | None = None) -> AsyncClient:
@@ -128,13 +134,14 @@ class Kube:
                     if exc.response.status_code != 404:
                         raise
 
-    async def list(
+    async def snapshot(
         self,
         kind: str,
         *,
         labels: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
-    ) -> list[Object]:
+    ) -> tuple[list[Object], str | None]:
+        """The objects and the list's ``resourceVersion``, where a watch takes over."""
         async with self._slots:
             with _translated("list", kind, ""):
                 found = self.client.list(
@@ -143,24 +150,50 @@ class Kube:
                     labels=_any(labels),
                     fields=_any(fields),
                 )
-                return [_plain(obj) async for obj in found]
+                objects = [_plain(obj) async for obj in found]
+                return objects, _version(found)
 
-    async def watch(
+    async def list(
         self,
         kind: str,
         *,
         labels: dict[str, str] | None = None,
         fields: dict[str, str] | None = None,
+    ) -> list[Object]:
+        objects, _ = await self.snapshot(kind, labels=labels, fields=fields)
+        return objects
+
+    async def watch(
+        self,
+        kind: str,
+        *,
+        since: str | None,
+        timeout: int,
+        labels: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> AsyncIterator[tuple[str, Object]]:
-        """Watch events: first ``ADDED`` for every existing object, then changes."""
+        """Events after version ``since`` (every object as ``ADDED`` first if None).
+
+        The server ends the watch after ``timeout`` seconds and lightkube resumes it from the
+        last version seen; a version the server no longer has raises ``WatchExpired``.
+        """
         with _translated("watch", kind, ""):
-            async for event, obj in self.client.watch(
-                KINDS[kind],
-                namespace=self.namespace,
-                labels=_any(labels),
-                fields=_any(fields),
-            ):
-                yield event, _plain(obj)
+            try:
+                async for event, obj in self.client.watch(
+                    KINDS[kind],
+                    namespace=self.namespace,
+                    labels=_any(labels),
+                    fields=_any(fields),
+                    server_timeout=timeout,
+                    resource_version=since,
+                ):
+                    yield event, _plain(obj)
+            except ApiError as exc:
+                if exc.status.code == 410:
+                    raise WatchExpired(f"watch {kind}: {exc.status.message}") from None
+                raise
+            except ValueError as exc:  # an event lightkube cannot decode: start afresh
+                raise RuntimeFailure(f"watch {kind}: undecodable event: {exc}") from None
 
     async def close(self) -> None:
         await self.client.close()
@@ -169,6 +202,14 @@ class Kube:
 def _plain(obj: Any) -> Object:
     result: Object = obj.to_dict()
     return result
+
+
+def _version(listing: Any) -> str | None:
+    try:
+        version: str = listing.resourceVersion
+    except NotReadyError:  # the server sent no version: watch from scratch
+        return None
+    return version
 
 
 def _any(selector: dict[str, str] | None) -> dict[str, Any] | None:

@@ -38,6 +38,15 @@ def is_ready(pod: Object) -> bool:
     return ready and running and not _deleting(pod)
 
 
+def ready_addresses(pods: list[Object]) -> set[str]:
+    """The IPs of ready pods (a pod without an IP yet cannot take requests)."""
+    return {
+        address
+        for pod in pods
+        if is_ready(pod) and isinstance(address := (pod.get("status") or {}).get("podIP"), str)
+    }
+
+
 def is_starting(pod: Object) -> bool:
     phase = (pod.get("status") or {}).get("phase", "Pending")
     return phase in ("Pending", "Running") and not is_ready(pod) and not _deleting(pod)
@@ -69,6 +78,29 @@ def last_exit(pods: list[Object]) -> str | None:
             ended = (status.get("lastState") or {}).get("terminated")
             if ended:
                 return f"exit code {ended.get('exitCode')} ({ended.get('reason', 'Error')})"
+    return None
+
+
+def is_stopping(pod: Object) -> bool:
+    """Asked to stop and still running: finishing what it holds before it exits."""
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    return _deleting(pod) and phase in ("Pending", "Running")
+
+
+def start_failure(before: Object | None, after: Object) -> str | None:
+    """Why the pod's worker just failed: a crash (one more restart) or a new bad wait."""
+    seen = {
+        status.get("name"): status
+        for status in ((before or {}).get("status") or {}).get("containerStatuses") or []
+    }
+    for status in (after.get("status") or {}).get("containerStatuses") or []:
+        previous = seen.get(status.get("name"), {})
+        if status.get("restartCount", 0) > previous.get("restartCount", 0):
+            return last_exit([after]) or "restarted"
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        was = ((previous.get("state") or {}).get("waiting") or {}).get("reason")
+        if waiting.get("reason") in BAD_WAITING and was not in BAD_WAITING:
+            return _say(f"pod {after['metadata']['name']}", waiting)
     return None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from hookgate.runtime.kubernetes.names import FLOW_LABEL
 
 Object = dict[str, Any]
-WORKLOADS = ("Service", "Deployment", "Job")
+WORKLOADS = ("Service", "Deployment", "Job", "PodDisruptionBudget")
 MAX_WARNINGS = 10_000
 
 
@@ -34,6 +34,11 @@ class Observed:
         """The flow's observed objects of one kind, by name."""
         flow = self._by_flow.get(key)
         return flow.get(kind, {}) if flow is not None else {}
+
+    def get(self, kind: str, obj: Object) -> Object | None:
+        """The last observed state of ``obj`` (by flow and name), if any."""
+        key = flow_of(obj)
+        return self.objects(key, kind).get(obj["metadata"]["name"]) if key is not None else None
 
     def put(self, kind: str, obj: Object) -> str | None:
         """Record an added/changed object; returns the flow it belongs to, if any."""

@@ -1,10 +1,16 @@
 """Level-based reconciliation of flows' objects: observe, diff, apply once per object.
 
-Watches keep ``Observed`` current on every replica; a periodic resync re-lists in case a
-watch missed something. A change to a flow's objects (or to what is wanted of the flow)
-queues the flow; a worker computes the desired objects, diffs them against what is observed
-and writes only the difference, so in steady state there are no writes at all. Only the
-leader writes. Failures are recorded on the flow and retried with capped backoff.
+Watches keep ``Observed`` current on every replica, as client-go's informers do: list, then
+watch from the list's version; a watch the server times out resumes from the last version
+seen, and one that fails (410 Gone once that version is compacted, a broken connection) is
+replaced by a fresh list, so an object deleted while no watch ran is forgotten within
+seconds. A client-side deadline ends a watch whose connection died silently. A periodic
+resync re-lists in case a watch missed something anyway.
+
+A change to a flow's objects (or to what is wanted of the flow) queues the flow; a worker
+computes the desired objects, diffs them against what is observed and writes only the
+difference, so in steady state there are no writes at all. Only the leader writes.
+Failures are recorded on the flow and retried with capped backoff.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 from hookgate import logs
 from hookgate.domain.backoff import next_delay
@@ -21,7 +28,7 @@ from hookgate.domain.flows import Flow, RetryPolicy
 from hookgate.domain.units import Duration
 from hookgate.errors import ConfigError, RuntimeFailure
 from hookgate.runtime.kubernetes import diff, specs
-from hookgate.runtime.kubernetes.client import Kube
+from hookgate.runtime.kubernetes.client import Kube, WatchExpired
 from hookgate.runtime.kubernetes.names import MANAGER, flow_key
 from hookgate.runtime.kubernetes.observed import WORKLOADS, Observed
 
@@ -32,6 +39,10 @@ WORKERS = 8
 JOB_PAUSE = 10.0
 JOB_PAUSE_MAX = 600.0
 WATCHED = (*WORKLOADS, "Pod", "Event")
+WATCH_TIMEOUT = 30
+WATCH_GRACE = 5.0
+Object = dict[str, Any]
+PodHook = Callable[[str, Object | None, Object], None]
 
 
 class Wanted:
@@ -54,12 +65,15 @@ class Reconciler:
         instance: str,
         resync: float,
         leading: Callable[[], bool],
+        watch_timeout: int = WATCH_TIMEOUT,
     ) -> None:
         self.kube = kube
         self.instance = instance
         self.resync = resync
         self.leading = leading
+        self.watch_timeout = watch_timeout
         self.observed = Observed()
+        self.on_pod: PodHook = lambda _event, _before, _after: None
         self.owner: specs.Object | None = None
         self.wanted: dict[str, Wanted] = {}
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -84,11 +98,9 @@ class Reconciler:
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """List every kind once (so nothing is applied blindly), then watch and work."""
-        await self.relist()
-        labels = {"app.kubernetes.io/managed-by": MANAGER}
+        versions = {kind: await self._list(kind) for kind in WATCHED}
         for kind in WATCHED:
-            selector = {"fields": {"type": "Warning"}} if kind == "Event" else {"labels": labels}
-            self._tasks.append(asyncio.create_task(self._watch(kind, **selector)))
+            self._tasks.append(asyncio.create_task(self._watch(kind, versions.get(kind))))
         self._tasks.append(asyncio.create_task(self._resync()))
         self._tasks.extend(asyncio.create_task(self._work()) for _ in range(WORKERS))
 
@@ -110,10 +122,18 @@ class Reconciler:
             self.enqueue(key)
 
     async def relist(self) -> None:
-        labels = {"app.kubernetes.io/managed-by": MANAGER}
         for kind in (*WORKLOADS, "Pod"):
-            for key in self.observed.replace(kind, await self.kube.list(kind, labels=labels)):
-                self.enqueue(key)
+            await self._list(kind)
+
+    async def _list(self, kind: str) -> str | None:
+        objects, version = await self.kube.snapshot(kind, **_selector(kind))
+        if kind == "Event":
+            for event in objects:
+                self.observed.put(kind, event)
+            return version
+        for key in self.observed.replace(kind, objects):
+            self.enqueue(key)
+        return version
 
     # one flow --------------------------------------------------------------------------
     async def reconcile(self, key: str) -> None:
@@ -194,29 +214,49 @@ class Reconciler:
             self._queued.discard(key)
             await self.reconcile(key)
 
-    async def _watch(
-        self,
-        kind: str,
-        *,
-        labels: dict[str, str] | None = None,
-        fields: dict[str, str] | None = None,
-    ) -> None:
+    async def _watch(self, kind: str, version: str | None) -> None:
         failures = 0
         while True:
             try:
-                async for event, obj in self.kube.watch(kind, labels=labels, fields=fields):
-                    failures = 0
-                    key = (
-                        self.observed.drop(kind, obj)
-                        if event == "DELETED"
-                        else self.observed.put(kind, obj)
-                    )
-                    if key is not None and kind != "Pod":
-                        self.enqueue(key)
+                if version is None:
+                    version = await self._list(kind)
+                version = await self._follow(kind, version)
+                failures = 0
+            except WatchExpired as exc:
+                log.info("watch expired; listing again", kind=kind, error=str(exc))
+                version = None
+                failures += 1
+                if failures > 1:  # a fresh list's version expired too: do not spin
+                    await asyncio.sleep(next_delay(attempt=failures - 1, policy=RETRY))
             except RuntimeFailure as exc:
                 failures += 1
+                version = None
                 log.warning("watch failed", kind=kind, error=str(exc))
                 await asyncio.sleep(next_delay(attempt=failures, policy=RETRY))
+
+    async def _follow(self, kind: str, version: str | None) -> str | None:
+        """Apply events from ``version`` until the watch ends; returns the last version seen.
+
+        The deadline outlasts the server's timeout, so it fires only on a connection that
+        died without a word; the watch then resumes. (Bookmarks are not asked for: lightkube
+        cannot decode them for kinds whose model requires a ``spec``.)
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.watch_timeout + WATCH_GRACE):
+                async for event, obj in self.kube.watch(
+                    kind, since=version, timeout=self.watch_timeout, **_selector(kind)
+                ):
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
+                    self._observe(kind, event, obj)
+        return version
+
+    def _observe(self, kind: str, event: str, obj: Object) -> None:
+        before = self.observed.get(kind, obj) if kind == "Pod" else None
+        key = self.observed.drop(kind, obj) if event == "DELETED" else self.observed.put(kind, obj)
+        if kind == "Pod":
+            self.on_pod(event, before, obj)
+        elif key is not None:
+            self.enqueue(key)
 
     async def _resync(self) -> None:
         while True:
@@ -226,3 +266,10 @@ class Reconciler:
             except RuntimeFailure as exc:
                 log.warning("resync failed", error=str(exc))
             self.enqueue_all()
+
+
+def _selector(kind: str) -> dict[str, dict[str, str]]:
+    """Warning events (not labelled) by type; everything else by Hookgate's label."""
+    if kind == "Event":
+        return {"fields": {"type": "Warning"}}
+    return {"labels": {"app.kubernetes.io/managed-by": MANAGER}}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 
 from lightkube import AsyncClient
 
@@ -17,13 +19,14 @@ from hookgate import logs
 from hookgate.domain.flows import Flow
 from hookgate.errors import RuntimeFailure
 from hookgate.runtime.base import Endpoint, WorkerStatus
-from hookgate.runtime.kubernetes import health, names, specs
+from hookgate.runtime.kubernetes import health, names, reconciler, specs
 from hookgate.runtime.kubernetes.client import Kube
 from hookgate.runtime.kubernetes.lease import LeaderElector
 from hookgate.runtime.kubernetes.reconciler import Reconciler
 
 RESYNC = 300.0
 LEASE_DURATION = 15
+MAX_STARTING = 10_000
 
 
 def default_identity() -> str:
@@ -48,6 +51,7 @@ class KubernetesRuntime:
         leader_election: bool = True,
         lease_duration: int = LEASE_DURATION,
         resync: float = RESYNC,
+        watch_timeout: int = reconciler.WATCH_TIMEOUT,
         owner: str | None = None,
     ) -> None:
         self.namespace = namespace
@@ -68,7 +72,12 @@ class KubernetesRuntime:
             instance=instance,
             resync=resync,
             leading=self.leading,
+            watch_timeout=watch_timeout,
         )
+        self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
+        self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
+        self._starting: dict[str, float] = {}
+        self.reconciler.on_pod = self._pod_changed
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading
@@ -108,20 +117,26 @@ class KubernetesRuntime:
         await self.reconciler.reconcile(self.reconciler.forget(flow_id))
 
     def endpoints(self, flow_id: str) -> list[Endpoint]:
+        """One endpoint per ready pod, at its own address, with the flow's slots per worker.
+
+        The gateway balances over pods itself (least outstanding, per-pod concurrency), which
+        a Service cannot do for kept-alive connections. A terminating pod (deletion
+        requested) is not ready, so it gets no new request while it finishes its own.
+        """
         wanted = self.reconciler.wanted.get(names.flow_key(flow_id))
         if wanted is None or wanted.flow is None:
             return []
-        ready = self._ready(flow_id)
-        if not ready:
-            return []
-        host = f"{names.base_name(wanted.flow)}.{self.namespace}.svc"
-        return [Endpoint(host, specs.SERVICE_PORT, ready * wanted.flow.spec.slots)]
+        spec = wanted.flow.spec
+        return [
+            Endpoint(address, spec.worker.port, spec.slots)
+            for address in sorted(health.ready_addresses(self._pods(flow_id)))
+        ]
 
     def status(self, flow_id: str) -> WorkerStatus:
         key = names.flow_key(flow_id)
         wanted = self.reconciler.wanted.get(key)
         observed = self.reconciler.observed
-        pods = list(observed.objects(key, "Pod").values())
+        pods = self._pods(flow_id)
         desired = wanted.workers if wanted is not None and wanted.flow is not None else 0
         ready = sum(health.is_ready(pod) for pod in pods)
         error = wanted.error if wanted is not None else None
@@ -140,11 +155,36 @@ class KubernetesRuntime:
             restarts=health.restarts(pods),
             last_error=error,
             last_exit=health.last_exit(pods),
+            stopping=sum(health.is_stopping(p) for p in pods),
+            jobs=sum(health.is_active(j) for j in observed.objects(key, "Job").values()),
         )
 
-    def _ready(self, flow_id: str) -> int:
-        pods = self.reconciler.observed.objects(names.flow_key(flow_id), "Pod").values()
-        return sum(health.is_ready(pod) for pod in pods)
+    def _pods(self, flow_id: str) -> list[specs.Object]:
+        return list(self.reconciler.observed.objects(names.flow_key(flow_id), "Pod").values())
+
+    def _pod_changed(self, event: str, before: specs.Object | None, pod: specs.Object) -> None:
+        """Time pods from first sight to ready (cold start) and report failed starts.
+
+        Only pods this replica saw before they were ready are timed; the clock is this
+        replica's, so API timestamps (whole seconds, other clocks) play no part.
+        """
+        name = pod["metadata"]["name"]
+        if event == "DELETED":
+            self._starting.pop(name, None)
+            return
+        flow_id = (pod["metadata"].get("annotations") or {}).get(names.FLOW_ID_ANNOTATION)
+        if not isinstance(flow_id, str):
+            return
+        ready = health.is_ready(pod)
+        if before is None and not ready and name not in self._starting:
+            if len(self._starting) >= MAX_STARTING:
+                self._starting.pop(next(iter(self._starting)))
+            self._starting[name] = time.monotonic()
+        if ready and name in self._starting:
+            self.on_ready(flow_id, time.monotonic() - self._starting.pop(name))
+        failure = health.start_failure(before, pod)
+        if failure is not None:
+            self.on_failed(flow_id, failure)
 
     def _leadership_changed(self, leading: bool) -> None:
         if leading:

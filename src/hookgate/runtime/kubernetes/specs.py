@@ -1,9 +1,10 @@
 """The objects a flow should have, as plain dicts: pure functions, no I/O.
 
 Every flow gets a ClusterIP Service (port 80 to the worker port) selecting its pods; a sync
-flow a Deployment that keeps ``replicas`` ready pods; an async flow, while work waits, a Job
-whose ``parallelism`` follows demand. Each object carries a ``hookgate.io/spec-hash``
-annotation: the reconciler compares hashes, so an unchanged flow causes no write at all.
+flow a Deployment that keeps ``replicas`` ready pods (and a PodDisruptionBudget once it has
+more than one); an async flow, while work waits, a Job whose ``parallelism`` follows demand.
+Each object carries a ``hookgate.io/spec-hash`` annotation: the reconciler compares hashes,
+so an unchanged flow causes no write at all.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from hookgate.runtime.kubernetes import names
 Object = dict[str, Any]
 
 SERVICE_PORT = 80
-JOB_BACKOFF_LIMIT = 4
-JOB_DEADLINE = 6 * 3600
+# A Job that never completes by itself and never fails for crashes (int32 maximum, the
+# largest the API accepts): see ``job``.
+JOB_FOREVER = 2**31 - 1
 JOB_TTL = 300
+# Seconds a stopping pod keeps serving, so that every client (the gateway's watch,
+# kube-proxy, an ingress) has stopped sending it new requests before it gets SIGTERM.
+PRE_STOP = 5
+# After SIGTERM: time to finish the request in hand (the flow's timeout) and exit.
+STOP_MARGIN = 5
 DEFAULT_INSTANCE = "hookgate"
 
 
@@ -54,15 +61,39 @@ def deployment(
     return _finish("apps/v1", "Deployment", names.base_name(flow), flow, namespace, instance, spec)
 
 
+def disruption_budget(flow: Flow, *, namespace: str, instance: str = DEFAULT_INSTANCE) -> Object:
+    """At most one pod of a sync flow evicted at a time (node drains, autoscaler).
+
+    Unhealthy pods may always be evicted, so a crash-looping flow never blocks a drain.
+    """
+    spec = {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": names.selector(flow.id, instance=instance)},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    return _finish(
+        "policy/v1", "PodDisruptionBudget", names.base_name(flow), flow, namespace, instance, spec
+    )
+
+
 def job(flow: Flow, *, namespace: str, workers: int, instance: str = DEFAULT_INSTANCE) -> Object:
-    """A Job of ``workers`` parallel pods (at most ``max_workers``).
+    """A Job of ``workers`` parallel pods (at most ``max_workers``) that lives while work waits.
+
+    A Job is the wrong tool for a pool of servers unless shaped for it: without
+    ``completions`` one pod exiting 0 (an evicted worker whose SDK exits 0 on SIGTERM) ends
+    the Job and no pod replaces it. So ``completions`` is the int32 maximum: every pod that
+    exits is replaced until the gateway deletes the Job. Crashes restart the container in
+    place (``OnFailure``, the kubelet's CrashLoopBackOff) and cost the delivery in hand one
+    attempt under the flow's retry rules; ``backoffLimit`` is the maximum too, so no number
+    of crashes stops the flow's other work. No ``activeDeadlineSeconds``: a flow busy for
+    days keeps its Job.
 
     Pod templates of Jobs are immutable, so the name carries a hash of everything but
     ``parallelism``: a changed flow gets a new Job, while demand only patches the old one.
     """
     spec: Object = {
-        "backoffLimit": JOB_BACKOFF_LIMIT,
-        "activeDeadlineSeconds": JOB_DEADLINE,
+        "completions": JOB_FOREVER,
+        "backoffLimit": JOB_FOREVER,
         "ttlSecondsAfterFinished": JOB_TTL,
         "template": pod_template(flow, instance=instance, restart="OnFailure"),
     }
@@ -91,15 +122,16 @@ def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
         "image": worker.image,
         "ports": [{"name": "http", "containerPort": worker.port, "protocol": "TCP"}],
         "env": [{"name": key, "value": value} for key, value in sorted(env.items())],
-        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {**probe, "periodSeconds": 2, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP}}},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     if worker.resources:
         container["resources"] = worker.resources
     pod: Object = {
         "restartPolicy": restart,
-        # Async workers finish the delivery in hand after SIGTERM; give them the flow timeout.
-        "terminationGracePeriodSeconds": math.ceil(flow.spec.timeout) + 5,
+        # Serve while clients stop sending, then finish the request in hand after SIGTERM.
+        "terminationGracePeriodSeconds": PRE_STOP + math.ceil(flow.spec.timeout) + STOP_MARGIN,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
     }
@@ -136,6 +168,8 @@ def desired(
     objects = [service(flow, namespace=namespace, instance=instance)]
     if flow.mode is Mode.SYNC:
         objects.append(deployment(flow, namespace=namespace, replicas=workers, instance=instance))
+        if workers > 1:
+            objects.append(disruption_budget(flow, namespace=namespace, instance=instance))
     elif workers > 0:
         objects.append(job(flow, namespace=namespace, workers=workers, instance=instance))
     if owner is not None:
