@@ -79,6 +79,9 @@ def serve(
             runtime=runtime,
         )
         _run(Gateway(settings).serve())
+    except KeyboardInterrupt:
+        # Ctrl-C before the gateway installed its own handler: nothing was started yet.
+        sys.exit(0)
     except HookgateError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -120,6 +120,10 @@ class SQLiteStore:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 env=isolation.inherited_environment(),  # it needs none of the gateway's secrets
+                # Its own session: Ctrl-C at a terminal (or `timeout`) signals the whole
+                # foreground group, and the writer must outlive the gateway's shutdown, which
+                # stops it by closing the socket once the last write is flushed.
+                start_new_session=True,
             )
         except OSError as exc:
             ours.close()

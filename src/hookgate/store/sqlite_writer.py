@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import pickle
+import signal
 import socket
 import sqlite3
 import struct
@@ -461,6 +462,9 @@ def serve(sock: socket.socket, path: str, synchronous: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    # The gateway stops the writer by closing the socket (end of file ends `serve`), after its
+    # last write: a SIGINT sent to the terminal's whole group must not cut that short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     isolation.make_undumpable()  # its memory holds what it writes: workers must not read it
     path, synchronous, fd = argv
     with socket.socket(fileno=int(fd)) as sock:
