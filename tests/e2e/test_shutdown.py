@@ -56,7 +56,7 @@ def test_a_signal_to_the_process_group_stops_cleanly_with_exit_0(
         assert httpx.post(gateway.hook("echo"), content=b"hi", timeout=10).status_code == 200
         assert httpx.post(gateway.hook("orders"), content=b"{}", timeout=10).status_code == 202
         os.killpg(process.pid, sig)
-        stdout, stderr = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()

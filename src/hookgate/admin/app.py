@@ -124,7 +124,7 @@ class AdminAPI:
         public_url: str,
         workers: Callable[[str], WorkerStatus],
         on_queued: Callable[[str], None],
-        validate: Callable[[FlowSpec], None],
+        validate: Callable[[FlowSpec], list[str]],
         events: EventHub,
         stopping: asyncio.Event | None = None,
         next_ticks: Callable[[Flow], list[float]] = lambda _flow: [],
@@ -196,8 +196,7 @@ class AdminAPI:
         duplicated = sorted(n for n, c in Counter(s.name for s in specs).items() if c > 1)
         if duplicated:
             raise ConfigError(f"flow {duplicated[0]!r} is declared twice")
-        for spec in specs:
-            self.validate(spec)
+        warnings = {spec.name: self.validate(spec) for spec in specs}
         applied = await self.registry.apply_all(specs)
         return JSONResponse(
             {
@@ -207,6 +206,7 @@ class AdminAPI:
                         "id": flow.id,
                         "outcome": outcome,
                         "url": f"{self.public_url}/hook/{flow.id}",
+                        "warnings": warnings[flow.name],
                     }
                     for flow, outcome in applied
                 ]

@@ -63,7 +63,7 @@ def openapi_document() -> dict[str, Any]:
             "id": {"type": "string"},
             "name": {"type": "string"},
             "mode": {"enum": ["async", "sync"]},
-            "status": {"enum": ["running", "stopped"]},
+            "status": {"enum": ["running", "failing", "stopped"]},
             "url": {"type": "string"},
             "createdAt": {"type": "number"},
             "updatedAt": {"type": "number"},

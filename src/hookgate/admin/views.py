@@ -7,7 +7,7 @@ from typing import Any
 
 from hookgate.domain.deliveries import Attempt, Delivery
 from hookgate.domain.flows import Flow, to_builtins
-from hookgate.runtime.base import WorkerStatus
+from hookgate.runtime.base import WorkerStatus, flow_state
 
 
 def flow_view(
@@ -17,7 +17,7 @@ def flow_view(
         "id": flow.id,
         "name": flow.name,
         "mode": flow.mode.value,
-        "status": flow.status.value,
+        "status": flow.status.value if workers is None else flow_state(flow, workers),
         "url": f"{public_url}/hook/{flow.id}",
         "createdAt": flow.created_at,
         "updatedAt": flow.updated_at,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from hookgate.cli.client import AdminClient
-from hookgate.cli.flows import as_json, pass_client
-from hookgate.cli.output import console, emit_json, table, when
+from hookgate.cli.flows import pass_client
+from hookgate.cli.output import Moment, console, emit, output_option, table, when
 
 
 @click.group()
@@ -14,62 +16,80 @@ def deliveries() -> None:
     """Inspect and replay async deliveries."""
 
 
-@deliveries.command("list")
+@deliveries.command("list", short_help="Stored requests, newest first.")
 @click.option("--flow", help="Flow name or id.")
-@click.option("--status", type=click.Choice(["queued", "leased", "done", "dead"]))
-@click.option("--limit", default=50, show_default=True)
-@click.option("--cursor", help="Continue after a previous page.")
-@as_json
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "leased", "done", "dead"]),
+    help="queued (waiting, or waiting for a retry), leased (being delivered), done, or dead "
+    "(out of attempts, or refused with a 4xx: replayable).",
+)
+@click.option("--since", type=Moment(), help="Received at or after: 1h (ago), an ISO time, …")
+@click.option("--until", type=Moment(), help="Received before: 30m (ago), an ISO time, …")
+@click.option("--limit", default=50, show_default=True, help="Deliveries per page.")
+@click.option("--cursor", help="Continue after a previous page (printed under the table).")
+@output_option
 @pass_client
 def list_(
     client: AdminClient,
     flow: str | None,
     status: str | None,
+    since: float | None,
+    until: float | None,
     limit: int,
     cursor: str | None,
-    json_out: bool,
+    output: str,
 ) -> None:
-    """Newest first."""
-    params = {
-        k: v
-        for k, v in {"flow": flow, "status": status, "limit": limit, "cursor": cursor}.items()
-        if v
+    """Stored requests of async flows, newest first, with their status and last error.
+
+    Times are ISO (UTC unless they say otherwise), durations ago (1h, 30m, 2d) or Unix
+    seconds. `-o wide` adds the method and path; `-o name` prints ids only.
+    """
+    wanted = {
+        "flow": flow,
+        "status": status,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "cursor": cursor,
     }
+    params = {k: v for k, v in wanted.items() if v is not None}
     page = client.request("GET", "/api/v1/deliveries", params=params)
-    if json_out:
-        emit_json(page)
-        return
-    table(
-        None,
-        ["ID", "FLOW", "STATUS", "ATTEMPTS", "RECEIVED", "METHOD", "PATH", "LAST ERROR"],
-        [
+    items = page["items"]
+
+    def show(wide: bool) -> None:
+        columns = ["ID", "FLOW", "STATUS", "ATTEMPTS", "RECEIVED"]
+        columns += ["METHOD", "PATH", "LAST ERROR"] if wide else ["LAST ERROR"]
+        rows = [
             (
                 d["id"],
                 d["flow"],
                 d["status"],
                 d["attempts"],
                 when(d["receivedAt"]),
-                d["method"],
-                d["path"],
+                *([d["method"], d["path"]] if wide else []),
                 d["lastError"],
             )
-            for d in page["items"]
-        ],
-    )
-    if page["cursor"]:
-        console.print(f"more: --cursor {page['cursor']}")
+            for d in items
+        ]
+        table(None, columns, rows, wide=wide)
+        if page["cursor"]:
+            click.echo(f"more: --cursor {page['cursor']}")
+
+    emit(output, page, names=[d["id"] for d in items], show=show)
 
 
-@deliveries.command()
+@deliveries.command(short_help="One stored request and its attempts.")
 @click.argument("delivery_id")
-@as_json
+@output_option
 @pass_client
-def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
-    """The stored request, its status and every attempt."""
+def show(client: AdminClient, delivery_id: str, output: str) -> None:
+    """The stored request (headers, body), its status and every attempt with its answer."""
     d = client.request("GET", f"/api/v1/deliveries/{delivery_id}")
-    if json_out:
-        emit_json(d)
-        return
+    emit(output, d, names=[d["id"]], show=lambda wide: _show(d, wide=wide))
+
+
+def _show(d: dict[str, Any], *, wide: bool) -> None:
     table(
         f"delivery {d['id']}",
         ["FIELD", "VALUE"],
@@ -83,8 +103,9 @@ def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
             ("size", d["size"]),
             ("last error", d["lastError"]),
         ],
+        wide=wide,
     )
-    table("headers", ["NAME", "VALUE"], d["headers"])
+    table("headers", ["NAME", "VALUE"], d["headers"], wide=wide)
     console.print(f"body ({d['bodyEncoding']}):")
     console.print(d["body"][:4096], markup=False, highlight=False)
     table(
@@ -97,20 +118,21 @@ def show(client: AdminClient, delivery_id: str, json_out: bool) -> None:
                 a["status_code"],
                 a["error"],
                 a["duration_ms"],
-                a["response"][:80],
+                a["response"],
             )
             for a in d["history"]
         ],
+        wide=wide,
     )
 
 
-@deliveries.command()
+@deliveries.command(short_help="Queue deliveries again (by id or by filter).")
 @click.argument("ids", nargs=-1)
 @click.option("--flow", help="Replay everything of this flow that matches.")
 @click.option("--status", type=click.Choice(["dead", "done"]), help="Default: dead.")
-@click.option("--since", type=float, help="Received at or after (Unix time).")
-@click.option("--until", type=float, help="Received before (Unix time).")
-@as_json
+@click.option("--since", type=Moment(), help="Received at or after: 1h (ago), an ISO time, …")
+@click.option("--until", type=Moment(), help="Received before: 30m (ago), an ISO time, …")
+@output_option
 @pass_client
 def replay(
     client: AdminClient,
@@ -119,9 +141,13 @@ def replay(
     status: str | None,
     since: float | None,
     until: float | None,
-    json_out: bool,
+    output: str,
 ) -> None:
-    """Replay deliveries by id, or all matching --flow/--status/--since/--until."""
+    """Replay deliveries by id, or all matching --flow/--status/--since/--until.
+
+    Each replayed delivery is queued again with a fresh series of attempts (its earlier
+    attempts are kept in its history).
+    """
     if ids:
         body: dict[str, object] = {"ids": list(ids)}
     elif flow or status or since or until:
@@ -133,7 +159,9 @@ def replay(
     else:
         raise click.UsageError("give delivery ids, or --flow/--status/--since/--until")
     result = client.request("POST", "/api/v1/deliveries/replay", json=body)
-    if json_out:
-        emit_json(result)
-    else:
-        console.print(f"{result['replayed']} deliveries queued again")
+    emit(
+        output,
+        result,
+        names=list(ids),
+        show=lambda _wide: console.print(f"{result['replayed']} deliveries queued again"),
+    )

@@ -24,7 +24,7 @@ pass_client = click.make_pass_decorator(AdminClient)
 RECONNECT = (0.5, 1.0, 2.0, 5.0)
 
 
-@click.command()
+@click.command(short_help="Follow a flow's requests and deliveries live.")
 @click.argument("flow")
 @click.option("--json", "json_out", is_flag=True, help="Print each event as a JSON line.")
 @pass_client

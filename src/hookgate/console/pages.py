@@ -19,7 +19,7 @@ from hookgate.domain.deliveries import State
 from hookgate.domain.flows import Flow, Mode, Status, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import WorkerStatus
+from hookgate.runtime.base import WorkerStatus, flow_state
 from hookgate.store.base import DeliveryFilter, QueueStats, Store
 
 PAGE = 50
@@ -77,7 +77,7 @@ class Pages:
             "id": flow.id,
             "name": flow.name,
             "mode": flow.mode.value,
-            "status": flow.status.value,
+            "status": flow_state(flow, workers),
             "url": f"{self.public_url}/hook/{flow.id}",
             "ready": workers.ready,
             "desired": workers.desired,
