@@ -30,7 +30,8 @@ console = Console()
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 # Columns whose values are copied whole: they are never shortened.
 KEPT = frozenset({"ID", "URL", "NAME", "FLOW"})
-MIN_WIDTH = 6
+# Shorter cells (statuses, counts, short names) are never cut.
+MIN_WIDTH = 10
 GAP = "  "
 
 

@@ -67,6 +67,10 @@ class Request(msgspec.Struct, kw_only=True, array_like=True):
     received_at: float
 
 
+# The part of a worker's refusal that a delivery's last error quotes.
+PROBLEM_ANSWER = 120
+
+
 class Attempt(msgspec.Struct, kw_only=True):
     """One try at delivering: what the worker said (or the error), and how long it took."""
 
@@ -79,11 +83,15 @@ class Attempt(msgspec.Struct, kw_only=True):
 
     @property
     def problem(self) -> str | None:
-        """What went wrong, as a delivery's ``last_error`` shows it; None for a 2xx."""
+        """What went wrong, as a delivery's ``last_error`` shows it; None for a 2xx.
+
+        A refusal carries the first bytes of the worker's answer: that is usually its reason.
+        """
         if self.error:
             return self.error
         if self.status_code is not None and not 200 <= self.status_code < 300:
-            return f"HTTP {self.status_code}"
+            said = " ".join(self.response.split())[:PROBLEM_ANSWER]
+            return f"HTTP {self.status_code}: {said}" if said else f"HTTP {self.status_code}"
         return None
 
 
