@@ -47,14 +47,12 @@ def apply(client: AdminClient, path: Path, output: str) -> None:
         raise click.ClickException(str(exc)) from None
     result = client.request("POST", "/api/v1/apply", json={"flows": to_builtins(specs)})
     items = result["items"]
-    emit(
-        output,
-        result,
-        names=[i["name"] for i in items],
-        show=lambda _wide: [
-            click.echo(f"flow {i['name']} {i['outcome']}  {i['url']}") for i in items
-        ],
-    )
+
+    def show(_wide: bool) -> None:
+        for i in items:
+            click.echo(f"flow {i['name']} {i['outcome']}  {i['url']}")
+
+    emit(output, result, names=[i["name"] for i in items], show=show)
     for item in items:
         for warning in item.get("warnings", []):
             click.echo(f"warning: {warning}", err=True)
