@@ -142,7 +142,11 @@ class AdminAPI:
         self.validate = validate
 
     def routes(self) -> list[Route]:
-        e = _errors
+        def e(
+            handler: Callable[[Request], Awaitable[Response]],
+        ) -> Callable[[Request], Awaitable[Response]]:
+            return _errors(self._loaded(handler))
+
         return [
             Route("/api/v1/openapi.json", self.openapi),
             Route("/api/v1/flows", e(self.list_flows), methods=["GET"]),
@@ -161,6 +165,23 @@ class AdminAPI:
             Route("/api/v1/events", e(self.events), methods=["GET"]),
             Route("/metrics", self.prometheus),
         ]
+
+    def _loaded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Until the flows are loaded (the store may still be opening) every answer would be
+        wrong (no flows, "no flow named …"): say 503 and when to retry instead."""
+
+        async def wrapped(request: Request) -> Response:
+            if not self.registry.loaded:
+                return JSONResponse(
+                    {"error": "the gateway is starting: its flows are not loaded yet; retry"},
+                    status_code=503,
+                    headers={"retry-after": "1"},
+                )
+            return await handler(request)
+
+        return wrapped
 
     def _view(self, flow_id: str) -> dict[str, Any]:
         flow = self.registry.find(flow_id)

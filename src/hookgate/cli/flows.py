@@ -193,11 +193,17 @@ def snapshot(client: AdminClient, ref: str, value: str | None, clear: bool, outp
 
 @flows.command()
 @click.argument("ref")
+@click.option("--force", is_flag=True, help="Run a flow that has no schedule all the same.")
 @output_option
 @pass_client
-def run(client: AdminClient, ref: str, output: str) -> None:
-    """Enqueue a poll run of a flow now, outside its schedule."""
-    result = client.request("POST", f"/api/v1/flows/{ref}/run")
+def run(client: AdminClient, ref: str, force: bool, output: str) -> None:
+    """Enqueue a poll run of a flow now, outside its schedule (which does not move).
+
+    The worker gets a poll run with the flow's snapshot, as on a scheduled tick. A flow with
+    no schedule is refused unless --force.
+    """
+    query = "?force=true" if force else ""
+    result = client.request("POST", f"/api/v1/flows/{ref}/run{query}")
     emit(
         output,
         result,
