@@ -278,13 +278,17 @@ class FlowDispatcher:
         )
 
     async def _keep_snapshot(self, reply: Reply) -> None:
-        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored."""
+        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored.
+
+        An empty answer (a 204: nothing new) is the usual idle run and is not logged.
+        """
         snapshot = snapshot_of(reply.body)
         if snapshot is None:
-            log.info(
-                "poll run returned no usable snapshot; the previous one is kept",
-                flow=self.flow.name,
-            )
+            if reply.body:
+                log.info(
+                    "poll run returned no usable snapshot; the previous one is kept",
+                    flow=self.flow.name,
+                )
             return
         await self.owner.store.set_snapshot(self.flow.id, snapshot)
 
@@ -352,6 +356,7 @@ class FlowDispatcher:
             error=reply.error,
             outcome=outcome.value,
             ms=attempt.duration_ms,
+            answer=attempt.response,
         )
 
     async def stop(self, *, grace: float) -> None:
