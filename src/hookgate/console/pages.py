@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from hookgate.console import render
+from hookgate.console import charts, render
+from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain.deliveries import State
@@ -54,6 +56,7 @@ class Pages:
         registry: FlowRegistry,
         store: Store,
         rates: Rates,
+        history: History,
         public_url: str,
         workers: Callable[[str], WorkerStatus],
         on_queued: Callable[[str], None],
@@ -62,6 +65,7 @@ class Pages:
         self.registry = registry
         self.store = store
         self.rates = rates
+        self.history = history
         self.public_url = public_url
         self.workers = workers
         self.on_queued = on_queued
@@ -84,6 +88,9 @@ class Pages:
             "depth": queued.depth + queued.leased if queued else 0,
             "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
             "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
+            "sparkline": msgspec.structs.asdict(
+                charts.sparkline(self.history.series(flow.name).requests)
+            ),
         }
 
     async def _rows(self) -> list[dict[str, Any]]:
@@ -119,9 +126,28 @@ class Pages:
             flow=self._row(flow, stats, self.rates.rates(now=time.time())),
             workers=self.workers(flow.id),
             config=render.config_text(to_builtins(flow.spec)),
+            charts=self._charts(flow),
             recent=recent,
             notice=_notice(request),
         )
+
+    def _charts(self, flow: Flow) -> list[charts.Chart]:
+        """The flow's last hour, minute by minute (drawn as SVG by templates/charts.html)."""
+        series = self.history.series(flow.name)
+        drawn = [
+            charts.chart("Requests/min", series.requests),
+            charts.chart("Failed requests and attempts/min", series.errors),
+            charts.chart("Answer time p50", series.p50_ms, unit=" ms"),
+            charts.chart("Answer time p99", series.p99_ms, unit=" ms"),
+        ]
+        if flow.mode is Mode.ASYNC:
+            drawn.append(charts.chart("Queue depth", series.depth))
+        return drawn
+
+    async def flow_charts(self, request: Request, session: Session) -> Response:
+        """The charts alone, for the flow page to refresh them in place."""
+        flow = self.registry.find(request.path_params["ref"])
+        return self.render(request, "charts.html", session=session, charts=self._charts(flow))
 
     async def start(self, request: Request, session: Session) -> Response:
         return await self._set_status(request, Status.RUNNING, "started")

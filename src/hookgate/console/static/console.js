@@ -126,6 +126,17 @@
     setInterval(refresh, 10000);
   }
 
+  // A flow's charts are redrawn by the gateway every 10 s (the minute in progress moves).
+  const charts = document.getElementById("charts");
+  if (charts) {
+    setInterval(() => {
+      fetch(charts.dataset.charts, { headers: { accept: "text/html" } })
+        .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
+        .then((html) => { charts.innerHTML = html; })
+        .catch(() => say("Could not refresh the charts; reload the page."));
+    }, 10000);
+  }
+
   // Forms marked data-fetch are sent with fetch and the CSRF token in a header.
   for (const form of document.querySelectorAll("form[data-fetch]")) {
     form.addEventListener("submit", (submit) => {
