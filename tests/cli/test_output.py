@@ -95,4 +95,5 @@ def test_lists_at_80_columns_and_piped_keep_ids_and_urls_whole(
     settings = dict(line.split(None, 1) for line in shown.splitlines()[2:] if " " in line)
     assert settings["retention"].strip() == "3d"
     assert settings["retry.max_attempts"].strip() == "1"
+    assert "replicas" not in settings and "queue_timeout" not in settings  # sync-only
     assert "None" not in shown and "{" not in shown

@@ -10,7 +10,7 @@ import click
 
 from hookgate.cli.client import AdminClient
 from hookgate.cli.output import console, emit, human, output_option, table, when
-from hookgate.domain.flows import parse_flow_file, spec_from_object, to_builtins
+from hookgate.domain.flows import Mode, parse_flow_file, settings_for, spec_from_object, to_builtins
 from hookgate.errors import ConfigError
 
 pass_client = click.make_pass_decorator(AdminClient)
@@ -108,7 +108,7 @@ def show(client: AdminClient, ref: str, output: str) -> None:
         ("created", when(flow["createdAt"])),
         ("updated", when(flow["updatedAt"])),
         *[("next run", when(t)) for t in flow.get("schedule", {}).get("next", [])],
-        *_settings(flow["spec"]),
+        *_settings(Mode(flow["mode"]), flow["spec"]),
     ]
     emit(
         output,
@@ -118,12 +118,14 @@ def show(client: AdminClient, ref: str, output: str) -> None:
     )
 
 
-def _settings(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """The flow's configuration, one dotted field a line, unset fields left out."""
+def _settings(mode: Mode, spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The flow's configuration, one dotted field a line; unset fields and those its mode
+    ignores left out."""
+    relevant = settings_for(mode, spec).keys() - {"name", "mode"}
     return sorted(
         (name, value)
         for name, value in _flatten(spec_from_object(spec), "")
-        if name not in ("name", "mode")
+        if name.split(".")[0].split("[")[0] in relevant
     )
 
 

@@ -18,7 +18,7 @@ from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain.deliveries import State
-from hookgate.domain.flows import Flow, Mode, Status, to_builtins
+from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import WorkerStatus, flow_state
@@ -125,7 +125,7 @@ class Pages:
             session=session,
             flow=self._row(flow, stats, self.rates.rates(now=time.time())),
             workers=self.workers(flow.id),
-            config=render.config_text(to_builtins(flow.spec)),
+            config=render.config_text(settings_for(flow.mode, to_builtins(flow.spec))),
             charts=self._charts(flow),
             recent=recent,
             notice=_notice(request),

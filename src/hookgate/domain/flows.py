@@ -197,6 +197,22 @@ class Flow(msgspec.Struct, kw_only=True):
         return self.status is Status.RUNNING
 
 
+# Settings that only one mode reads: a flow of the other mode is shown without them.
+ONLY_FOR = {
+    Mode.ASYNC: frozenset(
+        {"max_workers", "idle_timeout", "retry", "dedupe_window", "schedule", "delivery"}
+        | {"retention"}
+    ),
+    Mode.SYNC: frozenset({"replicas", "queue_timeout", "request_buffering"}),
+}
+
+
+def settings_for(mode: Mode, spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's fields (as ``to_builtins`` gives them) without those the other mode ignores."""
+    other = Mode.SYNC if mode is Mode.ASYNC else Mode.ASYNC
+    return {k: v for k, v in spec.items() if k not in ONLY_FOR[other]}
+
+
 def new_flow_id() -> str:
     """128 random bits, URL-safe base64 without padding (22 characters)."""
     return secrets.token_urlsafe(16)
