@@ -97,12 +97,16 @@ def test_a_sync_flow_page_shows_sync_settings_only(gateway: GatewayProcess) -> N
     assert 'data-chart="Queue depth"' not in sync_page
 
 
-def test_charts_render_in_chromium(page: Any, gateway: GatewayProcess) -> None:  # noqa: F811
+def charted_requests(chart: Any) -> float:
+    return sum(float(v) for v in (chart.get_attribute("data-values") or "").split(",") if v)
+
+
+def test_charts_render_in_chromium_and_follow_new_requests(
+    page: Any,  # noqa: F811 - the fixture
+    gateway: GatewayProcess,
+) -> None:
     from playwright.sync_api import expect
 
-    hook = gateway.hook("orders")
-    for _ in range(3):
-        httpx.post(hook, headers={"authorization": f"Bearer {ORDERS_TOKEN}"})
     page.goto(f"{gateway.admin_base}/console/")
     page.fill("#token", TOKEN)
     page.click("button[type=submit]")
@@ -112,14 +116,17 @@ def test_charts_render_in_chromium(page: Any, gateway: GatewayProcess) -> None: 
     expect(requests).to_be_visible()
     box = requests.bounding_box()
     assert box is not None and box["width"] > 100 and box["height"] > 40
-    # The polyline is drawn once a minute has a point besides the first.
-    eventually(
-        lambda: page.reload()
-        or sum(float(v) for v in (requests.get_attribute("data-values") or "").split(",") if v)
-        >= 3,
-        timeout=30,
-    )
+    before = charted_requests(requests)
+
+    # Requests arriving while the page is open: the chart and the numbers follow, no reload.
+    hook = gateway.hook("orders")
+    for _ in range(3):
+        httpx.post(hook, headers={"authorization": f"Bearer {ORDERS_TOKEN}"}, timeout=10)
+    eventually(lambda: charted_requests(requests) >= before + 3, timeout=30)
+    expect(page.locator("#flow-facts [data-field=perMinute]")).not_to_have_text("-")
+    assert page.locator("#charts polyline").count() >= 4
+
     page.goto(f"{gateway.admin_base}/console/flows")
     spark = page.locator("tr", has_text="orders").locator("svg.spark")
     expect(spark).to_be_visible()
-    assert max(float(v) for v in (spark.get_attribute("data-values") or "0").split(",")) >= 1
+    assert charted_requests(spark) >= 3
