@@ -77,6 +77,9 @@ class ScheduleAPI:
                 f"flow {flow.name!r} has no schedule, so its worker may not expect a poll run; "
                 "run it anyway with --force (API: ?force=true)"
             )
-        accepted = await self.store.enqueue(poll_request(flow, scheduled_at=time.time()))
+        snapshot = await self.store.snapshot(flow.id)
+        accepted = await self.store.enqueue(
+            poll_request(flow, scheduled_at=time.time(), snapshot=snapshot)
+        )
         self.on_queued(flow.id)
         return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)
