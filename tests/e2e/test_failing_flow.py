@@ -72,6 +72,19 @@ def test_a_flow_whose_command_is_missing_is_failing_and_its_delivery_goes_dead(
         assert attempt["status_code"] is None
         assert f"cannot start {MISSING!r}: no such executable" in attempt["error"]
 
+    # Replayed, it goes through a second round of attempts, numbered from 1 again.
+    replayed = gateway.admin("POST", "/api/v1/deliveries/replay", json={"ids": [delivery["id"]]})
+    assert replayed.json()["replayed"] == 1
+
+    def second_round() -> list[dict[str, Any]] | None:
+        history = gateway.admin("GET", f"/api/v1/deliveries/{delivery['id']}").json()["history"]
+        return history if len(history) == 6 else None
+
+    history = eventually(second_round, timeout=30)
+    assert [(a["round"], a["number"]) for a in history] == [
+        (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)
+    ]
+
     # The API: failing, with the start error and when it happened.
     flow = gateway.flow("broken")
     assert flow["status"] == "failing"
@@ -96,6 +109,8 @@ def test_a_flow_whose_command_is_missing_is_failing_and_its_delivery_goes_dead(
         page = console.get("/console/flows/broken").text
         assert '<span class="badge failing">failing</span>' in page
         assert "no such executable" in page
+        shown = console.get(f"/console/deliveries/{delivery['id']}").text
+        assert shown.count("Replayed: round 2") == 1
 
     # /metrics: one gauge an alert can watch.
     assert eventually(lambda: failing_metric(gateway) == 1.0)

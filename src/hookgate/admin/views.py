@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.deliveries import Attempt, Delivery, rounds
 from hookgate.domain.flows import Flow, to_builtins
 from hookgate.runtime.base import WorkerStatus, flow_state
 
@@ -64,5 +64,9 @@ def delivery_view(
         view.update(body_view(delivery.body))
         view["size"] = len(delivery.body)
     if attempts is not None:
-        view["history"] = [to_builtins(a) for a in attempts]
+        ordered = sorted(attempts, key=lambda a: a.started_at)
+        numbered = rounds([a.number for a in ordered])
+        view["history"] = [
+            {**to_builtins(a), "round": r} for a, r in zip(ordered, numbered, strict=True)
+        ]
     return view

@@ -110,9 +110,10 @@ def _show(d: dict[str, Any], *, wide: bool) -> None:
     console.print(d["body"][:4096], markup=False, highlight=False)
     table(
         "attempts",
-        ["#", "STARTED", "STATUS", "ERROR", "MS", "RESPONSE"],
+        ["ROUND", "#", "STARTED", "STATUS", "ERROR", "MS", "RESPONSE"],
         [
             (
+                a["round"],
                 a["number"],
                 when(a["started_at"]),
                 a["status_code"],

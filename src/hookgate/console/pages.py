@@ -17,7 +17,7 @@ from hookgate.console import charts, render
 from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
-from hookgate.domain.deliveries import State
+from hookgate.domain.deliveries import Attempt, State, rounds
 from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
@@ -174,7 +174,7 @@ class Pages:
             flow=flow,
             headers=render.headers(delivery.headers),
             body=render.body(delivery.body, content_type=content_type),
-            attempts=sorted(attempts, key=lambda a: a.started_at),
+            attempts=_in_rounds(sorted(attempts, key=lambda a: a.started_at)),
             verification=_verification(flow),
             dedupe=_dedupe(flow, delivery.headers),
             notice=_notice(request),
@@ -327,3 +327,8 @@ def _duration(seconds: float) -> str:
         if seconds >= length and seconds % length == 0:
             return f"{seconds / length:.0f}{unit}"
     return f"{seconds:g}s"
+
+
+def _in_rounds(attempts: list[Attempt]) -> list[tuple[int, Attempt]]:
+    """Each attempt with its round: a replay starts a new one (numbered from 1 again)."""
+    return list(zip(rounds([a.number for a in attempts]), attempts, strict=True))

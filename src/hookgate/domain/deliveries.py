@@ -95,6 +95,15 @@ class Attempt(msgspec.Struct, kw_only=True):
         return None
 
 
+def rounds(numbers: list[int]) -> list[int]:
+    """The round of each attempt (in the order made): a replay starts a new series of
+    attempts numbered from 1 again, and that is a new round."""
+    out: list[int] = []
+    for i, number in enumerate(numbers):
+        out.append(1 if i == 0 else out[-1] + (number <= numbers[i - 1]))
+    return out
+
+
 class Delivery(msgspec.Struct, kw_only=True):
     """A stored request and where it stands in its delivery."""
 
