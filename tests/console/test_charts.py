@@ -26,6 +26,7 @@ def test_minutes_are_differences_of_the_counters_and_the_live_minute_is_last() -
         metrics.request_seconds.labels("orders", "async").observe(0.002)
     metrics.requests.labels("orders", "401").inc()
     metrics.queue_depth.labels("orders").set(7)
+    metrics.queue_oldest_seconds.labels("orders").set(12.5)
     history.sample(metrics.registry, now=T0 + 61)  # minute 2 begins: minute 1 is closed
     metrics.requests.labels("orders", "202").inc()
     history.sample(metrics.registry, now=T0 + 90)  # minute 2 in progress
@@ -33,6 +34,7 @@ def test_minutes_are_differences_of_the_counters_and_the_live_minute_is_last() -
     assert series.requests == [4.0, 1.0]
     assert series.errors == [1.0, 0.0]
     assert series.depth == [7.0, 7.0]
+    assert series.oldest_s == [12.5, 12.5]
     assert series.p50_ms[0] is not None and 1.0 < series.p50_ms[0] <= 2.5
     assert series.p99_ms[1] is None  # no answer timed in the live minute
     assert history.series("unknown").requests == [0.0, 0.0]
@@ -76,7 +78,7 @@ def test_a_flow_page_charts_a_known_sequence_of_requests(gateway: GatewayProcess
         assert sum(values_of(html, "Requests/min")) == 7
         assert sum(values_of(html, "Failed requests and attempts/min")) >= 2
         assert values_of(html, "Answer time p99")
-        assert 'data-chart="Queue depth"' in html
+        assert 'data-chart="Queue depth"' in html and 'data-chart="Oldest queued"' in html
         page_html = client.get(f"/console/flows/{flow_id}").text
         assert 'id="charts"' in page_html and 'data-chart="Requests/min"' in page_html
         flows_html = client.get("/console/flows").text

@@ -4,8 +4,8 @@ Like ``rates``, it reads the gateway's own Prometheus metrics (never the store, 
 costs the same with a million deliveries stored): one snapshot per minute is kept for an hour,
 and a minute's point is the difference between two snapshots — requests, failed requests and
 delivery attempts, the p50 and p99 of the accept/proxy latency from the histogram's buckets —
-or, for the queue depth, the gauge's value at the minute's end. The minute in progress is the
-last point, so a chart moves as requests arrive.
+or, for the queue depth and its oldest item's age, the gauge's value at the minute's end. The
+minute in progress is the last point, so a chart moves as requests arrive.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Snapshot(msgspec.Struct):
     buckets: dict[float, float]
     """Cumulative count of answers at most ``le`` seconds (all modes added up)."""
     depth: float = 0.0
+    oldest: float = 0.0
 
 
 class Series(msgspec.Struct, frozen=True):
@@ -40,6 +41,7 @@ class Series(msgspec.Struct, frozen=True):
     p50_ms: list[float | None]
     p99_ms: list[float | None]
     depth: list[float]
+    oldest_s: list[float]
 
 
 def snapshots(registry: CollectorRegistry) -> dict[str, Snapshot]:
@@ -56,6 +58,9 @@ def snapshots(registry: CollectorRegistry) -> dict[str, Snapshot]:
             elif sample.name == "hookgate_queue_depth":
                 entry = out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
                 entry.depth = sample.value
+            elif sample.name == "hookgate_queue_oldest_seconds":
+                entry = out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
+                entry.oldest = sample.value
     return out
 
 
@@ -95,7 +100,9 @@ class History:
         if self._latest is not None:
             points.append(self._latest)
         empty = Snapshot(totals=Totals(), buckets={})
-        out = Series(minutes=[], requests=[], errors=[], p50_ms=[], p99_ms=[], depth=[])
+        out = Series(
+            minutes=[], requests=[], errors=[], p50_ms=[], p99_ms=[], depth=[], oldest_s=[]
+        )
         for (_, before), (at, after) in itertools.pairwise(points):
             old, new = before.get(flow, empty), after.get(flow, empty)
             out.minutes.append(at)
@@ -106,6 +113,7 @@ class History:
                 value = quantile(q, delta)
                 target.append(None if value is None else round(value * 1000, 3))
             out.depth.append(new.depth)
+            out.oldest_s.append(round(new.oldest, 1))
         return out
 
 

@@ -142,6 +142,7 @@ class Pages:
         ]
         if flow.mode is Mode.ASYNC:
             drawn.append(charts.chart("Queue depth", series.depth))
+            drawn.append(charts.chart("Oldest queued", series.oldest_s, unit=" s"))
         return drawn
 
     async def flow_charts(self, request: Request, session: Session) -> Response:
