@@ -72,8 +72,10 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         prefix: list[str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.data_dir = data_dir
+        self.cwd = cwd
         self.prefix = prefix or []
         self.port = free_port()
         self.admin_port = free_port()
@@ -117,7 +119,7 @@ class GatewayProcess:
     def start(self, *, timeout: float = 20.0) -> GatewayProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -37,7 +37,7 @@ from hookgate.ingress.protocol import Edge
 from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import Runtime, WorkerStatus
+from hookgate.runtime.base import Runtime, WorkerStatus, flow_state
 from hookgate.runtime.local import LocalRuntime, validate_flow
 from hookgate.store.base import QueueStats, open_store
 from hookgate.store.sqlite import SQLiteStore
@@ -158,6 +158,7 @@ class Gateway:
         self.runtime.on_failed = self._worker_failed
         if isinstance(self.runtime, LocalRuntime):
             self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
+            self.runtime.on_start_failed = self.dispatcher.start_failed
         if isinstance(self.store, SQLiteStore):
             self.store.on_commit = self._committed
         await self.runtime.start()
@@ -167,7 +168,8 @@ class Gateway:
             if flow.mode is Mode.SYNC and flow.running:
                 await self.runtime.scale(flow, flow.spec.replicas)
         for spec in self._specs:
-            self.validate(spec)
+            for warning in self.validate(spec):
+                log.warning(warning)
         for flow, outcome in await self.registry.apply_all(self._specs):
             log.info("flow applied", flow=flow.name, outcome=outcome)
         await self.dispatcher.start()
@@ -224,8 +226,11 @@ class Gateway:
             raise ConfigError(f"cannot read flow file {path}: {exc.strerror}") from None
         return parse_flow_file(text, source=str(path))
 
-    def validate(self, spec: FlowSpec) -> None:
-        """Checks that need this gateway: secrets resolvable, a worker this runtime can run."""
+    def validate(self, spec: FlowSpec) -> list[str]:
+        """Checks that need this gateway: secrets resolvable, a worker this runtime can run.
+
+        Returns warnings: what does not stop the flow from being applied but will fail.
+        """
         try:
             FlowGuard(spec)
         except ConfigError as exc:
@@ -234,12 +239,11 @@ class Gateway:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.command is needed by the local runtime"
             )
-        if self.settings.runtime == "local":
-            validate_flow(spec)
         if self.settings.runtime == "kubernetes" and not spec.worker.image:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"
             )
+        return validate_flow(spec) if self.settings.runtime == "local" else []
 
     async def _flow_changed(self, flow_id: str) -> None:
         self.guards.forget(flow_id)
@@ -290,7 +294,10 @@ class Gateway:
                     s = stats.get(flow_id)
                     if s is not None and s.next_due_at is not None and s.next_due_at <= now:
                         self.dispatcher.notify(flow_id, s.next_due_at)
-                    self._report(flow.name, self.runtime.status(flow_id), s, now)
+                    workers = self.runtime.status(flow_id)
+                    self._report(flow.name, workers, s, now)
+                    failing = flow_state(flow, workers) == "failing"
+                    self.metrics.flow_failing.labels(flow.name).set(failing)
                     limit = self.dispatcher.limit(flow_id) or self.proxy.limit(flow_id)
                     if limit is not None:
                         self.metrics.concurrency_limit.labels(flow.name).set(limit)
@@ -394,7 +401,7 @@ class Gateway:
             self._console.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._signalled, sig)
         listening = [
             asyncio.create_task(servers[0].serve(sockets=[public])),
             asyncio.create_task(servers[1].serve(sockets=[admin])),
@@ -410,6 +417,7 @@ class Gateway:
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*listening, return_exceptions=True)
+        log.info("shutting down: stopping workers and closing the store")
         stopper.cancel()
         if not booting.done():
             booting.cancel()
@@ -420,6 +428,11 @@ class Gateway:
         log.info("stopped")
         if failure is not None:
             raise failure
+
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested", signal=sig.name)
+        self._stop.set()
 
     def _announce(self) -> None:
         s = self.settings

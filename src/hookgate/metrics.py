@@ -71,6 +71,12 @@ class Metrics:
             ["flow", "result"],
             registry=r,
         )
+        self.flow_failing = Gauge(
+            "hookgate_flow_failing",
+            "1 while the flow is failing (its last worker start failed and no worker is ready).",
+            ["flow"],
+            registry=r,
+        )
         self.cold_start_seconds = Histogram(
             "hookgate_cold_start_seconds",
             "Time from asking for a worker to it being ready.",

@@ -27,6 +27,8 @@ class FlowRegistry:
         self.by_id: dict[str, Flow] = {}
         self._by_name: dict[str, str] = {}
         self._listeners: list[Listener] = []
+        # False until the first load: an empty cache then means "not known yet", not "none".
+        self.loaded = False
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(flow_id)`` after every change of that flow."""
@@ -40,6 +42,7 @@ class FlowRegistry:
         ]
         self.by_id = fresh
         self._by_name = {flow.name: flow.id for flow in fresh.values()}
+        self.loaded = True
         for flow_id in changed:
             await self._changed(flow_id)
 

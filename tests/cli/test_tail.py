@@ -98,6 +98,20 @@ def test_tail_json_lines(cli: Cli, gateway: GatewayProcess, orders: str) -> None
         tail.stop()
 
 
+def test_tail_answers_shows_the_start_of_each_answer(
+    cli: Cli, gateway: GatewayProcess, orders: str
+) -> None:
+    tail = Tail(cli, orders, "--answers")
+    try:
+        tail.wait_for("Tailing flow")
+        httpx.post(gateway.hook(orders) + "/answered?status=422", content=b"x")
+        tail.wait_for("delivery", "attempt 1", "dead 422")
+        # flaky.py answers {"pid": …, "path": …, "attempt": …}
+        assert tail.wait_for('"path": "/answered"').startswith("    {")
+    finally:
+        tail.stop()
+
+
 def test_tail_of_an_unknown_flow_fails_clearly(cli: Cli) -> None:
     assert "no flow named or with id 'nosuch'" in cli.fails("tail", "nosuch")
 

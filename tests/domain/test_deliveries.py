@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hookgate.domain.deliveries import Delivery, State, new_id
+from hookgate.domain.deliveries import Delivery, State, new_id, rounds
 
 
 def test_state_labels() -> None:
@@ -58,3 +58,8 @@ def test_idempotency_key_is_the_delivery_id_whatever_the_attempt() -> None:
         received_at=0,
     )
     assert delivery.idempotency_key == again.idempotency_key == "d1"
+
+
+def test_a_replay_starts_a_new_round_of_attempts() -> None:
+    assert rounds([1, 2, 3, 1, 2, 1]) == [1, 1, 1, 2, 2, 3]
+    assert rounds([]) == []

@@ -289,6 +289,30 @@ def test_malformed_yaml_names_the_line() -> None:
     message = error_of("flows:\n  - name: a\n    mode: [async\n")
     assert message.startswith("flows.yaml: not valid YAML"), message
     assert "line 3" in message
+    assert "<unicode string>" not in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "hint"),
+    [
+        ("    retyr: {max_attempts: 3}\n", "did you mean `retry`?"),
+        ("    retry: {max_atempts: 3}\n", "did you mean `max_attempts`?"),
+        ("    delivery: envelop\n", "expected one of 'envelope', 'raw'"),
+    ],
+)
+def test_a_misspelt_field_or_value_gets_the_nearest_or_the_valid_ones(
+    extra: str, hint: str
+) -> None:
+    message = error_of(MINIMAL + extra)
+    assert message.startswith("flows.yaml:5: flow 'shop-orders': field "), message
+    assert message.endswith(hint), message
+
+
+def test_a_wrong_mode_lists_the_modes() -> None:
+    message = error_of(MINIMAL.replace("mode: async", "mode: batch"))
+    assert message.endswith("Invalid enum value 'batch'; expected one of 'async', 'sync'"), message
+    with pytest.raises(ConfigError, match="did you mean `env`"):
+        spec_from_object({"name": "a", "mode": "async", "worker": {"command": ["x"], "evn": {}}})
 
 
 @pytest.mark.parametrize("text", ["", "flows: 3\n", "- name: a\n", "flow:\n  - name: a\n"])

@@ -102,7 +102,7 @@ def test_400_is_dead_at_once(gateway_factory: Any, record: Path) -> None:
     request_id = httpx.post(gateway.hook("orders") + "?status=400").json()["requestId"]
     dead = settled(gateway, request_id, "dead")
     assert [a["status_code"] for a in dead["history"]] == [400]
-    assert dead["lastError"] == "HTTP 400"
+    assert dead["lastError"].startswith("HTTP 400: {")  # and the worker's answer
 
 
 def test_max_attempts_then_dead_then_fixed_worker_and_replay_delivers(

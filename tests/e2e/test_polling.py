@@ -81,11 +81,14 @@ def test_snapshot_can_be_set_and_cleared_and_garbage_keeps_it(
     assert gateway.admin("POST", "/api/v1/flows/poll/run").status_code == 202
     eventually(lambda: len(runs(record)) == 1)
     assert runs(record)[0]["snapshot"] == {"cursor": "c1"}
-    eventually(
+    [run] = eventually(
         lambda: gateway.admin(
             "GET", "/api/v1/deliveries", params={"flow": "poll", "status": "done"}
         ).json()["items"]
     )
+    # The stored run shows the snapshot its worker got.
+    stored = gateway.admin("GET", f"/api/v1/deliveries/{run['id']}").json()
+    assert json.loads(stored["body"])["snapshot"] == {"cursor": "c1"}
     assert gateway.admin("GET", "/api/v1/flows/poll/snapshot").json() == {
         "snapshot": {"cursor": "c1"}
     }

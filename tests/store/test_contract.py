@@ -359,7 +359,7 @@ async def test_retry_waits_for_next_at_and_bury_makes_dead(store: Store) -> None
     assert (waiting.state, waiting.next_at, waiting.last_error) == (
         State.QUEUED,
         NOW + 60,
-        "HTTP 503",
+        "HTTP 503: down",
     )
     assert await store.lease("f1", limit=5, lease_for=LEASE, now=NOW + 59) == []
 

@@ -134,7 +134,7 @@ class AdminAPI:
         public_url: str,
         workers: Callable[[str], WorkerStatus],
         on_queued: Callable[[str], None],
-        validate: Callable[[FlowSpec], None],
+        validate: Callable[[FlowSpec], list[str]],
         events: EventHub,
         stopping: asyncio.Event | None = None,
         next_ticks: Callable[[Flow], list[float]] = lambda _flow: [],
@@ -174,12 +174,29 @@ class AdminAPI:
         ]
         by_path: dict[str, dict[str, Handler]] = defaultdict(dict)
         for path, method, handler in operations:
-            by_path[path][method] = _errors(handler)
+            by_path[path][method] = _errors(self._loaded(handler))
         return [
             Route("/api/v1/openapi.json", self.openapi),
             *(_resource(path, handlers) for path, handlers in by_path.items()),
             Route("/metrics", self.prometheus),
         ]
+
+    def _loaded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Until the flows are loaded (the store may still be opening) every answer would be
+        wrong (no flows, "no flow named …"): say 503 and when to retry instead."""
+
+        async def wrapped(request: Request) -> Response:
+            if not self.registry.loaded:
+                return JSONResponse(
+                    {"error": "the gateway is starting: its flows are not loaded yet; retry"},
+                    status_code=503,
+                    headers={"retry-after": "1"},
+                )
+            return await handler(request)
+
+        return wrapped
 
     def _view(self, flow_id: str) -> dict[str, Any]:
         flow = self.registry.find(flow_id)
@@ -226,8 +243,7 @@ class AdminAPI:
         duplicated = sorted(n for n, c in Counter(s.name for s in specs).items() if c > 1)
         if duplicated:
             raise ConfigError(f"flow {duplicated[0]!r} is declared twice")
-        for spec in specs:
-            self.validate(spec)
+        warnings = {spec.name: self.validate(spec) for spec in specs}
         applied = await self.registry.apply_all(specs)
         return JSONResponse(
             {
@@ -237,6 +253,7 @@ class AdminAPI:
                         "id": flow.id,
                         "outcome": outcome,
                         "url": f"{self.public_url}/hook/{flow.id}",
+                        "warnings": warnings[flow.name],
                     }
                     for flow, outcome in applied
                 ]

@@ -126,7 +126,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
             "id": {"type": "string"},
             "name": {"type": "string"},
             "mode": {"enum": ["async", "sync"]},
-            "status": {"enum": [status.value for status in Status]},
+            "status": {"enum": [*(status.value for status in Status), "failing"]},
             "url": {"type": "string"},
             "createdAt": {"type": "number"},
             "updatedAt": {"type": "number"},

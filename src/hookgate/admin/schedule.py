@@ -63,12 +63,23 @@ class ScheduleAPI:
         return JSONResponse({"snapshot": None})
 
     async def run(self, request: Request) -> Response:
-        """Enqueue a poll run now, outside the schedule (it does not move the next tick)."""
+        """Enqueue a poll run now, outside the schedule (it does not move the next tick).
+
+        A flow without a schedule is refused unless ``?force=true``: its worker most likely
+        does not expect a poll run, and would process it as a webhook.
+        """
         flow = self.registry.find(request.path_params["ref"])
         if flow.mode is not Mode.ASYNC:
             raise ConfigError(f"flow {flow.name!r} is sync: poll runs need an async flow")
+        if flow.spec.schedule is None and request.query_params.get("force") != "true":
+            raise ConfigError(
+                f"flow {flow.name!r} has no schedule, so its worker may not expect a poll run; "
+                "run it anyway with --force (API: ?force=true)"
+            )
+        snapshot = await self.store.snapshot(flow.id)
         accepted = await self.store.enqueue(
-            poll_request(flow, scheduled_at=time.time()), max_queued=flow.spec.max_queued
+            poll_request(flow, scheduled_at=time.time(), snapshot=snapshot),
+            max_queued=flow.spec.max_queued,
         )
         self.on_queued(flow.id)
         return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)

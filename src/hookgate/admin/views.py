@@ -7,9 +7,9 @@ import base64
 from typing import Any
 
 from hookgate.domain import redaction
-from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.deliveries import Attempt, Delivery, rounds
 from hookgate.domain.flows import Flow, to_builtins
-from hookgate.runtime.base import WorkerStatus
+from hookgate.runtime.base import WorkerStatus, flow_state
 
 
 def flow_view(
@@ -19,7 +19,7 @@ def flow_view(
         "id": flow.id,
         "name": flow.name,
         "mode": flow.mode.value,
-        "status": flow.status.value,
+        "status": flow.status.value if workers is None else flow_state(flow, workers),
         "url": f"{public_url}/hook/{flow.id}",
         "createdAt": flow.created_at,
         "updatedAt": flow.updated_at,
@@ -66,5 +66,9 @@ def delivery_view(
         view.update(body_view(delivery.body))
         view["size"] = len(delivery.body)
     if attempts is not None:
-        view["history"] = [to_builtins(a) for a in attempts]
+        ordered = sorted(attempts, key=lambda a: a.started_at)
+        numbered = rounds([a.number for a in ordered])
+        view["history"] = [
+            {**to_builtins(a), "round": r} for a, r in zip(ordered, numbered, strict=True)
+        ]
     return view

@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hookgate.cli.flows import as_json
-from hookgate.cli.output import console, emit_json, table
+from hookgate.cli.output import console, emit, output_option, table
 from hookgate.domain.deliveries import State
 from hookgate.errors import HookgateError
 from hookgate.store.base import Store, open_store
@@ -38,7 +37,7 @@ database_option = click.option(
 )
 
 
-@click.group()
+@click.group(short_help="Schema migrations, status, SQLite to PostgreSQL.")
 def db() -> None:
     """Schema migrations, status, and moving from SQLite to PostgreSQL."""
 
@@ -53,31 +52,34 @@ def migrate(database: str) -> None:
 
 @db.command()
 @database_option
-@as_json
-def status(database: str, json_out: bool) -> None:
+@output_option
+def status(database: str, output: str) -> None:
     """Schema version, flows, and deliveries by status (changes nothing, migrations included)."""
     url = _check(database, must_exist=True)
     stored, code = asyncio.run(_stored_version(url)), _code_version(url)
     if stored < code:
         # Opening the store would migrate it, under gateways that may still run the old version.
         behind = {"database": _shown(url), "schemaVersion": stored, "hookgate": code}
-        if json_out:
-            emit_json({**behind, "migrationNeeded": True})
-            return
-        console.print(f"database  {behind['database']}")
-        console.print(
-            f"schema    {stored} (this Hookgate: {code}): older; `hookgate db migrate` upgrades it"
-            " (stop gateways of the older version first). Nothing was changed."
-        )
+
+        def show_behind(_wide: bool) -> None:
+            console.print(f"database  {behind['database']}")
+            console.print(
+                f"schema    {stored} (this Hookgate: {code}): older; `hookgate db migrate` "
+                "upgrades it (stop gateways of the older version first). Nothing was changed."
+            )
+
+        emit(output, {**behind, "migrationNeeded": True}, names=[], show=show_behind)
         return
     summary = _run(url, _summary)
-    if json_out:
-        emit_json(summary)
-        return
-    console.print(f"database  {summary['database']}")
-    console.print(f"schema    {summary['schemaVersion']} (this Hookgate: {summary['hookgate']})")
-    console.print(f"flows     {len(summary['flows'])}")
-    _counts_table(summary)
+
+    def show(wide: bool) -> None:
+        console.print(f"database  {summary['database']}")
+        schema, code = summary["schemaVersion"], summary["hookgate"]
+        console.print(f"schema    {schema} (this Hookgate: {code})")
+        console.print(f"flows     {len(summary['flows'])}")
+        _counts_table(summary, wide=wide)
+
+    emit(output, summary, names=[f["name"] for f in summary["flows"]], show=show)
 
 
 @db.command()
@@ -229,14 +231,14 @@ def _code_version(url: str) -> int:
     return sqlite_version
 
 
-def _counts_table(summary: dict[str, Any]) -> None:
+def _counts_table(summary: dict[str, Any], *, wide: bool = False) -> None:
     labels = [s.label for s in State]
     rows: list[tuple[Any, ...]] = [
         (row["name"] or "(no flow)", row["id"], *(row["deliveries"][s] for s in labels))
         for row in summary["flows"] + summary["orphans"]
     ]
     rows.append(("total", "", *(summary["deliveries"][s] for s in labels)))
-    table(None, ["FLOW", "ID", *(s.upper() for s in labels)], rows)
+    table(None, ["FLOW", "ID", *(s.upper() for s in labels)], rows, wide=wide)
 
 
 async def _copy(source_url: str, target_url: str, *, force: bool, batch: int) -> dict[str, Any]:

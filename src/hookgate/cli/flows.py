@@ -10,12 +10,11 @@ from urllib.parse import quote
 import click
 
 from hookgate.cli.client import AdminClient
-from hookgate.cli.output import console, emit_json, table, when
-from hookgate.domain.flows import parse_flow_file, to_builtins
+from hookgate.cli.output import console, emit, human, output_option, table, when
+from hookgate.domain.flows import Mode, parse_flow_file, settings_for, spec_from_object, to_builtins
 from hookgate.errors import ConfigError
 
 pass_client = click.make_pass_decorator(AdminClient)
-as_json = click.option("--json", "json_out", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group()
@@ -23,7 +22,7 @@ def flows() -> None:
     """Manage flows and their permanent URLs."""
 
 
-@flows.command()
+@flows.command(short_help="Create or update the flows of a file.")
 @click.option(
     "-f",
     "--file",
@@ -32,10 +31,15 @@ def flows() -> None:
     type=click.Path(path_type=Path),
     help="Flow file (YAML) to apply.",
 )
-@as_json
+@output_option
 @pass_client
-def apply(client: AdminClient, path: Path, json_out: bool) -> None:
-    """Create or update the flows of FILE by name; ids (URLs) never change."""
+def apply(client: AdminClient, path: Path, output: str) -> None:
+    """Create or update the flows of a file by name; ids (so URLs) never change.
+
+    Flows of the file that exist are updated (their workers roll over to the new
+    configuration), new ones are created; flows not in the file are left alone. Warnings
+    (a worker command not found on the gateway's PATH) go to stderr.
+    """
     try:
         specs = parse_flow_file(path.read_text(), source=str(path))
     except OSError as exc:
@@ -43,27 +47,38 @@ def apply(client: AdminClient, path: Path, json_out: bool) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     result = client.request("POST", "/api/v1/apply", json={"flows": to_builtins(specs)})
-    if json_out:
-        emit_json(result)
-        return
-    for item in result["items"]:
-        console.print(f"flow [bold]{item['name']}[/] {item['outcome']}  {item['url']}")
+    items = result["items"]
+
+    def show(_wide: bool) -> None:
+        for i in items:
+            click.echo(f"flow {i['name']} {i['outcome']}  {i['url']}")
+
+    emit(output, result, names=[i["name"] for i in items], show=show)
+    for item in items:
+        for warning in item.get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
 
 
-@flows.command("list")
-@as_json
+@flows.command("list", short_help="Every flow: name, mode, status, workers, URL.")
+@output_option
 @pass_client
-def list_(client: AdminClient, json_out: bool) -> None:
-    """Name, id, mode, status and URL of every flow."""
+def list_(client: AdminClient, output: str) -> None:
+    """Every flow: name, mode, status, workers (ready/desired) and URL.
+
+    STATUS is running, stopped, or failing (its workers cannot start: `flows show` says why).
+    `-o wide` adds the id (also the URL's last part).
+    """
     items = client.request("GET", "/api/v1/flows")["items"]
-    if json_out:
-        emit_json(items)
-        return
-    table(
-        None,
-        ["NAME", "ID", "MODE", "STATUS", "WORKERS", "URL"],
-        [(f["name"], f["id"], f["mode"], f["status"], _workers(f), f["url"]) for f in items],
-    )
+
+    def show(wide: bool) -> None:
+        columns = ["NAME", "MODE", "STATUS", "WORKERS", "URL", *(["ID"] if wide else [])]
+        rows = [
+            (f["name"], f["mode"], f["status"], _workers(f), f["url"], *([f["id"]] if wide else []))
+            for f in items
+        ]
+        table(None, columns, rows, wide=wide)
+
+    emit(output, items, names=[f["name"] for f in items], show=show)
 
 
 def _workers(flow: dict[str, Any]) -> str:
@@ -71,34 +86,61 @@ def _workers(flow: dict[str, Any]) -> str:
     return f"{workers.get('ready', 0)}/{workers.get('desired', 0)}"
 
 
-@flows.command()
+@flows.command(short_help="One flow: URL, status, workers, configuration.")
 @click.argument("ref")
-@as_json
+@output_option
 @pass_client
-def show(client: AdminClient, ref: str, json_out: bool) -> None:
-    """One flow (by name or id): URL, status, workers, configuration."""
+def show(client: AdminClient, ref: str, output: str) -> None:
+    """One flow (REF: its name or id): URL, status, workers and their last error, and its
+    configuration as a flow file writes it (durations like 30s, sizes like 10MB)."""
     flow = client.request("GET", f"/api/v1/flows/{ref}")
-    if json_out:
-        emit_json(flow)
-        return
     workers = flow.get("workers") or {}
-    table(
-        flow["name"],
-        ["FIELD", "VALUE"],
-        [
-            ("id", flow["id"]),
-            ("url", flow["url"]),
-            ("mode", flow["mode"]),
-            ("status", flow["status"]),
-            ("workers ready/desired", _workers(flow)),
-            ("last error", workers.get("last_error")),
-            ("last exit", workers.get("last_exit")),
-            ("created", when(flow["createdAt"])),
-            ("updated", when(flow["updatedAt"])),
-            *[("next run", when(t)) for t in flow.get("schedule", {}).get("next", [])],
-            *sorted((k, v) for k, v in flow["spec"].items() if k not in ("name", "mode")),
-        ],
+    error = workers.get("last_error")
+    if error and workers.get("last_error_at"):
+        error = f"{error} (at {when(workers['last_error_at'])})"
+    rows = [
+        ("id", flow["id"]),
+        ("url", flow["url"]),
+        ("mode", flow["mode"]),
+        ("status", flow["status"]),
+        ("workers ready/desired", _workers(flow)),
+        ("last error", error),
+        ("last exit", workers.get("last_exit")),
+        ("created", when(flow["createdAt"])),
+        ("updated", when(flow["updatedAt"])),
+        *[("next run", when(t)) for t in flow.get("schedule", {}).get("next", [])],
+        *_settings(Mode(flow["mode"]), flow["spec"]),
+    ]
+    emit(
+        output,
+        flow,
+        names=[flow["name"]],
+        show=lambda wide: table(flow["name"], ["FIELD", "VALUE"], rows, wide=wide),
     )
+
+
+def _settings(mode: Mode, spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The flow's configuration, one dotted field a line; unset fields and those its mode
+    ignores left out."""
+    relevant = settings_for(mode, spec).keys() - {"name", "mode"}
+    return sorted(
+        (name, value)
+        for name, value in _flatten(spec_from_object(spec), "")
+        if name.split(".")[0].split("[")[0] in relevant
+    )
+
+
+def _flatten(value: Any, prefix: str) -> list[tuple[str, str]]:
+    if hasattr(value, "__struct_fields__"):
+        fields = {f: getattr(value, f) for f in value.__struct_fields__}
+        return [p for f, v in fields.items() for p in _flatten(v, f"{prefix}{f}.")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _flatten(v, f"{prefix}{k}.")]
+    if isinstance(value, list) and any(hasattr(v, "__struct_fields__") for v in value):
+        return [p for i, v in enumerate(value) for p in _flatten(v, f"{prefix[:-1]}[{i}].")]
+    if value is None or value == []:
+        return []
+    return [(prefix[:-1], human(value))]
 
 
 def _action(name: str, method: str, suffix: str, done: str, *, doc: str, warns: str = "") -> None:
@@ -106,16 +148,18 @@ def _action(name: str, method: str, suffix: str, done: str, *, doc: str, warns: 
     anything changes unless ``--yes`` is given."""
 
     @click.argument("ref")
-    @as_json
+    @output_option
     @pass_client
-    def command(client: AdminClient, ref: str, json_out: bool, yes: bool = False) -> None:
+    def command(client: AdminClient, ref: str, output: str, yes: bool = False) -> None:
         if warns and not yes:
             raise click.UsageError(f"{warns}. Give --yes to {name} the flow.")
         result = client.request(method, f"/api/v1/flows/{quote(ref, safe='')}{suffix}")
-        if json_out:
-            emit_json(result)
-        else:
-            console.print(f"flow [bold]{result['name']}[/] {done}")
+        emit(
+            output,
+            result,
+            names=[result["name"]],
+            show=lambda _wide: console.print(f"flow [bold]{result['name']}[/] {done}"),
+        )
 
     command.__doc__ = doc
     if warns:
@@ -158,13 +202,13 @@ _action(
 )
 
 
-@flows.command()
+@flows.command(short_help="Show, replace or clear a polling flow's snapshot.")
 @click.argument("ref")
 @click.option("--set", "value", help="Replace the snapshot with this JSON.")
 @click.option("--clear", is_flag=True, help="Forget the snapshot (the next run gets null).")
-@as_json
+@output_option
 @pass_client
-def snapshot(client: AdminClient, ref: str, value: str | None, clear: bool, json_out: bool) -> None:
+def snapshot(client: AdminClient, ref: str, value: str | None, clear: bool, output: str) -> None:
     """Show, replace or clear the snapshot a polling flow carries from run to run."""
     if value is not None and clear:
         raise click.UsageError("give --set or --clear, not both")
@@ -179,20 +223,30 @@ def snapshot(client: AdminClient, ref: str, value: str | None, clear: bool, json
         result = client.request("PUT", path, json={"snapshot": parsed})
     else:
         result = client.request("GET", path)
-    if json_out:
-        emit_json(result)
-    else:
-        click.echo(json.dumps(result["snapshot"], indent=2))
+    emit(
+        output,
+        result,
+        names=[ref],
+        show=lambda _wide: click.echo(json.dumps(result["snapshot"], indent=2)),
+    )
 
 
 @flows.command()
 @click.argument("ref")
-@as_json
+@click.option("--force", is_flag=True, help="Run a flow that has no schedule all the same.")
+@output_option
 @pass_client
-def run(client: AdminClient, ref: str, json_out: bool) -> None:
-    """Enqueue a poll run of a flow now, outside its schedule."""
-    result = client.request("POST", f"/api/v1/flows/{ref}/run")
-    if json_out:
-        emit_json(result)
-    else:
-        console.print(f"poll run queued: delivery {result['deliveryId']}")
+def run(client: AdminClient, ref: str, force: bool, output: str) -> None:
+    """Enqueue a poll run of a flow now, outside its schedule (which does not move).
+
+    The worker gets a poll run with the flow's snapshot, as on a scheduled tick. A flow with
+    no schedule is refused unless --force.
+    """
+    query = "?force=true" if force else ""
+    result = client.request("POST", f"/api/v1/flows/{ref}/run{query}")
+    emit(
+        output,
+        result,
+        names=[result["deliveryId"]],
+        show=lambda _wide: console.print(f"poll run queued: delivery {result['deliveryId']}"),
+    )

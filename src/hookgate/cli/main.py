@@ -11,6 +11,7 @@ from hookgate.cli.client import AdminClient
 from hookgate.cli.db import db
 from hookgate.cli.deliveries import deliveries
 from hookgate.cli.flows import flows
+from hookgate.cli.init import init
 from hookgate.cli.k8s import k8s
 from hookgate.cli.tail import tail
 from hookgate.config import load_settings
@@ -79,6 +80,9 @@ def serve(
             runtime=runtime,
         )
         _run(Gateway(settings).serve())
+    except KeyboardInterrupt:
+        # Ctrl-C before the gateway installed its own handler: nothing was started yet.
+        sys.exit(0)
     except HookgateError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -106,6 +110,7 @@ cli.add_command(deliveries)
 cli.add_command(tail)
 cli.add_command(db)
 cli.add_command(k8s)
+cli.add_command(init)
 
 
 def main() -> None:

@@ -24,20 +24,29 @@ pass_client = click.make_pass_decorator(AdminClient)
 RECONNECT = (0.5, 1.0, 2.0, 5.0)
 
 
-@click.command()
+@click.command(short_help="Follow a flow's requests and deliveries live.")
 @click.argument("flow")
 @click.option("--json", "json_out", is_flag=True, help="Print each event as a JSON line.")
+@click.option(
+    "--answers",
+    is_flag=True,
+    help="Under each delivery attempt, the start of the worker's answer (its first 1 KB).",
+)
 @pass_client
-def tail(client: AdminClient, flow: str, json_out: bool) -> None:
-    """Stream FLOW's requests and delivery attempts (by name or id) until Ctrl-C."""
+def tail(client: AdminClient, flow: str, json_out: bool, answers: bool) -> None:
+    """Stream FLOW's requests and delivery attempts (by name or id) until Ctrl-C.
+
+    A poll run's attempt shows what the run found when the worker says so in its answer:
+    use --answers to see it.
+    """
     found = client.request("GET", f"/api/v1/flows/{flow}")
     try:
-        _follow(client, found, json_out=json_out)
+        _follow(client, found, json_out=json_out, answers=answers)
     except KeyboardInterrupt:
         _say("Stopped.")
 
 
-def _follow(client: AdminClient, flow: dict[str, Any], *, json_out: bool) -> None:
+def _follow(client: AdminClient, flow: dict[str, Any], *, json_out: bool, answers: bool) -> None:
     failures = 0
     while True:
         try:
@@ -50,6 +59,8 @@ def _follow(client: AdminClient, flow: dict[str, Any], *, json_out: bool) -> Non
                     click.echo(json.dumps(event, sort_keys=True))
                 else:
                     _say(line(event))
+                    if answers and event.get("answer"):
+                        _say(f"    [dim]{escape(' '.join(event['answer'].split()))}[/]")
             _say("[yellow]The gateway closed the stream; reconnecting…[/]")
         except httpx.TransportError as exc:
             if failures == 0:

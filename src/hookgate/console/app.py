@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookgate import logs
 from hookgate.console import render
+from hookgate.console.charts import History
 from hookgate.console.pages import Pages
 from hookgate.console.rates import Rates
 from hookgate.console.sessions import Session, Sessions, same
@@ -91,7 +92,10 @@ class Console:
     ) -> None:
         self.trusted_proxies = trusted_proxies
         self.sessions = Sessions(token=token)
-        self.rates = Rates(metrics.registry)
+        self.history = History()
+        self.rates = Rates(
+            metrics.registry, lambda registry, now: self.history.sample(registry, now=now)
+        )
         self.stopping = stopping
         self.live = live
         env = jinja2.Environment(
@@ -107,6 +111,7 @@ class Console:
             registry=registry,
             store=store,
             rates=self.rates,
+            history=self.history,
             public_url=public_url,
             workers=workers,
             on_queued=on_queued,
@@ -126,6 +131,7 @@ class Console:
             Route("/flows", self._guard(p.flows)),
             Route("/flows/stats", self._guard(p.flow_stats)),
             Route("/flows/{ref}", self._guard(p.flow)),
+            Route("/flows/{ref}/charts", self._guard(p.flow_charts)),
             Route("/flows/{ref}/start", self._guard(p.start), methods=["POST"]),
             Route("/flows/{ref}/stop", self._guard(p.stop), methods=["POST"]),
             Route("/flows/{ref}/pause", self._guard(p.pause), methods=["POST"]),

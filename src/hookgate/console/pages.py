@@ -8,19 +8,21 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from hookgate.console import render
+from hookgate.console import charts, render
+from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain import redaction
-from hookgate.domain.deliveries import Delivery, State
-from hookgate.domain.flows import Flow, Mode, Status, to_builtins
+from hookgate.domain.deliveries import Attempt, Delivery, State, rounds
+from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import WorkerStatus
+from hookgate.runtime.base import WorkerStatus, flow_state
 from hookgate.store.base import (
     MAX_CANDIDATES,
     DeliveryFilter,
@@ -76,6 +78,7 @@ class Pages:
         registry: FlowRegistry,
         store: Store,
         rates: Rates,
+        history: History,
         public_url: str,
         workers: Callable[[str], WorkerStatus],
         on_queued: Callable[[str], None],
@@ -84,6 +87,7 @@ class Pages:
         self.registry = registry
         self.store = store
         self.rates = rates
+        self.history = history
         self.public_url = public_url
         self.workers = workers
         self.on_queued = on_queued
@@ -99,7 +103,7 @@ class Pages:
             "id": flow.id,
             "name": flow.name,
             "mode": flow.mode.value,
-            "status": flow.status.value,
+            "status": flow_state(flow, workers),
             "url": f"{self.public_url}/hook/{flow.id}",
             "ready": workers.ready,
             "desired": workers.desired,
@@ -107,6 +111,9 @@ class Pages:
             "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
             "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
             "stopWarning": STOP_WARNING.format(name=flow.name),
+            "sparkline": msgspec.structs.asdict(
+                charts.sparkline(self.history.series(flow.name).requests)
+            ),
         }
 
     async def _rows(self) -> list[dict[str, Any]]:
@@ -141,12 +148,32 @@ class Pages:
             session=session,
             flow=self._row(flow, stats, self.rates.rates(now=time.time())),
             workers=self.workers(flow.id),
-            config=render.config_text(to_builtins(flow.spec)),
+            config=render.config_text(settings_for(flow.mode, to_builtins(flow.spec))),
+            charts=self._charts(flow),
             recent=recent,
             notice=_notice(request),
             stop_warning=STOP_WARNING.format(name=flow.name),
             delete_warning=DELETE_WARNING.format(name=flow.name),
         )
+
+    def _charts(self, flow: Flow) -> list[charts.Chart]:
+        """The flow's last hour, minute by minute (drawn as SVG by templates/charts.html)."""
+        series = self.history.series(flow.name)
+        drawn = [
+            charts.chart("Requests/min", series.requests),
+            charts.chart("Failed requests and attempts/min", series.errors),
+            charts.chart("Answer time p50", series.p50_ms, unit=" ms"),
+            charts.chart("Answer time p99", series.p99_ms, unit=" ms"),
+        ]
+        if flow.mode is Mode.ASYNC:
+            drawn.append(charts.chart("Queue depth", series.depth))
+            drawn.append(charts.chart("Oldest queued", series.oldest_s, unit=" s"))
+        return drawn
+
+    async def flow_charts(self, request: Request, session: Session) -> Response:
+        """The charts alone, for the flow page to refresh them in place."""
+        flow = self.registry.find(request.path_params["ref"])
+        return self.render(request, "charts.html", session=session, charts=self._charts(flow))
 
     async def start(self, request: Request, session: Session) -> Response:
         return await self._set_status(request, Status.RUNNING, "started")
@@ -183,7 +210,7 @@ class Pages:
             flow=flow,
             headers=redaction.headers(delivery.headers),
             body=render.body(delivery.body, content_type=content_type),
-            attempts=sorted(attempts, key=lambda a: a.started_at),
+            attempts=_in_rounds(sorted(attempts, key=lambda a: a.started_at)),
             verification=_verification(flow),
             dedupe=_dedupe(flow, delivery.headers),
             notice=_notice(request),
@@ -375,3 +402,8 @@ def _duration(seconds: float) -> str:
         if seconds >= length and seconds % length == 0:
             return f"{seconds / length:.0f}{unit}"
     return f"{seconds:g}s"
+
+
+def _in_rounds(attempts: list[Attempt]) -> list[tuple[int, Attempt]]:
+    """Each attempt with its round: a replay starts a new one (numbered from 1 again)."""
+    return list(zip(rounds([a.number for a in attempts]), attempts, strict=True))

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -53,8 +54,13 @@ def totals(registry: CollectorRegistry) -> dict[str, Totals]:
 
 
 class Rates:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        on_sample: Callable[[CollectorRegistry, float], None] = lambda _registry, _now: None,
+    ) -> None:
         self._registry = registry
+        self._on_sample = on_sample
         self._samples: deque[tuple[float, dict[str, Totals]]] = deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -72,6 +78,7 @@ class Rates:
 
     def sample(self, *, now: float) -> None:
         self._samples.append((now, totals(self._registry)))
+        self._on_sample(self._registry, now)
         while self._samples and self._samples[0][0] < now - KEEP:
             self._samples.popleft()
 

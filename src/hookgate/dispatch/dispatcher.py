@@ -243,6 +243,27 @@ class FlowDispatcher:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
+    def start_failed(self, reason: str) -> None:
+        """A worker asked for could not start: the delivery that waits longest for one takes
+        the failure as an attempt, so deliveries move through retries to dead letters as
+        for any other failure instead of waiting for a worker that never comes."""
+        if self.wanted and not self.owner.runtime.endpoints(self.flow.id):
+            task = asyncio.create_task(self._fail_one(reason))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _fail_one(self, reason: str) -> None:
+        now = time.time()
+        try:
+            batch = await self.owner.store.lease(
+                self.flow.id, limit=1, lease_for=LEASE_MARGIN, now=now
+            )
+        except StoreError as exc:
+            log.warning("lease failed", flow=self.flow.name, error=str(exc))
+            return
+        for delivery in batch:
+            await self._record(delivery, Reply(status=None, error=reason), now, 0.0)
+
     async def _deliver(self, delivery: Delivery, endpoint: Endpoint, busy: bool) -> None:
         owner, flow = self.owner, self.flow
         poll = delivery.source == POLL_SOURCE
@@ -298,13 +319,17 @@ class FlowDispatcher:
         )
 
     async def _keep_snapshot(self, reply: Reply) -> None:
-        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored."""
+        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored.
+
+        An empty answer (a 204: nothing new) is the usual idle run and is not logged.
+        """
         snapshot = snapshot_of(reply.body)
         if snapshot is None:
-            log.info(
-                "poll run returned no usable snapshot; the previous one is kept",
-                flow=self.flow.name,
-            )
+            if reply.body:
+                log.info(
+                    "poll run returned no usable snapshot; the previous one is kept",
+                    flow=self.flow.name,
+                )
             return
         await self.owner.store.set_snapshot(self.flow.id, snapshot)
 
@@ -379,6 +404,7 @@ class FlowDispatcher:
             error=reply.error,
             outcome=outcome.value,
             ms=attempt.duration_ms,
+            answer=attempt.response,
         )
 
     async def stop(self, *, grace: float) -> None:
@@ -473,6 +499,12 @@ class Dispatcher:
                 return
             dispatcher = self.flows[flow_id] = FlowDispatcher(self, flow)
         dispatcher.notify(at)
+
+    def start_failed(self, flow_id: str, reason: str) -> None:
+        """A worker of the flow could not start (see ``FlowDispatcher.start_failed``)."""
+        dispatcher = self.flows.get(flow_id)
+        if dispatcher is not None:
+            dispatcher.start_failed(reason)
 
     def inflight(self, endpoint: Endpoint) -> int:
         return sum(d.slots.inflight.get(endpoint, 0) for d in self.flows.values())

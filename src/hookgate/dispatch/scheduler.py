@@ -88,8 +88,9 @@ class Scheduler:
         runs, newest = due(schedule, last=last, now=now)
         if waiting is not None and waiting not in runs:
             runs.insert(0, waiting)  # a tick that waited for a run to end is not "missed"
+        snapshot = await self.store.snapshot(flow.id) if runs else None
         for tick in runs:
-            request = poll_request(flow, scheduled_at=tick)
+            request = poll_request(flow, scheduled_at=tick, snapshot=snapshot)
             outcome = await self.store.claim_tick(
                 flow.id, tick=tick, request=request, exclusive=not schedule.overlap
             )

@@ -68,6 +68,10 @@ class Request(msgspec.Struct, kw_only=True, array_like=True):
     received_at: float
 
 
+# The part of a worker's refusal that a delivery's last error quotes.
+PROBLEM_ANSWER = 120
+
+
 class Attempt(msgspec.Struct, kw_only=True):
     """One try at delivering: what the worker said (or the error), and how long it took."""
 
@@ -80,12 +84,25 @@ class Attempt(msgspec.Struct, kw_only=True):
 
     @property
     def problem(self) -> str | None:
-        """What went wrong, as a delivery's ``last_error`` shows it; None for a 2xx."""
+        """What went wrong, as a delivery's ``last_error`` shows it; None for a 2xx.
+
+        A refusal carries the first bytes of the worker's answer: that is usually its reason.
+        """
         if self.error:
             return self.error
         if self.status_code is not None and not 200 <= self.status_code < 300:
-            return f"HTTP {self.status_code}"
+            said = " ".join(self.response.split())[:PROBLEM_ANSWER]
+            return f"HTTP {self.status_code}: {said}" if said else f"HTTP {self.status_code}"
         return None
+
+
+def rounds(numbers: list[int]) -> list[int]:
+    """The round of each attempt (in the order made): a replay starts a new series of
+    attempts numbered from 1 again, and that is a new round."""
+    out: list[int] = []
+    for i, number in enumerate(numbers):
+        out.append(1 if i == 0 else out[-1] + (number <= numbers[i - 1]))
+    return out
 
 
 class Delivery(msgspec.Struct, kw_only=True):

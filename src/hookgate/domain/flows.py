@@ -6,6 +6,7 @@ derived from anything the user can change, so edits, restarts and re-applies kee
 
 from __future__ import annotations
 
+import difflib
 import enum
 import hashlib
 import re
@@ -256,6 +257,22 @@ class Flow(msgspec.Struct, kw_only=True):
         return self.status is not Status.STOPPED
 
 
+# Settings that only one mode reads: a flow of the other mode is shown without them.
+ONLY_FOR = {
+    Mode.ASYNC: frozenset(
+        {"max_workers", "idle_timeout", "retry", "dedupe_window", "schedule", "delivery"}
+        | {"retention"}
+    ),
+    Mode.SYNC: frozenset({"replicas", "queue_timeout", "request_buffering"}),
+}
+
+
+def settings_for(mode: Mode, spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's fields (as ``to_builtins`` gives them) without those the other mode ignores."""
+    other = Mode.SYNC if mode is Mode.ASYNC else Mode.ASYNC
+    return {k: v for k, v in spec.items() if k not in ONLY_FOR[other]}
+
+
 def new_flow_id() -> str:
     """128 random bits, URL-safe base64 without padding (22 characters)."""
     return secrets.token_urlsafe(16)
@@ -295,7 +312,7 @@ def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
     try:
         data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "flows" not in data:
         raise ConfigError(f"{source}: expected a mapping with a `flows:` list at the top")
     try:
@@ -318,6 +335,18 @@ def parse_flow_file(text: str, *, source: str = "<flows>") -> list[FlowSpec]:
     return specs
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message with lines and columns, without its ``in "<unicode string>"``."""
+    pieces = []
+    for kind in ("context", "problem"):
+        text, mark = getattr(exc, kind, None), getattr(exc, f"{kind}_mark", None)
+        if text and mark:
+            pieces.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})")
+        elif text:
+            pieces.append(text)
+    return ", ".join(pieces) or str(exc)
+
+
 def _over_limit(spec: FlowSpec) -> tuple[str, str] | None:
     """The field over ``MAX_WORKERS`` and the problem, if any."""
     for field in ("max_workers", "replicas"):
@@ -331,21 +360,71 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z0-9_]+)|\[(\d+)\]")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 
 
-def _split(message: str) -> tuple[str, list[tuple[str, int | None]]]:
-    """msgspec's ``problem - at `$.a[0].b``` as the problem and the path tokens."""
+def _split(message: str, root: type = FlowSpec) -> tuple[str, list[tuple[str, int | None]]]:
+    """msgspec's ``problem - at `$.a[0].b``` as the problem and the path tokens; an unknown
+    field gets the nearest known one suggested, a bad enum value the list of valid ones."""
     problem, sep, path = message.rpartition(" - at `")
     if not sep:
-        return message, []
+        problem, path = message, ""
     tokens = [(k, int(i) if i else None) for k, i in _PATH_TOKEN.findall(path)]
     unknown = _UNKNOWN.search(problem)
     if unknown:
         tokens.append((unknown.group(1), None))
+        known = _field_names(_type_at(msgspec.inspect.type_info(root), tokens[:-1]))
+        nearest = difflib.get_close_matches(unknown.group(1), known, n=1, cutoff=0.6)
+        if nearest:
+            problem += f"; did you mean `{nearest[0]}`?"
     if tokens and tokens[-1][0] == "concurrency" and problem.startswith("Invalid enum value"):
         # msgspec names only the string half of `int | "auto"`.
         problem = "Expected `int` >= 1 or 'auto', got " + problem.removeprefix(
             "Invalid enum value "
         )
+    elif problem.startswith("Invalid enum value"):
+        valid = _enum_values(_type_at(msgspec.inspect.type_info(root), tokens))
+        if valid:
+            problem += f"; expected one of {', '.join(repr(v) for v in valid)}"
     return problem, tokens
+
+
+def _options(info: Any) -> list[Any]:
+    """A type and, for a union (``X | None``), each of its members."""
+    return list(info.types) if isinstance(info, msgspec.inspect.UnionType) else [info]
+
+
+def _type_at(info: Any, tokens: list[tuple[str, int | None]]) -> Any:
+    """The msgspec type info at a path of struct fields and list indexes (None if lost)."""
+    for key, index in tokens:
+        found = None
+        for option in _options(info):
+            if index is not None and isinstance(option, msgspec.inspect.ListType):
+                found = option.item_type
+            elif isinstance(option, msgspec.inspect.StructType):
+                found = next((f.type for f in option.fields if f.encode_name == key), None)
+            if found is not None:
+                break
+        if found is None:
+            return None
+        info = found
+    return info
+
+
+def _field_names(info: Any) -> list[str]:
+    return [
+        f.encode_name
+        for option in _options(info)
+        if isinstance(option, msgspec.inspect.StructType)
+        for f in option.fields
+    ]
+
+
+def _enum_values(info: Any) -> list[Any]:
+    values: list[Any] = []
+    for option in _options(info):
+        if isinstance(option, msgspec.inspect.EnumType):
+            values += [member.value for member in option.cls]
+        elif isinstance(option, msgspec.inspect.LiteralType):
+            values += list(option.values)
+    return values
 
 
 def _dotted(tokens: list[tuple[str, int | None]]) -> str:
@@ -359,7 +438,7 @@ def _field_message(message: str) -> str:
 
 
 def _located(source: str, data: Any, node: Any, message: str) -> str:
-    problem, tokens = _split(message)
+    problem, tokens = _split(message, _FlowFile)
     line = _line_of(node, tokens)
     where = f"{source}:{line}" if line else source
     if len(tokens) >= 2 and tokens[0][0] == "flows" and tokens[1][1] is not None:

@@ -79,11 +79,18 @@ def due(schedule: Schedule, *, last: float, now: float) -> tuple[list[float], fl
     return run, ticks[-1]
 
 
-def poll_request(flow: Flow, *, scheduled_at: float) -> Request:
-    """A stored poll run: ``POST /`` whose body gets the current snapshot when it is sent."""
+def poll_request(flow: Flow, *, scheduled_at: float, snapshot: bytes | None = None) -> Request:
+    """A stored poll run: ``POST /`` whose body gets the current snapshot when it is sent.
+
+    It is stored with the snapshot current when it is queued, so that the stored run shows
+    what its worker gets (the same, unless a run of the flow finishes in between).
+    """
     delivery_id = new_id()
     when = datetime.datetime.fromtimestamp(scheduled_at, datetime.UTC)
-    body = {"scheduledAt": when.isoformat().replace("+00:00", "Z"), "snapshot": None}
+    body = {
+        "scheduledAt": when.isoformat().replace("+00:00", "Z"),
+        "snapshot": msgspec.Raw(snapshot) if snapshot else None,
+    }
     return Request(
         id=delivery_id,
         request_id=delivery_id,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from hookgate.domain.flows import Flow
+from hookgate.domain.flows import Flow, Status
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -35,11 +35,23 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     starting: int = 0
     restarts: int = 0
     last_error: str | None = None
+    last_error_at: float | None = None
+    """When ``last_error`` happened (Unix time); both are cleared by the next good start."""
     last_exit: str | None = None
     stopping: int = 0
     """Workers asked to stop that are finishing what they hold (terminating pods)."""
     jobs: int = 0
     """Active Kubernetes Jobs of an async flow (0 elsewhere)."""
+
+
+def flow_state(flow: Flow, workers: WorkerStatus) -> str:
+    """``stopped``, ``running``, or ``failing``: running, but its last worker start failed and
+    no worker is ready, so nothing it receives can be delivered until that is fixed."""
+    if flow.status is Status.STOPPED:
+        return Status.STOPPED.value
+    if workers.last_error is not None and workers.ready == 0:
+        return "failing"
+    return Status.RUNNING.value
 
 
 class Runtime(Protocol):

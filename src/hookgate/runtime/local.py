@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from hookgate.runtime.base import Endpoint, WorkerStatus
 
 log = logs.get("hookgate.runtime")
 
+PYTHON_NAMES = ("python", "python3")
 START_TIMEOUT = 15.0
 STOP_GRACE = 5.0
 RESTART = RestartBackoff()
@@ -84,13 +86,29 @@ def account(user: str | int) -> Account:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 
 
-def validate_flow(spec: FlowSpec) -> None:
-    """Refuse, when the flow is applied, what would make every start of its workers fail."""
+def validate_flow(spec: FlowSpec) -> list[str]:
+    """Refuse, when the flow is applied, what would make every start of its workers fail;
+    return warnings for what may still be fixed on this machine (a program not installed yet)."""
     if spec.worker.user is not None:
         try:
             account(spec.worker.user)
         except ConfigError as exc:
             raise ConfigError(f"flow {spec.name!r}: {exc}") from None
+    command = interpreted(spec.worker.command)
+    if command and shutil.which(command[0]) is None:
+        return [
+            f"flow {spec.name!r}: worker command {command[0]!r} is not found on the gateway's "
+            "PATH; its workers cannot start until it is installed"
+        ]
+    return []
+
+
+def interpreted(command: list[str] | None) -> list[str]:
+    """``python`` and ``python3`` mean the gateway's own interpreter: a worker using the SDK
+    then finds it without an activated virtualenv (a pip-only install works as is)."""
+    if command and command[0] in PYTHON_NAMES:
+        return [sys.executable, *command[1:]]
+    return command or []
 
 
 class Worker:
@@ -143,6 +161,8 @@ class LocalRuntime:
         self.inflight: Callable[[Endpoint], int] = lambda _endpoint: 0
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
+        # A worker could not start (as opposed to one that ran and exited).
+        self.on_start_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         self._flows: dict[str, _Flow] = {}
 
     async def start(self) -> None:
@@ -235,7 +255,7 @@ class LocalRuntime:
         try:
             worker = await self._spawn(flow)
         except WorkerStartFailed as exc:
-            self._failed(state, str(exc))
+            self._failed(state, str(exc), start=True)
             return
         state.workers.append(worker)
         self._report(state)
@@ -246,10 +266,10 @@ class LocalRuntime:
             state.workers.remove(worker)
             await self._stop(worker)
             self._write_pids()
-            self._failed(state, str(exc))
+            self._failed(state, str(exc), start=True)
             return
         worker.ready = True
-        state.status.last_error = None
+        state.status.last_error = state.status.last_error_at = None
         self._report(state)
         _call(self.on_ready, flow.id, time.monotonic() - started)
         log.info(
@@ -260,12 +280,15 @@ class LocalRuntime:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    def _failed(self, state: _Flow, reason: str) -> None:
+    def _failed(self, state: _Flow, reason: str, *, start: bool = False) -> None:
         state.failures += 1
         wait = self.restart.delay(state.failures)
         state.not_before = time.monotonic() + wait
         state.status.last_error = reason
+        state.status.last_error_at = time.time()
         _call(self.on_failed, state.flow.id, reason)
+        if start:
+            _call(self.on_start_failed, state.flow.id, reason)
         log.warning("worker failed", flow=state.flow.name, reason=reason, retry_in=wait)
 
     async def _exited(self, state: _Flow, worker: Worker) -> None:
@@ -286,7 +309,7 @@ class LocalRuntime:
         self._failed(state, f"worker {worker.process.pid} {reason}")
 
     async def _spawn(self, flow: Flow) -> Worker:
-        command = flow.spec.worker.command
+        command = interpreted(flow.spec.worker.command)
         if not command:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
         if shutil.which(command[0]) is None:

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import struct
@@ -543,6 +544,9 @@ def serve(sock: socket.socket, path: str, synchronous: str, reserve: int) -> Non
 
 
 def main(argv: list[str]) -> None:
+    # The gateway stops the writer by closing the socket (end of file ends `serve`), after its
+    # last write: a SIGINT sent to the terminal's whole group must not cut that short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     isolation.make_undumpable()  # its memory holds what it writes: workers must not read it
     path, synchronous, fd, reserve = argv
     with socket.socket(fileno=int(fd)) as sock:

@@ -126,6 +126,28 @@
     setInterval(refresh, 10000);
   }
 
+  // A flow's charts are redrawn by the gateway every 10 s (the minute in progress moves),
+  // and its numbers (queue, requests/min, error rate) are read again with them.
+  const charts = document.getElementById("charts");
+  const facts = document.getElementById("flow-facts");
+  if (charts && facts) {
+    setInterval(() => {
+      fetch(charts.dataset.charts, { headers: { accept: "text/html" } })
+        .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
+        .then((html) => { charts.innerHTML = html; })
+        .then(() => fetch(facts.dataset.stats, { headers: { accept: "application/json" } }))
+        .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
+        .then((data) => {
+          const item = data.items.find((flow) => flow.id === facts.dataset.flow);
+          if (!item) return;
+          for (const field of facts.querySelectorAll("[data-field]")) {
+            field.textContent = item[field.dataset.field];
+          }
+        })
+        .catch(() => say("Could not refresh the charts; reload the page."));
+    }, 10000);
+  }
+
   // Forms marked data-fetch are sent with fetch and the CSRF token in a header.
   for (const form of document.querySelectorAll("form[data-fetch]")) {
     form.addEventListener("submit", (submit) => {
