@@ -665,7 +665,7 @@ async def test_a_status_token_follows_its_delivery_to_done_with_the_answer(store
     assert await store.retry(first, attempt_for(first, at=NOW, status=503), next_at=NOW + 1)
     failed = await store.progress(token)
     assert failed is not None
-    assert (failed.label, failed.attempts, failed.last_error) == ("failed", 1, "HTTP 503")
+    assert (failed.label, failed.attempts, failed.last_error) == ("failed", 1, "HTTP 503: boom")
 
     second = await lease_one(store, "f1", now=NOW + 1)
     answer = Answer(status=201, headers=[("content-type", "text/plain")], body=b"\x00made")

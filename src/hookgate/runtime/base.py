@@ -45,10 +45,11 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
 
 
 def flow_state(flow: Flow, workers: WorkerStatus) -> str:
-    """``stopped``, ``running``, or ``failing``: running, but its last worker start failed and
-    no worker is ready, so nothing it receives can be delivered until that is fixed."""
-    if flow.status is Status.STOPPED:
-        return Status.STOPPED.value
+    """The flow's status (``running``, ``paused``, ``stopped``), or ``failing``: running, but
+    its last worker start failed and no worker is ready, so nothing it receives can be
+    delivered until that is fixed."""
+    if flow.status is not Status.RUNNING:
+        return flow.status.value
     if workers.last_error is not None and workers.ready == 0:
         return "failing"
     return Status.RUNNING.value
