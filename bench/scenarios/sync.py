@@ -4,7 +4,7 @@ and directly (one worker), at 64 connections with wrk and at one connection with
 The direct worker runs first with nothing else started, then the gateway with its two workers.
 
 ``sync-defaults``: the same POST at 64 connections to a sync flow that sets nothing but its
-worker (1 replica, ``concurrency: 8``, ``queue_timeout: 1s``): what a user gets out of the box.
+worker (1 replica, ``concurrency: auto``, ``queue_timeout: 1s``): what a user gets out of the box.
 Refusals are counted, not a failure: the row gives 2xx/s and the share of non-2xx answers.
 """
 
@@ -85,7 +85,7 @@ def defaults(ctx: Context) -> Outcome:
     return Outcome(
         rows=[
             Row(
-                case="flow defaults (1 replica, concurrency 8), 64 conns, 2xx only",
+                case="flow defaults (1 replica, concurrency auto), 64 conns, 2xx only",
                 rate=round((run.requests - run.errors.http) / run.seconds, 1),
                 latency=run.latency,
                 errors=run.errors,
