@@ -34,9 +34,10 @@ Handler = Callable[["Worker", asyncio.StreamReader, asyncio.StreamWriter], Await
 class Worker:
     """A worker on a loopback port: ``handler`` serves each connection it accepts."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1") -> None:
         self.handler = handler
-        self.endpoint = Endpoint("127.0.0.1", 0)
+        self.host = host
+        self.endpoint = Endpoint(host, 0)
         self.connections = 0
         """Connections accepted so far."""
         self.ended = 0
@@ -50,9 +51,9 @@ class Worker:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> Worker:
-        self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._connected, self.host, 0)
         port: int = self._server.sockets[0].getsockname()[1]
-        self.endpoint = Endpoint("127.0.0.1", port)
+        self.endpoint = Endpoint(self.host, port)
         return self
 
     async def stop(self) -> None:
@@ -324,6 +325,22 @@ async def test_a_small_answer_comes_back_and_the_request_arrives_as_sent(
     assert request.values("x-custom") == ["v"]
     assert request.values("x-request-id") == ["rid-1"]
     assert request.body == b"payload"
+    assert worker.errors == []
+
+
+async def test_an_ipv6_worker_gets_a_bracketed_host(transport: WorkerTransport) -> None:
+    """A pod address on an IPv6 cluster: ``Host: [::1]:port`` (RFC 9110 §7.2), not ``::1:port``."""
+    try:
+        worker = await Worker(h11_worker(lambda _request: (200, [], b"ok")), host="::1").start()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        reply = await transport.send(worker.endpoint, outbound(method="GET"), timeout=2)
+        assert reply.status == 200
+        (received,) = worker.requests
+        assert received.values("host") == [f"[::1]:{worker.endpoint.port}"]
+    finally:
+        await worker.stop()
     assert worker.errors == []
 
 

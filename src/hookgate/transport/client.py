@@ -456,7 +456,7 @@ class Http1Transport:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(pool, f"{endpoint.host}:{endpoint.port}".encode()),
+                    lambda: _Connection(pool, _authority(endpoint).encode()),
                     endpoint.host,
                     endpoint.port,
                 )
@@ -472,3 +472,10 @@ class Http1Transport:
                 if connection.transport is not None:
                     connection.transport.close()
         self._pools.clear()
+
+
+def _authority(endpoint: Endpoint) -> str:
+    """The ``Host`` of a request to ``endpoint``; an IPv6 address in brackets (RFC 9110 §7.2)."""
+    if ":" in endpoint.host:
+        return f"[{endpoint.host}]:{endpoint.port}"
+    return f"{endpoint.host}:{endpoint.port}"
