@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from hookgate.console.rates import Totals, totals
+from hookgate.console.rates import Totals, count
 
 MINUTE = 60.0
 MINUTES = 60
@@ -45,23 +45,33 @@ class Series(msgspec.Struct, frozen=True):
 
 
 def snapshots(registry: CollectorRegistry) -> dict[str, Snapshot]:
-    out = {flow: Snapshot(totals=t, buckets={}) for flow, t in totals(registry).items()}
+    """Per flow name, what the charts difference: one walk over the registry."""
+    counted: dict[str, Totals] = {}
+    out: dict[str, Snapshot] = {}
     for metric in registry.collect():
         for sample in metric.samples:
             flow = sample.labels.get("flow")
             if flow is None:
                 continue
+            count(counted, flow, sample)
+            if sample.name not in _GAUGED:
+                continue
+            entry = out.get(flow) or out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
             if sample.name == "hookgate_request_seconds_bucket":
-                entry = out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
                 le = float(sample.labels["le"])
                 entry.buckets[le] = entry.buckets.get(le, 0.0) + sample.value
             elif sample.name == "hookgate_queue_depth":
-                entry = out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
                 entry.depth = sample.value
-            elif sample.name == "hookgate_queue_oldest_seconds":
-                entry = out.setdefault(flow, Snapshot(totals=Totals(), buckets={}))
+            else:
                 entry.oldest = sample.value
+    for flow, total in counted.items():
+        out.setdefault(flow, Snapshot(totals=total, buckets={})).totals = total
     return out
+
+
+_GAUGED = frozenset(
+    {"hookgate_request_seconds_bucket", "hookgate_queue_depth", "hookgate_queue_oldest_seconds"}
+)
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:

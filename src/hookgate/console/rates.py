@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import msgspec
 from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Sample
 
 EVERY = 5.0
 WINDOW = 60.0
@@ -38,19 +39,23 @@ def totals(registry: CollectorRegistry) -> dict[str, Totals]:
     for metric in registry.collect():
         for sample in metric.samples:
             flow = sample.labels.get("flow")
-            if flow is None:
-                continue
-            if sample.name == "hookgate_requests_total":
-                entry = out.setdefault(flow, Totals())
-                entry.requests += sample.value
-                if int(sample.labels.get("status", "0")) >= 400:
-                    entry.errors += sample.value
-            elif sample.name == "hookgate_deliveries_total":
-                entry = out.setdefault(flow, Totals())
-                entry.attempts += sample.value
-                if sample.labels.get("outcome") != "done":
-                    entry.errors += sample.value
+            if flow is not None:
+                count(out, flow, sample)
     return out
+
+
+def count(out: dict[str, Totals], flow: str, sample: Sample) -> None:
+    """Add one sample of the request or delivery counters to ``out[flow]`` (others: nothing)."""
+    if sample.name == "hookgate_requests_total":
+        entry = out.setdefault(flow, Totals())
+        entry.requests += sample.value
+        if int(sample.labels.get("status", "0")) >= 400:
+            entry.errors += sample.value
+    elif sample.name == "hookgate_deliveries_total":
+        entry = out.setdefault(flow, Totals())
+        entry.attempts += sample.value
+        if sample.labels.get("outcome") != "done":
+            entry.errors += sample.value
 
 
 class Rates:
