@@ -235,6 +235,8 @@ class Gateway:
             FlowGuard(spec)
         except ConfigError as exc:
             raise ConfigError(f"flow {spec.name!r}: {exc}") from None
+        if spec.worker is None:
+            return []
         if self.settings.runtime == "local" and not spec.worker.command:
             raise ConfigError(
                 f"flow {spec.name!r}: field worker.command is needed by the local runtime"

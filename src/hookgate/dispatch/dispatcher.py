@@ -22,8 +22,8 @@ from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verd
 from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.flows import Flow, Mode
-from hookgate.domain.forwarding import delivery_headers, envelope
-from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of, with_snapshot
+from hookgate.domain.forwarding import Reply, outbound
+from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of
 from hookgate.errors import StoreError
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
@@ -31,7 +31,7 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.store.base import QueueStats, Store
 from hookgate.tracing import TRACE_HEADERS, Attributes, Tracing
-from hookgate.transport.base import Outbound, Reply, WorkerTransport
+from hookgate.transport.base import WorkerTransport
 
 log = logs.get("hookgate.dispatch")
 
@@ -42,27 +42,6 @@ STATS_TTL = 0.1
 CPU_WINDOW = 0.5
 SATURATED = 0.85
 MIN_IDLE = 0.15
-
-
-def _outbound(delivery: Delivery, flow: Flow, snapshot: bytes | None) -> Outbound:
-    headers = delivery_headers(delivery)
-    if delivery.source == POLL_SOURCE:
-        body = with_snapshot(delivery.body, snapshot)
-        return Outbound(method="POST", target="/", headers=headers, body=body)
-    if flow.spec.delivery == "envelope":
-        keep = [
-            (k, v)
-            for k, v in headers
-            if k.startswith((b"x-hookgate-", b"idempotency-key", b"x-request-id"))
-        ]
-        return Outbound(
-            method="POST",
-            target="/",
-            headers=[*keep, (b"content-type", b"application/json")],
-            body=msgspec.json.encode(envelope(delivery)),
-        )
-    target = delivery.path + (f"?{delivery.query}" if delivery.query else "")
-    return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)
 
 
 def machine_idle() -> tuple[float, float] | None:
@@ -277,7 +256,7 @@ class FlowDispatcher:
                 parent=_trace_headers(delivery) if traced else None,
                 attributes=_span_attributes(flow, delivery, endpoint) if traced else None,
             ) as span:
-                request = _outbound(delivery, flow, snapshot)
+                request = outbound(delivery, flow.spec.delivery, snapshot)
                 if traced:
                     request = msgspec.structs.replace(
                         request, headers=owner.tracing.propagate(request.headers)

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 
 import msgspec
 
-from hookgate.domain.flows import RetryPolicy
+from hookgate.domain.destinations import RetryPolicy
 
 # 2.0 ** 1000 is still a finite float; any cap a user can write is reached well before it.
 _MAX_DOUBLINGS = 1000

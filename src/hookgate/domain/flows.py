@@ -20,6 +20,8 @@ from croniter import croniter
 
 from hookgate.domain.auth import AuthMethod
 from hookgate.domain.concurrency import CEILING
+from hookgate.domain.destinations import WORKERS, Destination, RetryPolicy, _Spec
+from hookgate.domain.filters import compile_filter, compile_key
 from hookgate.domain.units import ByteSize, Duration, dec_hook, enc_hook, seconds, size
 from hookgate.errors import ConfigError
 
@@ -46,10 +48,6 @@ class Status(enum.StrEnum):
     STOPPED = "stopped"
 
 
-class _Spec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    pass
-
-
 class WorkerSpec(_Spec):
     command: list[str] | None = None
     image: str | None = None
@@ -74,18 +72,6 @@ class WorkerSpec(_Spec):
             raise ValueError("readiness_path must start with '/'")
         if self.user == "" or (isinstance(self.user, int) and self.user < 0):
             raise ValueError("user must be a user name or a uid (0 or more)")
-
-
-class RetryPolicy(_Spec):
-    max_attempts: int = 10
-    backoff: Duration = seconds(1)
-    max_backoff: Duration = seconds(3600)
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.max_backoff < self.backoff:
-            raise ValueError("max_backoff must not be below backoff")
 
 
 class RateLimit(_Spec):
@@ -160,7 +146,17 @@ class FlowSpec(_Spec):
 
     name: str
     mode: Mode
-    worker: WorkerSpec
+    worker: WorkerSpec | None = None
+    """The flow's own workers: needed by a sync flow and by a ``workers: true`` destination."""
+    destinations: list[Destination] = []
+    """async: where requests go; none listed: one, ``worker``, the flow's own workers."""
+    filter: str | None = None
+    """async: deliver only requests this expression holds for (``domain.filters``)."""
+    order_key: str | None = None
+    """async: deliveries with the same key (``header:Name``, ``query:name`` or a JSON path
+    into the body such as ``data.object.id``) go one at a time, in accept order."""
+    delay: Duration = seconds(0)
+    """async: how long each delivery waits before its first attempt."""
     concurrency: AtLeastOne | Literal["auto"] = "auto"
     max_workers: AtLeastOne = 4
     replicas: AtLeastOne = 1
@@ -198,6 +194,7 @@ class FlowSpec(_Spec):
             )
         if self.timeout <= 0:
             raise ValueError("timeout must be above 0")
+        self._check_destinations()
         if self.max_queued is not None and self.max_queued < self.max_body:
             raise ValueError(
                 f"max_queued ({self.max_queued} bytes) must not be below max_body"
@@ -214,6 +211,41 @@ class FlowSpec(_Spec):
                 "`fallback: async` needs request_buffering: true (the stored request is the"
                 " buffered body)"
             )
+
+    def _check_destinations(self) -> None:
+        if self.mode is Mode.SYNC and (self.destinations or self.filter or self.order_key):
+            raise ValueError(
+                "`destinations`, `filter` and `order_key` need mode: async (a sync flow"
+                " answers with its own worker's answer)"
+            )
+        names = [d.name for d in self.destinations]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"destination {twice[0]!r} is listed twice")
+        needs = self.mode is Mode.SYNC or any(d.kind == "worker" for d in self.routes)
+        if needs and self.worker is None:
+            raise ValueError(
+                "a `worker` is needed: a sync flow and a `workers: true` destination run the"
+                " flow's own workers (or list only url, rabbitmq or nats destinations)"
+            )
+        for where, expression in [("filter", self.filter)] + [
+            (f"destinations[{d.name}].filter", d.filter) for d in self.destinations
+        ]:
+            if expression is not None:
+                compile_filter(expression, where=where)
+        if self.order_key is not None:
+            compile_key(self.order_key)
+
+    @property
+    def routes(self) -> list[Destination]:
+        """The destinations, or the one implied by ``worker:`` alone."""
+        return self.destinations or [Destination(name=WORKERS, workers=True)]
+
+    @property
+    def workload(self) -> WorkerSpec:
+        """The flow's worker: asked for only where the flow runs workers (checked at parse)."""
+        if self.worker is None:
+            raise ConfigError(f"flow {self.name!r} has no `worker`")
+        return self.worker
 
     @property
     def slots(self) -> int:
@@ -261,7 +293,7 @@ class Flow(msgspec.Struct, kw_only=True):
 ONLY_FOR = {
     Mode.ASYNC: frozenset(
         {"max_workers", "idle_timeout", "retry", "dedupe_window", "schedule", "delivery"}
-        | {"retention"}
+        | {"retention", "destinations", "filter", "order_key", "delay"}
     ),
     Mode.SYNC: frozenset({"replicas", "queue_timeout", "request_buffering"}),
 }

@@ -12,8 +12,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from hookgate.domain import oih
 from hookgate.domain.deliveries import POLL_SOURCE, Delivery
+from hookgate.domain.schedule import with_snapshot
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -44,6 +47,28 @@ ADDED = frozenset(
     }
 )
 DROPPED = HOP_BY_HOP | RESET | ADDED
+
+
+class Outbound(msgspec.Struct, kw_only=True, frozen=True):
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class Reply(msgspec.Struct, kw_only=True, frozen=True):
+    """``status`` None means no HTTP answer; ``error`` then says why (timeout, refused…)."""
+
+    status: int | None
+    headers: list[tuple[str, str]] = []
+    head: bytes = b""
+    body: bytes = b""
+    error: str | None = None
+    timed_out: bool = False
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((v for k, v in self.headers if k.lower() == name), None)
 
 
 def forward_headers(
@@ -98,6 +123,31 @@ def delivery_headers(delivery: Delivery) -> Headers:
         (b"x-hookgate-attempt", str(delivery.attempts).encode()),
         (b"idempotency-key", delivery.idempotency_key.encode()),
     ]
+
+
+def outbound(
+    delivery: Delivery, shape: str = "raw", snapshot: bytes | None = None
+) -> Outbound:
+    """What a delivery sends: the stored request as it came (``raw``), the OIH envelope as
+    JSON (``envelope``), or a poll run's body with the last snapshot."""
+    headers = delivery_headers(delivery)
+    if delivery.source == POLL_SOURCE:
+        body = with_snapshot(delivery.body, snapshot)
+        return Outbound(method="POST", target="/", headers=headers, body=body)
+    if shape == "envelope":
+        keep = [
+            (k, v)
+            for k, v in headers
+            if k.startswith((b"x-hookgate-", b"idempotency-key", b"x-request-id"))
+        ]
+        return Outbound(
+            method="POST",
+            target="/",
+            headers=[*keep, (b"content-type", b"application/json")],
+            body=msgspec.json.encode(envelope(delivery)),
+        )
+    target = delivery.path + (f"?{delivery.query}" if delivery.query else "")
+    return Outbound(method=delivery.method, target=target, headers=headers, body=delivery.body)
 
 
 def envelope(delivery: Delivery) -> dict[str, Any]:

@@ -89,12 +89,12 @@ def account(user: str | int) -> Account:
 def validate_flow(spec: FlowSpec) -> list[str]:
     """Refuse, when the flow is applied, what would make every start of its workers fail;
     return warnings for what may still be fixed on this machine (a program not installed yet)."""
-    if spec.worker.user is not None:
+    if spec.workload.user is not None:
         try:
-            account(spec.worker.user)
+            account(spec.workload.user)
         except ConfigError as exc:
             raise ConfigError(f"flow {spec.name!r}: {exc}") from None
-    command = interpreted(spec.worker.command)
+    command = interpreted(spec.workload.command)
     if command and shutil.which(command[0]) is None:
         return [
             f"flow {spec.name!r}: worker command {command[0]!r} is not found on the gateway's "
@@ -309,7 +309,7 @@ class LocalRuntime:
         self._failed(state, f"worker {worker.process.pid} {reason}")
 
     async def _spawn(self, flow: Flow) -> Worker:
-        command = interpreted(flow.spec.worker.command)
+        command = interpreted(flow.spec.workload.command)
         if not command:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
         if shutil.which(command[0]) is None:
@@ -318,7 +318,7 @@ class LocalRuntime:
         try:
             port = free_port()
             env |= {
-                **flow.spec.worker.env,
+                **flow.spec.workload.env,
                 "PORT": str(port),
                 "HOOKGATE_FLOW_ID": flow.id,
                 "HOOKGATE_MODE": flow.mode.value,
@@ -360,7 +360,7 @@ class LocalRuntime:
 
     async def _wait_ready(self, worker: Worker) -> None:
         deadline = time.monotonic() + self.start_timeout
-        path = worker.spec.worker.readiness_path
+        path = worker.spec.workload.readiness_path
         exited = asyncio.ensure_future(worker.process.wait())
         try:
             while time.monotonic() < deadline:
@@ -431,9 +431,9 @@ def _launcher(spec: FlowSpec) -> tuple[dict[str, str], list[str]]:
     """A worker's environment before ``worker.env``, and the setpriv prefix that starts it."""
     env = isolation.inherited_environment()
     switch: list[str] = []
-    if spec.worker.user is not None:
+    if spec.workload.user is not None:
         try:
-            user = account(spec.worker.user)
+            user = account(spec.workload.user)
         except ConfigError as exc:
             raise WorkerStartFailed(str(exc)) from None
         env |= {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}

@@ -1,5 +1,6 @@
 """How Hookgate talks HTTP to workers. ``WorkerTransport`` is the seam; ``client`` implements it."""
 
-from hookgate.transport.base import Outbound, Reply, Upstream, WorkerTransport
+from hookgate.domain.forwarding import Outbound, Reply
+from hookgate.transport.base import Upstream, WorkerTransport
 
 __all__ = ["Outbound", "Reply", "Upstream", "WorkerTransport"]

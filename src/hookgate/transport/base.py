@@ -9,33 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Protocol
 
-import msgspec
-
+from hookgate.domain.forwarding import Outbound, Reply
 from hookgate.runtime.base import Endpoint
 
 RESPONSE_HEAD = 1024
-
-
-class Outbound(msgspec.Struct, kw_only=True, frozen=True):
-    method: str
-    target: str
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-class Reply(msgspec.Struct, kw_only=True, frozen=True):
-    """``status`` None means no HTTP answer; ``error`` then says why (timeout, refused…)."""
-
-    status: int | None
-    headers: list[tuple[str, str]] = []
-    head: bytes = b""
-    body: bytes = b""
-    error: str | None = None
-    timed_out: bool = False
-
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), None)
 
 
 class Upstream(Protocol):

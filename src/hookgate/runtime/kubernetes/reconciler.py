@@ -24,7 +24,8 @@ from typing import Any
 
 from hookgate import logs
 from hookgate.domain.backoff import next_delay
-from hookgate.domain.flows import Flow, RetryPolicy
+from hookgate.domain.destinations import RetryPolicy
+from hookgate.domain.flows import Flow
 from hookgate.domain.units import Duration
 from hookgate.errors import ConfigError, RuntimeFailure
 from hookgate.runtime.kubernetes import diff, specs

@@ -128,7 +128,7 @@ class KubernetesRuntime:
             return []
         spec = wanted.flow.spec
         return [
-            Endpoint(address, spec.worker.port, spec.slots)
+            Endpoint(address, spec.workload.port, spec.slots)
             for address in sorted(health.ready_addresses(self._pods(flow_id)))
         ]
 

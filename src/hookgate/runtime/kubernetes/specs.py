@@ -35,7 +35,7 @@ def service(flow: Flow, *, namespace: str, instance: str = DEFAULT_INSTANCE) -> 
     port = {
         "name": "http",
         "port": SERVICE_PORT,
-        "targetPort": flow.spec.worker.port,
+        "targetPort": flow.spec.workload.port,
         "protocol": "TCP",
     }
     spec = {
@@ -103,7 +103,7 @@ def job(flow: Flow, *, namespace: str, workers: int, instance: str = DEFAULT_INS
 
 
 def pod_template(flow: Flow, *, instance: str, restart: str) -> Object:
-    worker = flow.spec.worker
+    worker = flow.spec.workload
     if not worker.image:
         raise ConfigError(f"flow {flow.name!r}: the kubernetes runtime needs worker.image")
     env = {
