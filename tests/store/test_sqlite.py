@@ -34,7 +34,7 @@ async def test_lease_walks_the_partial_indexes(tmp_path: Path) -> None:
     statements: list[str] = []
     with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
         conn.set_trace_callback(statements.append)
-        assert len(sqlite_writer.lease(conn, "f1", 3, 30, NOW + 1)) == 3
+        assert len(sqlite_writer.lease(conn, "f1", "worker", 3, 30, NOW + 1)) == 3
         conn.set_trace_callback(None)
         [lease] = [s for s in statements if s.startswith("UPDATE deliveries SET state = 1")]
         plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {lease}")]
@@ -42,6 +42,7 @@ async def test_lease_walks_the_partial_indexes(tmp_path: Path) -> None:
     assert not searches, plan
     assert any("USING INDEX deliveries_ready" in step for step in plan), plan
     assert any("USING INDEX deliveries_leased" in step for step in plan), plan
+    assert any("USING INDEX deliveries_keyed" in step for step in plan), plan
 
 
 async def test_a_status_url_is_looked_up_through_its_partial_index(tmp_path: Path) -> None:
@@ -176,7 +177,13 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     await store.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
-            "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key; PRAGMA user_version = 3;"
+            "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key;"
+            " DROP INDEX deliveries_keyed; DROP INDEX deliveries_ready; DROP INDEX deliveries_leased;"
+            " ALTER TABLE deliveries DROP COLUMN destination;"
+            " ALTER TABLE deliveries DROP COLUMN order_key;"
+            " CREATE INDEX deliveries_ready ON deliveries (flow_id, next_at) WHERE state = 0;"
+            " CREATE INDEX deliveries_leased ON deliveries (flow_id, lease_until) WHERE state = 1;"
+            " PRAGMA user_version = 3;"
         )
     store = SQLiteStore(str(path), max_queued_bytes=10**9)
     await store.open()

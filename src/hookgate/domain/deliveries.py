@@ -7,6 +7,9 @@ Every async request becomes one *delivery*. Its life::
       |                 \\----permanent, or out of attempts--> DEAD
       +----replay------ DEAD / DONE
     LEASED with lease_until in the past is leasable again (the holder died): at-least-once.
+    FILTERED: a request no destination's filter wanted; kept for the record, never delivered.
+
+A request becomes one delivery per destination it is routed to (``Route``); each moves alone.
 
 Each transition is one guarded statement in the store (``WHERE state = :from``).
 """
@@ -20,6 +23,8 @@ import time
 
 import msgspec
 
+from hookgate.domain.destinations import WORKERS
+
 POLL_SOURCE = "schedule"
 """The ``source`` of a delivery enqueued by a polling trigger rather than a caller."""
 
@@ -29,6 +34,7 @@ class State(enum.IntEnum):
     LEASED = 1
     DONE = 2
     DEAD = 3
+    FILTERED = 4
 
     @property
     def label(self) -> str:
@@ -53,8 +59,22 @@ def new_id() -> str:
     return f"{value:032x}"
 
 
+class Route(msgspec.Struct, array_like=True, frozen=True):
+    """One delivery a request becomes: its id, destination, first due time and order key
+    (deliveries of a destination with the same key go one at a time, in accept order)."""
+
+    id: str
+    destination: str
+    due_at: float
+    order_key: str | None = None
+
+
 class Request(msgspec.Struct, kw_only=True, array_like=True):
-    """A request exactly as it arrived: the raw body bytes are kept for signature checks."""
+    """A request exactly as it arrived: the raw body bytes are kept for signature checks.
+
+    ``routes`` None: one delivery (``id``) to the flow's workers, due at once; ``[]``: no
+    destination wanted it (stored ``FILTERED``). The first route's id is ``id``.
+    """
 
     id: str
     request_id: str
@@ -66,6 +86,13 @@ class Request(msgspec.Struct, kw_only=True, array_like=True):
     body: bytes
     source: str
     received_at: float
+    routes: list[Route] | None = None
+
+    def deliveries(self) -> list[Route]:
+        """The deliveries to store: the routes, or the one a request without routes gets."""
+        if self.routes is None:
+            return [Route(self.id, WORKERS, self.received_at)]
+        return self.routes
 
 
 # The part of a worker's refusal that a delivery's last error quotes.
@@ -124,6 +151,8 @@ class Delivery(msgspec.Struct, kw_only=True):
     lease_until: float | None = None
     last_error: str | None = None
     updated_at: float = 0.0
+    destination: str = WORKERS
+    order_key: str | None = None
     status_token: str | None = None
     """The token of the delivery's status URL, if a caller was given one: then the worker's
     answer is kept once it is done."""

@@ -16,6 +16,7 @@ from typing import Literal, Protocol, TypeVar
 import msgspec
 
 from hookgate import logs
+from hookgate.domain.destinations import WORKERS
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
@@ -116,6 +117,8 @@ class Store(Protocol):
     ) -> Accepted:
         """Commit durably, then return. A live ``dedupe_key`` returns the first request's ids.
 
+        The request becomes one delivery per route (``Request.deliveries``), all or none.
+
         ``max_queued`` is the flow's own bound (None: ``1/FLOW_SHARE`` of the global one).
         ``status_token`` gives the delivery a status URL in the same transaction; a duplicate
         keeps the token the first request got, if it got one (``Accepted.status_token``).
@@ -125,9 +128,17 @@ class Store(Protocol):
 
     # the queue ---------------------------------------------------------------------------
     async def lease(
-        self, flow_id: str, *, limit: int, lease_for: float, now: float
+        self,
+        flow_id: str,
+        *,
+        destination: str = WORKERS,
+        limit: int,
+        lease_for: float,
+        now: float,
     ) -> list[Delivery]:
-        """Take up to ``limit`` due deliveries (queued, or leased with an expired lease)."""
+        """Take up to ``limit`` due deliveries of one destination (queued, or leased with an
+        expired lease), oldest first; of those with an ``order_key``, only the oldest queued or
+        leased one per key (the next follows once it is done or dead)."""
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         """LEASED -> DONE, if this is still the current lease; records the attempt."""
@@ -177,7 +188,8 @@ class Store(Protocol):
 
     # hygiene -----------------------------------------------------------------------------
     async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
-        """Delete up to ``limit`` DONE deliveries of a flow finished before ``done_before``."""
+        """Delete up to ``limit`` DONE (and FILTERED) deliveries of a flow finished before
+        ``done_before``."""
 
     # moving between stores ---------------------------------------------------------------
     async def count_deliveries(self) -> dict[str, dict[State, int]]:

@@ -3,13 +3,15 @@ SQLite writer process needs them and nothing else of the gateway)."""
 
 SUMMARY = (
     "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
-    " last_error, updated_at, method, path, query, source"
+    " last_error, updated_at, method, path, query, source, destination, order_key"
 )
 FULL = SUMMARY + ", headers, body, status_token"
 INSERTED = (
     "id, request_id, flow_id, next_at, received_at, updated_at, method, path, query,"
-    " headers, body, source"
+    " headers, body, source, destination, order_key, state"
 )
+INSERTED_COUNT = INSERTED.count(",") + 1
+FULL_COUNT = FULL.count(",") + 1
 
 PROGRESS = "request_id, flow_id, state, attempts, last_error, CASE WHEN state = 2 THEN answer END"
 """What a status URL shows; the answer only once done (a replay runs the delivery again)."""

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
+from hookgate.domain.destinations import WORKERS
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import (
     DeliveryNotFound,
@@ -57,7 +58,7 @@ from hookgate.store.base import (
     settle,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _FIND_EXACT = find_sql(table.SUMMARY, "{col} = %(low)s", "%(limit)s")
 _FIND_PREFIX = find_sql(table.SUMMARY, "{col} ~>=~ %(low)s AND {col} ~<~ %(high)s", "%(limit)s")
 BATCH = 4096
@@ -71,11 +72,15 @@ _RECOUNT_EVERY = 5.0
 PROBE_EVERY = 1.0
 
 
-_INSERT_PLAIN = (
-    f"WITH added AS (INSERT INTO deliveries ({table.INSERTED})"
+_INSERT_ROWS = (
+    f"INSERT INTO deliveries ({table.INSERTED})"
     " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],"
-    " %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::text[])"
-    " RETURNING flow_id)"
+    " %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::text[],"
+    " %b::text[], %b::text[], %b::int2[])"
+)
+"""Rows of ``rows.inserted_rows`` (one column per array) in one statement."""
+_INSERT_PLAIN = (
+    f"WITH added AS ({_INSERT_ROWS} RETURNING flow_id)"
     " SELECT pg_notify('hookgate_queue', flow_id) FROM (SELECT DISTINCT flow_id FROM added) AS f"
 )
 """A group of plain enqueues and the wake-up of their flows' dispatchers, in one statement:
@@ -92,11 +97,15 @@ def _qualified(alias: str, columns: str) -> str:
 
 
 _LEASE = sql.SQL(
-    "WITH ready AS (SELECT seq FROM deliveries"
-    "  WHERE flow_id = %(flow)s AND state = 0 AND next_at <= %(now)s"
+    "WITH ready AS (SELECT seq FROM deliveries AS r"
+    "  WHERE flow_id = %(flow)s AND destination = %(to)s AND state = 0 AND next_at <= %(now)s"
+    "  AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS e"
+    "   WHERE e.flow_id = r.flow_id AND e.destination = r.destination"
+    "   AND e.order_key = r.order_key AND e.state IN (0, 1) AND e.seq < r.seq))"
     "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
     " expired AS (SELECT seq FROM deliveries"
-    "  WHERE flow_id = %(flow)s AND state = 1 AND lease_until < %(now)s"
+    "  WHERE flow_id = %(flow)s AND destination = %(to)s AND state = 1"
+    "  AND lease_until < %(now)s"
     "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
     " pick AS (SELECT seq FROM ready UNION ALL SELECT seq FROM expired"
     "  ORDER BY seq LIMIT %(limit)s)"
@@ -123,7 +132,6 @@ _FINISH = (
     "  FROM v JOIN moved ON moved.id = v.id)"
     " SELECT id, CASE WHEN notify THEN pg_notify('hookgate_queue', flow_id) END FROM moved"
 )
-_INSERT_ONE = f"INSERT INTO deliveries ({table.INSERTED}) VALUES ({', '.join(['%s'] * 12)})"
 _NOTIFY_QUEUE = "SELECT pg_notify('hookgate_queue', f) FROM unnest(%s::text[]) AS f"
 
 
@@ -361,7 +369,9 @@ class PostgresStore:
         async with self._conn() as conn:
             plain = [item.request for item in batch if not _keyed(item)]
             if plain:
-                await conn.execute(_INSERT_PLAIN, _columns(table.inserted_row(r) for r in plain))
+                await conn.execute(
+                    _INSERT_PLAIN, _columns(row for r in plain for row in table.inserted_rows(r))
+                )
             keyed = [item for item in batch if _keyed(item)]
             if keyed:
                 async with conn.transaction():
@@ -395,7 +405,7 @@ class PostgresStore:
     async def _deduped(conn: psycopg.AsyncConnection[Any], item: _Pending) -> Accepted:
         request = item.request
         if item.key is None:
-            await conn.execute(_INSERT_ONE, table.inserted_row(request))
+            await conn.execute(_INSERT_ROWS, _columns(table.inserted_rows(request)))
             return Accepted(request.request_id, request.id)
         cur = await conn.execute(
             "INSERT INTO dedupe AS d VALUES (%s, %s, %s, %s, %s) ON CONFLICT (flow_id, key)"
@@ -419,7 +429,7 @@ class PostgresStore:
             seen = await cur.fetchone()
             if seen is not None:
                 return Accepted(seen[0], seen[1], duplicate=True)
-        await conn.execute(_INSERT_ONE, table.inserted_row(request))
+        await conn.execute(_INSERT_ROWS, _columns(table.inserted_rows(request)))
         return Accepted(request.request_id, request.id)
 
     async def _recount(self) -> None:
@@ -567,12 +577,17 @@ class PostgresStore:
 
     # the queue ---------------------------------------------------------------------------
     async def lease(
-        self, flow_id: str, *, limit: int, lease_for: float, now: float
+        self,
+        flow_id: str,
+        *,
+        destination: str = WORKERS,
+        limit: int,
+        lease_for: float,
+        now: float,
     ) -> list[Delivery]:
+        where = {"flow": flow_id, "to": destination, "now": now, "limit": limit}
         async with self._conn() as conn:
-            cur = await conn.execute(
-                _LEASE, {"flow": flow_id, "now": now, "limit": limit, "until": now + lease_for}
-            )
+            cur = await conn.execute(_LEASE, {**where, "until": now + lease_for})
             rows = await cur.fetchall()
         return sorted((table.full(row) for row in rows), key=lambda d: d.id)
 
@@ -734,7 +749,7 @@ class PostgresStore:
         async with self._conn() as conn, conn.transaction():
             cur = await conn.execute(
                 "WITH gone AS (DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries"
-                "  WHERE flow_id = %s AND state = 2 AND updated_at < %s"
+                "  WHERE flow_id = %s AND state IN (2, 4) AND updated_at < %s"
                 "  ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id),"
                 " tried AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone))"
                 " SELECT count(*) FROM gone",
@@ -846,12 +861,7 @@ class PostgresStore:
                 "UPDATE schedules SET last_tick = %s WHERE flow_id = %s", [tick, flow_id]
             )
             if request is not None:
-                await conn.execute(
-                    "INSERT INTO deliveries (id, request_id, flow_id, next_at, received_at,"
-                    " updated_at, method, path, query, headers, body, source)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    table.inserted_row(request),
-                )
+                await conn.execute(_INSERT_ROWS, _columns(table.inserted_rows(request)))
                 await conn.execute("SELECT pg_notify('hookgate_queue', %s)", [flow_id])
         if request is not None:
             self.queued.add(flow_id, table.queued_size(request))

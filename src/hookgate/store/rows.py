@@ -16,7 +16,9 @@ from hookgate.domain.flows import Flow, FlowSpec, Status
 from hookgate.domain.units import dec_hook
 from hookgate.store.columns import ATTEMPT as ATTEMPT
 from hookgate.store.columns import FULL as FULL
+from hookgate.store.columns import FULL_COUNT as FULL_COUNT
 from hookgate.store.columns import INSERTED as INSERTED
+from hookgate.store.columns import INSERTED_COUNT as INSERTED_COUNT
 from hookgate.store.columns import PROGRESS as PROGRESS
 from hookgate.store.columns import QUEUED_SIZE as QUEUED_SIZE
 from hookgate.store.columns import ROW_OVERHEAD
@@ -28,8 +30,9 @@ _headers = msgspec.json.Decoder(list[tuple[str, str]])
 def queued_size(item: Request | Delivery) -> int:
     """What a request counts against the queue bounds: its head and body as stored, plus a
     fixed overhead per row (``QUEUED_SIZE`` is the same rule in SQL). Headers count as well as
-    the body: a 50 KB header on an empty body takes the disk a 50 KB body would."""
-    return (
+    the body: a 50 KB header on an empty body takes the disk a 50 KB body would. A request
+    counts once per delivery it becomes (one per destination)."""
+    size = (
         len(item.method)
         + len(item.path)
         + len(item.query)
@@ -37,6 +40,7 @@ def queued_size(item: Request | Delivery) -> int:
         + len(item.body)
         + ROW_OVERHEAD
     )
+    return size * len(item.deliveries()) if isinstance(item, Request) else size
 
 
 _spec = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
@@ -59,15 +63,17 @@ def summary(row: Sequence[Any]) -> Delivery:
         path=row[11],
         query=row[12],
         source=row[13],
+        destination=row[14],
+        order_key=row[15],
     )
 
 
 def full(row: Sequence[Any]) -> Delivery:
     """A delivery from the ``FULL`` columns."""
     delivery = summary(row)
-    delivery.headers = _headers.decode(row[14])
-    delivery.body = bytes(row[15])
-    delivery.status_token = row[16]
+    delivery.headers = _headers.decode(row[16])
+    delivery.body = bytes(row[17])
+    delivery.status_token = row[18]
     return delivery
 
 
@@ -88,22 +94,19 @@ def full_row(d: Delivery) -> tuple[Any, ...]:
         d.path,
         d.query,
         d.source,
+        d.destination,
+        d.order_key,
         msgspec.json.encode(d.headers),
         d.body,
         d.status_token,
     )
 
 
-def inserted_row(request: Request) -> tuple[Any, ...]:
-    """The ``INSERTED`` columns of a newly accepted request: queued, due at once."""
+def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
+    """The ``INSERTED`` columns of a newly accepted request: one row per delivery (route),
+    queued and due when its route says; a request no destination wanted, one ``FILTERED`` row."""
     at = request.received_at
-    return (
-        request.id,
-        request.request_id,
-        request.flow_id,
-        at,
-        at,
-        at,
+    head = (
         request.method,
         request.path,
         request.query,
@@ -111,6 +114,17 @@ def inserted_row(request: Request) -> tuple[Any, ...]:
         request.body,
         request.source,
     )
+    routes = request.deliveries()
+    if not routes:
+        return [
+            (request.id, request.request_id, request.flow_id, at, at, at, *head)
+            + ("", None, int(State.FILTERED))
+        ]
+    return [
+        (r.id, request.request_id, request.flow_id, r.due_at, at, at, *head)
+        + (r.destination, r.order_key, int(State.QUEUED))
+        for r in routes
+    ]
 
 
 def progress(row: Sequence[Any]) -> Progress:

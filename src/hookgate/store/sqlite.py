@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from hookgate import isolation, logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
+from hookgate.domain.destinations import WORKERS
 from hookgate.domain.flows import Flow, encode
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
@@ -365,27 +366,33 @@ class SQLiteStore:
         # Until the next look at the disk, what is accepted counts as taken from the room,
         # twice: once in the WAL, once in the database file the checkpoint copies it to.
         self._room -= 2 * size
-        row = table.inserted_row(request)
+        rows = table.inserted_rows(request)
         if status_token is not None:
             seen, token = await self._write(
-                "tracked_insert", row, dedupe_key, dedupe_until, status_token
+                "tracked_insert", rows, dedupe_key, dedupe_until, status_token
             )
             if seen:
                 return Accepted(seen[0], seen[1], duplicate=True, status_token=token)
             self.queued.add(request.flow_id, size)
             return Accepted(request.request_id, request.id, status_token=token)
         if dedupe_key is None:
-            await self._submit("insert", row)
-        elif seen := await self._write("dedupe_insert", row, dedupe_key, dedupe_until):
+            await self._submit("insert", rows)
+        elif seen := await self._write("dedupe_insert", rows, dedupe_key, dedupe_until):
             return Accepted(seen[0], seen[1], duplicate=True)
         self.queued.add(request.flow_id, size)
         return Accepted(request.request_id, request.id)
 
     # the queue ---------------------------------------------------------------------------
     async def lease(
-        self, flow_id: str, *, limit: int, lease_for: float, now: float
+        self,
+        flow_id: str,
+        *,
+        destination: str = WORKERS,
+        limit: int,
+        lease_for: float,
+        now: float,
     ) -> list[Delivery]:
-        rows = await self._write("lease", flow_id, limit, lease_for, now)
+        rows = await self._write("lease", flow_id, destination, limit, lease_for, now)
         return sorted((table.full(row) for row in rows), key=lambda d: d.id)
 
     async def _finish(
@@ -575,8 +582,8 @@ class SQLiteStore:
     async def claim_tick(
         self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
     ) -> Claim:
-        row = None if request is None else table.inserted_row(request)
-        claim: Claim = await self._write("claim_tick", flow_id, tick, row, exclusive)
+        rows = [] if request is None else table.inserted_rows(request)
+        claim: Claim = await self._write("claim_tick", flow_id, tick, rows, exclusive)
         if claim == "claimed" and request is not None:
             self.queued.add(flow_id, table.queued_size(request))
         return claim

@@ -6,7 +6,8 @@ shares the gateway's GIL: every commit then waits for the busy event loop to han
 over, which capped ingest well below what either side does alone (design §7, BENCHMARKS.md).
 
 Frames both ways are a 4-byte big-endian length and a pickle. The gateway sends lists of
-``(op_id, kind, payload)``: kind ``insert`` (payload: a row of ``rows.INSERTED``), ``finish``
+``(op_id, kind, payload)``: kind ``insert`` (payload: the rows of ``rows.INSERTED`` one request
+becomes, one per destination), ``finish``
 (payload: the delivery's move and its attempt) or the name of a function in :data:`WRITES`
 (payload: its arguments). The writer takes everything that is waiting, runs it in one
 transaction, commits once (one ``fsync`` for the whole group) and answers with
@@ -44,8 +45,8 @@ from hookgate.store import columns as table
 BATCH = 2048
 CHECKPOINT_EVERY = 0.25
 REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
-MULTI_ROW = 512  # 512 rows x 12 columns stays below SQLite's 32,766 bound variables
-SCHEMA_VERSION = 4
+MULTI_ROW = 512  # 512 rows x 15 columns stays below SQLite's 32,766 bound variables
+SCHEMA_VERSION = 5
 HEADER = struct.Struct(">I")
 BUSY_MS = 30_000
 TRUNCATE_WAIT_MS = 100
@@ -103,12 +104,12 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
 
 # inserts and outcomes, batched into as few statements as possible -----------------------
 _INSERT_HEAD = f"INSERT INTO deliveries ({table.INSERTED}) VALUES "
-_INSERT = _INSERT_HEAD + "(?,?,?,?,?,?,?,?,?,?,?,?)"
+_ROW = "(" + ",".join("?" * table.INSERTED_COUNT) + ")"
 
 
 @functools.cache
 def _insert_many(rows: int) -> str:
-    return _INSERT_HEAD + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return _INSERT_HEAD + ",".join([_ROW] * rows)
 
 
 def insert_all(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -187,10 +188,10 @@ def delete_flow(conn: sqlite3.Connection, flow_id: str) -> None:
 
 
 def dedupe_insert(
-    conn: sqlite3.Connection, row: tuple[Any, ...], key: str, until: float
+    conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], key: str, until: float
 ) -> tuple[str, str] | None:
     """Insert unless the key was seen within its window; then the first request's ids."""
-    delivery_id, request_id, flow_id, _, received_at = row[:5]
+    delivery_id, request_id, flow_id, _, received_at = rows[0][:5]
     seen = conn.execute(
         "SELECT request_id, delivery_id FROM dedupe"
         " WHERE flow_id = ? AND key = ? AND expires_at > ?",
@@ -202,26 +203,26 @@ def dedupe_insert(
         "INSERT OR REPLACE INTO dedupe VALUES (?,?,?,?,?)",
         (flow_id, key, request_id, delivery_id, until),
     )
-    conn.execute(_INSERT, row)
+    insert_all(conn, rows)
     return None
 
 
 def tracked_insert(
     conn: sqlite3.Connection,
-    row: tuple[Any, ...],
+    rows: Sequence[tuple[Any, ...]],
     key: str | None,
     until: float,
     token: str,
 ) -> tuple[tuple[str, str] | None, str | None]:
-    """An insert (deduped if ``key``) whose delivery gets ``token`` for its status URL, unless
-    it has one already (a duplicate keeps the first): the ids seen before, and the token."""
-    seen = dedupe_insert(conn, row, key, until) if key is not None else None
+    """An insert (deduped if ``key``) whose first delivery gets ``token`` for its status URL,
+    unless it has one already (a duplicate keeps the first): the ids seen before, the token."""
+    seen = dedupe_insert(conn, rows, key, until) if key is not None else None
     if key is None:
-        conn.execute(_INSERT, row)
+        insert_all(conn, rows)
     kept = conn.execute(
         "UPDATE deliveries SET status_token = coalesce(status_token, ?) WHERE id = ?"
         " RETURNING status_token",
-        (token, row[0] if seen is None else seen[1]),
+        (token, rows[0][0] if seen is None else seen[1]),
     ).fetchone()
     return seen, None if kept is None else kept[0]
 
@@ -234,18 +235,35 @@ def keep_answer(conn: sqlite3.Connection, delivery_id: str, attempts: int, answe
     return bool(moved == 1)
 
 
+_LEASE = (
+    "UPDATE deliveries SET state = 1, attempts = attempts + 1, lease_until = ?,"
+    " updated_at = ? WHERE seq IN ("
+    "  SELECT seq FROM deliveries AS d"
+    "   WHERE flow_id = ? AND destination = ? AND state = 0 AND next_at <= ?"
+    "   AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS e"
+    "    WHERE e.flow_id = d.flow_id AND e.destination = d.destination"
+    "    AND e.order_key = d.order_key AND e.state IN (0, 1) AND e.seq < d.seq))"
+    "  UNION ALL"
+    "  SELECT seq FROM deliveries"
+    "   WHERE flow_id = ? AND destination = ? AND state = 1 AND lease_until < ?"
+    "  ORDER BY 1 LIMIT ?"
+    f") RETURNING {table.FULL}"
+)
+"""Due deliveries of one destination, oldest first; a keyed one only at the head of its key's
+line (no older queued or leased delivery with its key), and an expired lease again."""
+
+
 def lease(
-    conn: sqlite3.Connection, flow_id: str, limit: int, lease_for: float, now: float
+    conn: sqlite3.Connection,
+    flow_id: str,
+    destination: str,
+    limit: int,
+    lease_for: float,
+    now: float,
 ) -> list[Any]:
     return conn.execute(
-        f"UPDATE deliveries SET state = 1, attempts = attempts + 1, lease_until = ?,"
-        f" updated_at = ? WHERE seq IN ("
-        f"  SELECT seq FROM deliveries WHERE flow_id = ? AND state = 0 AND next_at <= ?"
-        f"  UNION ALL"
-        f"  SELECT seq FROM deliveries WHERE flow_id = ? AND state = 1 AND lease_until < ?"
-        f"  ORDER BY 1 LIMIT ?"
-        f") RETURNING {table.FULL}",
-        (now + lease_for, now, flow_id, now, flow_id, now, limit),
+        _LEASE,
+        (now + lease_for, now, flow_id, destination, now, flow_id, destination, now, limit),
     ).fetchall()
 
 
@@ -281,7 +299,8 @@ def purge(conn: sqlite3.Connection, flow_id: str, done_before: float, limit: int
     ids = [
         row[0]
         for row in conn.execute(
-            "SELECT id FROM deliveries WHERE flow_id = ? AND state = 2 AND updated_at < ? LIMIT ?",
+            "SELECT id FROM deliveries WHERE flow_id = ? AND state IN (2, 4) AND updated_at < ?"
+            " LIMIT ?",
             (flow_id, done_before, limit),
         )
     ]
@@ -300,7 +319,7 @@ def import_deliveries(
     queued: Sizes = []
     for row, attempts in records:
         added = conn.execute(
-            f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * 17)})"
+            f"INSERT INTO deliveries ({table.FULL}) VALUES ({','.join('?' * table.FULL_COUNT)})"
             f" ON CONFLICT (id) DO NOTHING RETURNING flow_id, state, {table.QUEUED_SIZE}",
             row,
         ).fetchone()
@@ -317,7 +336,7 @@ def claim_tick(
     conn: sqlite3.Connection,
     flow_id: str,
     tick: float,
-    row: tuple[Any, ...] | None,
+    rows: Sequence[tuple[Any, ...]],
     exclusive: bool,
 ) -> str:
     conn.execute("INSERT OR IGNORE INTO schedules (flow_id) VALUES (?)", (flow_id,))
@@ -337,8 +356,7 @@ def claim_tick(
     ).rowcount
     if moved != 1:
         return "taken"
-    if row is not None:
-        conn.execute(_INSERT, row)
+    insert_all(conn, rows)
     return "claimed"
 
 
@@ -375,9 +393,9 @@ ISOLATED = {"create_flow", "update_flow", "delete_flow"}
 # one batch ---------------------------------------------------------------------------------
 def run_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[int, Any]]:
     """Run every op in one transaction; on a failed commit every op gets the error."""
-    inserts = [payload for _, kind, payload in ops if kind == "insert"]
+    inserts = [row for _, kind, rows in ops if kind == "insert" for row in rows]
     try:
-        if len(inserts) == len(ops) and len(inserts) <= MULTI_ROW:
+        if all(kind == "insert" for _, kind, _ in ops) and len(inserts) <= MULTI_ROW:
             # The common burst of accepts: one statement that commits itself (autocommit).
             insert_all(conn, inserts)
             return [(op_id, None) for op_id, _, _ in ops]
