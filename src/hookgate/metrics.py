@@ -48,14 +48,14 @@ class Metrics:
         )
         self.deliveries = Counter(
             "hookgate_deliveries",
-            "Delivery attempts by flow and outcome (done, retry, dead).",
-            ["flow", "outcome"],
+            "Delivery attempts by flow, destination and outcome (done, retry, dead).",
+            ["flow", "destination", "outcome"],
             registry=r,
         )
         self.delivery_seconds = Histogram(
             "hookgate_delivery_seconds",
-            "Duration of one delivery attempt.",
-            ["flow"],
+            "Duration of one delivery attempt, by flow and destination.",
+            ["flow", "destination"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

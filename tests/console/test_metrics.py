@@ -48,7 +48,13 @@ def test_metrics_after_a_known_sequence(gateway: GatewayProcess) -> None:
     assert answered.status_code == 200
 
     found = until(
-        gateway, lambda s: value(s, "hookgate_deliveries_total", flow="orders", outcome="dead") == 2
+        gateway,
+        lambda s: (
+            value(
+                s, "hookgate_deliveries_total", flow="orders", destination="worker", outcome="dead"
+            )
+            == 2
+        ),
     )
     assert value(found, "hookgate_requests_total", flow="orders", status="202") == 2
     assert value(found, "hookgate_requests_total", flow="orders", status="401") == 2
@@ -68,7 +74,7 @@ def test_metrics_after_a_known_sequence(gateway: GatewayProcess) -> None:
     )
     assert value(found, "hookgate_request_seconds_count", flow="orders", mode="async") == 4
     assert value(found, "hookgate_request_seconds_count", flow="quotes", mode="sync") == 1
-    assert value(found, "hookgate_delivery_seconds_count", flow="orders") == 2
+    assert value(found, "hookgate_delivery_seconds_count", flow="orders", destination="worker") == 2
     assert value(found, "hookgate_cold_start_seconds_count", flow="orders") >= 1
     assert value(found, "hookgate_store_accepting") == 1
 

@@ -47,7 +47,16 @@ def burst(gateway: GatewayProcess, count: int) -> None:
 
 def drained(gateway: GatewayProcess, count: int) -> None:
     eventually(
-        lambda: metric(gateway, "hookgate_deliveries_total", flow="cap", outcome="done") == count,
+        lambda: (
+            metric(
+                gateway,
+                "hookgate_deliveries_total",
+                flow="cap",
+                destination="worker",
+                outcome="done",
+            )
+            == count
+        ),
         timeout=60,
     )
 
@@ -78,7 +87,12 @@ def test_429_with_retry_after_lowers_the_limit_and_nothing_is_lost(gateway_facto
     gateway: GatewayProcess = gateway_factory(flow(overload=429))
     burst(gateway, 300)
     drained(gateway, 300)
-    assert (metric(gateway, "hookgate_deliveries_total", flow="cap", outcome="retry") or 0) > 0
+    assert (
+        metric(
+            gateway, "hookgate_deliveries_total", flow="cap", destination="worker", outcome="retry"
+        )
+        or 0
+    ) > 0
     limit = measured_limit(gateway)
     assert limit <= 8, limit
 
@@ -89,5 +103,10 @@ def test_a_pinned_number_pins(gateway_factory: Any) -> None:
     gateway: GatewayProcess = gateway_factory(flow("    concurrency: 3", capacity=3, overload=429))
     burst(gateway, 300)
     drained(gateway, 300)
-    assert metric(gateway, "hookgate_deliveries_total", flow="cap", outcome="retry") is None
+    assert (
+        metric(
+            gateway, "hookgate_deliveries_total", flow="cap", destination="worker", outcome="retry"
+        )
+        is None
+    )
     assert eventually(lambda: metric(gateway, "hookgate_concurrency_limit", flow="cap")) == 3

@@ -221,6 +221,8 @@ class FlowSpec(_Spec):
         names = [d.name for d in self.destinations]
         if twice := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"destination {twice[0]!r} is listed twice")
+        if self.schedule is not None and all(d.kind != "worker" for d in self.routes):
+            raise ValueError("a schedule needs a `workers: true` destination: poll runs are theirs")
         needs = self.mode is Mode.SYNC or any(d.kind == "worker" for d in self.routes)
         if needs and self.worker is None:
             raise ValueError(

@@ -390,6 +390,7 @@ class Ingress:
             source=address,
             received_at=now,
         )
+        request.routes = guard.router.routes(request)
         key = guard.dedupe_key(scope["headers"], body)
         wait = _wait(flow, prefer)
         answered = self.waiters.expect(delivery_id) if wait else None

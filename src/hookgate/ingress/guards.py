@@ -18,6 +18,7 @@ from hookgate.auth import Answer, Guard, Request, build_guard
 from hookgate.auth.base import ANSWERED
 from hookgate.auth.limits import MissThrottle, TokenBucket
 from hookgate.domain.flows import Flow, FlowSpec
+from hookgate.domain.routing import Router
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 
@@ -32,6 +33,7 @@ class FlowGuard:
         self.auth: Guard = build_guard(spec.auth)
         self.enabled = bool(spec.auth)
         self.needs_body = self.auth.needs_body
+        self.router = Router(spec)
         limit = spec.rate_limit
         self.bucket = TokenBucket(limit.rate, limit.burst) if limit else None
         cors = spec.cors

@@ -16,8 +16,8 @@ from typing import Literal, Protocol, TypeVar
 import msgspec
 
 from hookgate import logs
-from hookgate.domain.destinations import WORKERS
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
+from hookgate.domain.destinations import WORKERS
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
 

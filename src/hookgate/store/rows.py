@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, Route, State
 from hookgate.domain.flows import Flow, FlowSpec, Status
 from hookgate.domain.units import dec_hook
 from hookgate.store.columns import ATTEMPT as ATTEMPT
@@ -102,6 +102,10 @@ def full_row(d: Delivery) -> tuple[Any, ...]:
     )
 
 
+def _lane(route: Route) -> tuple[str, str | None, int]:
+    return route.destination, route.order_key, int(State.QUEUED)
+
+
 def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
     """The ``INSERTED`` columns of a newly accepted request: one row per delivery (route),
     queued and due when its route says; a request no destination wanted, one ``FILTERED`` row."""
@@ -116,13 +120,10 @@ def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
     )
     routes = request.deliveries()
     if not routes:
-        return [
-            (request.id, request.request_id, request.flow_id, at, at, at, *head)
-            + ("", None, int(State.FILTERED))
-        ]
+        filtered = ("", None, int(State.FILTERED))
+        return [(request.id, request.request_id, request.flow_id, at, at, at, *head, *filtered)]
     return [
-        (r.id, request.request_id, request.flow_id, r.due_at, at, at, *head)
-        + (r.destination, r.order_key, int(State.QUEUED))
+        (r.id, request.request_id, request.flow_id, r.due_at, at, at, *head, *_lane(r))
         for r in routes
     ]
 
