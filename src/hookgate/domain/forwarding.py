@@ -47,6 +47,8 @@ ADDED = frozenset(
     }
 )
 DROPPED = HOP_BY_HOP | RESET | ADDED
+RESPONSE_HEAD = 1024
+"""The bytes of an answer's body an attempt keeps (``Reply.head``): usually its reason."""
 
 
 class Outbound(msgspec.Struct, kw_only=True, frozen=True):

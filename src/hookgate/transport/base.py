@@ -12,8 +12,6 @@ from typing import Protocol
 from hookgate.domain.forwarding import Outbound, Reply
 from hookgate.runtime.base import Endpoint
 
-RESPONSE_HEAD = 1024
-
 
 class Upstream(Protocol):
     """A worker's answer being received: status and headers now, the body as it comes.

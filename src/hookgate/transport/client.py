@@ -23,10 +23,9 @@ from typing import cast
 
 import httptools
 
-from hookgate.domain.forwarding import Outbound, Reply
+from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
 from hookgate.errors import WorkerError, WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
-from hookgate.transport.base import RESPONSE_HEAD
 
 CONNECT_TIMEOUT = 5.0
 KEEP_IDLE = 1.5
