@@ -178,7 +178,8 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.executescript(
             "DROP INDEX deliveries_request_id; DROP INDEX dedupe_key;"
-            " DROP INDEX deliveries_keyed; DROP INDEX deliveries_ready; DROP INDEX deliveries_leased;"
+            " DROP INDEX deliveries_keyed; DROP INDEX deliveries_ready;"
+            " DROP INDEX deliveries_leased;"
             " ALTER TABLE deliveries DROP COLUMN destination;"
             " ALTER TABLE deliveries DROP COLUMN order_key;"
             " CREATE INDEX deliveries_ready ON deliveries (flow_id, next_at) WHERE state = 0;"

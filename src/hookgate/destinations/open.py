@@ -20,7 +20,7 @@ def open_sender(flow: Flow, destination: Destination) -> Sender:
     delivers to the flow's own workers itself)."""
     shape = flow.spec.delivery
     if destination.url is not None:
-        from hookgate.destinations.http import HttpSender  # type: ignore[import-not-found,unused-ignore]
+        from hookgate.destinations.http import HttpSender
 
         sender: Sender = HttpSender(flow.name, flow.id, destination.url, shape)
         return sender
