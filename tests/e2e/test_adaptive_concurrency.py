@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ROOT, GatewayProcess
 from tests.e2e.helpers import eventually
 
@@ -30,10 +30,13 @@ flows:
 
 
 def metric(gateway: GatewayProcess, name: str, **labels: str) -> float | None:
+    """The value of the sample with exactly these labels, None if there is none."""
     text = gateway.admin("GET", "/metrics").text
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{name}\{{{re.escape(wanted)}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 def burst(gateway: GatewayProcess, count: int) -> None:

@@ -51,6 +51,8 @@ def delivery_view(
         "flowId": delivery.flow_id,
         "flow": flow_name,
         "status": delivery.state.label,
+        "destination": delivery.destination if delivery.destination else None,
+        "orderKey": delivery.order_key,
         "attempts": delivery.attempts,
         "receivedAt": delivery.received_at,
         "updatedAt": delivery.updated_at,
