@@ -172,12 +172,12 @@ def test_status_counts_flows_and_deliveries_by_status(pg_url: str) -> None:
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
     assert (status["schemaVersion"], status["hookgate"]) == (PG_SCHEMA, PG_SCHEMA)
-    per_flow = {"queued": 3, "leased": 1, "done": 1, "dead": 1}
+    per_flow = {"queued": 3, "leased": 1, "done": 1, "dead": 1, "filtered": 0}
     assert status["flows"] == [
         {"name": "billing", "id": billing.id, "deliveries": per_flow},
         {"name": "orders", "id": orders.id, "deliveries": per_flow},
     ]
-    assert status["deliveries"] == {"queued": 6, "leased": 2, "done": 2, "dead": 2}
+    assert status["deliveries"] == {"queued": 6, "leased": 2, "done": 2, "dead": 2, "filtered": 0}
 
     text = hookgate("db", "status", "--database", pg_url)
     assert text.exit_code == 0, text.output

@@ -11,7 +11,7 @@ from hookgate.domain.deliveries import Delivery, State, new_id, rounds
 
 
 def test_state_labels() -> None:
-    assert [s.label for s in State] == ["queued", "leased", "done", "dead"]
+    assert [s.label for s in State] == ["queued", "leased", "done", "dead", "filtered"]
     for state in State:
         assert State.from_label(state.label) is state
         assert State.from_label(state.label.upper()) is state
@@ -25,7 +25,7 @@ def test_unknown_label_lists_the_choices() -> None:
 
 
 def test_states_are_stable_integers_for_the_store() -> None:
-    assert [int(s) for s in State] == [0, 1, 2, 3]
+    assert [int(s) for s in State] == [0, 1, 2, 3, 4]
 
 
 def test_delivery_ids_are_128_bit_hex_and_sort_by_creation_time() -> None:
