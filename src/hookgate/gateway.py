@@ -53,7 +53,14 @@ FULL_PURGE_EVERY = 60
 
 def build_runtime(settings: Settings) -> Runtime:
     if settings.runtime == "kubernetes":
-        from hookgate.runtime.kubernetes import KubernetesRuntime, connect
+        try:
+            from hookgate.runtime.kubernetes.client import connect
+            from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
+        except ImportError as exc:
+            raise ConfigError(
+                f"the kubernetes runtime needs its client ({exc.name} is not installed):"
+                " pip install 'hookgate[kubernetes]'"
+            ) from None
 
         runtime: Runtime = KubernetesRuntime(
             namespace=settings.namespace,

@@ -28,7 +28,7 @@ def render(flow_file: Path, namespace: str) -> None:
     The file's flows have no ids yet, so a stable placeholder derived from each name stands
     in for the id (the gateway's objects carry the real one).
     """
-    from hookgate.runtime.kubernetes import render as render_objects
+    from hookgate.runtime.kubernetes.specs import render as render_objects
 
     try:
         specs = parse_flow_file(flow_file.read_text(), source=str(flow_file))

@@ -1,11 +1,7 @@
 """The Kubernetes runtime: a Service per flow, a Deployment for sync, Jobs on demand for async.
 
-``specs`` turns a flow into objects (pure), ``reconciler`` converges the cluster to them,
-``lease`` elects the one replica that writes, ``client`` is the only lightkube importer.
+``specs`` turns a flow into objects (pure: ``hookgate k8s render`` needs no cluster client),
+``reconciler`` converges the cluster to them, ``lease`` elects the one replica that writes,
+``client`` is the only lightkube importer (the ``kubernetes`` extra). Import the modules
+themselves: this package imports nothing, so rendering works on a base install.
 """
-
-from hookgate.runtime.kubernetes.client import connect
-from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
-from hookgate.runtime.kubernetes.specs import render
-
-__all__ = ["KubernetesRuntime", "connect", "render"]
