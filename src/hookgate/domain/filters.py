@@ -6,7 +6,7 @@ a flow without filters pays nothing for it.
 Filters are CEL (the Common Expression Language of Kubernetes admission policies), run by
 ``cel-expr-python``, the CEL team's wrapper of the C++ implementation: it type-checks at
 compile time (an unknown variable or ``method == 1`` is refused at apply, with its position)
-and costs about 13 µs per request on a 1 KB JSON body, decoding included (``bench/filters.py``).
+and costs 7-18 µs per request on a 1 KB JSON body, decoding included (``bench/filters.py``).
 """
 
 from __future__ import annotations
