@@ -72,7 +72,9 @@ class Lane:
         self.owner = owner
         self.flow = flow
         self.destination = destination
-        self.pace = Pace(destination.rate_limit)
+        self.pace = Pace(None)
+        """This gateway's pause on the destination (``Retry-After``); the rate is the store's."""
+        self.bucket = f"{flow.id}/{destination.name}"
         self.wake = asyncio.Event()
         self.pending = False
         self.timer: float | None = None
@@ -190,10 +192,10 @@ class Lane:
     async def _lease(self, endpoints: list[Endpoint], free: int, now: float) -> None:
         spec = self.flow.spec
         generation = self.generation
-        granted = self.pace.allowed(free, now)
+        granted = await self._allowed(free, now)
         if not granted:
             self.pending = False
-            self.notify(self.pace.next_at(now))
+            self.notify(self._next_try(now))
             return
         try:
             batch = await self.owner.store.lease(
@@ -204,15 +206,15 @@ class Lane:
                 now=now,
             )
         except StoreError as exc:
-            self.pace.give_back(granted)
+            await self._give_back(granted)
             log.warning("lease failed", flow=self.flow.name, error=str(exc))
             self.pending = False
             self.notify(time.time() + STORE_BACKOFF)
             return
-        self.pace.give_back(granted - len(batch))
-        if self.pace.limited and len(batch) == granted < free:
-            # The bucket, not the store, ran out: look again when the next token is in.
-            self.notify(self.pace.next_at(time.time()))
+        await self._give_back(granted - len(batch))
+        if self.destination.rate_limit and len(batch) == granted < free:
+            # The bucket, not the queue, ran out: look again when the next token is in.
+            self.notify(self._next_try(time.time()))
         elif len(batch) < granted and generation == self.generation:
             self.pending = False
         elif self._may_grow(endpoints) and self._ready(endpoints) >= self.wanted:
@@ -228,6 +230,30 @@ class Lane:
             task = asyncio.create_task(self._deliver(delivery, endpoint, busy))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    async def _allowed(self, free: int, now: float) -> int:
+        """How many deliveries may start now: none while paused, else what the destination's
+        rate limit (a bucket in the store, shared by every gateway) grants."""
+        free = self.pace.allowed(free, now)
+        rate = self.destination.rate_limit
+        if rate is None or not free:
+            return free
+        try:
+            return await self.owner.store.take_tokens(self.bucket, free, rate=rate, now=now)
+        except StoreError:
+            return 0
+
+    async def _give_back(self, unused: int) -> None:
+        """Tokens granted for deliveries the queue did not have go back to the bucket."""
+        rate = self.destination.rate_limit
+        if rate is not None and unused > 0:
+            with contextlib.suppress(StoreError):
+                await self.owner.store.take_tokens(self.bucket, -unused, rate=rate, now=time.time())
+
+    def _next_try(self, now: float) -> float:
+        """When to ask the bucket again: after the pause, and one token's time from now."""
+        rate = self.destination.rate_limit
+        return max(self.pace.next_at(now), now + (1 / rate.per_second if rate else 0.0))
 
     def start_failed(self, reason: str) -> None:
         """A worker asked for could not start: the delivery that waits longest for one takes

@@ -34,9 +34,20 @@ class Pace:
         return granted
 
     def give_back(self, unused: int) -> None:
-        """Tokens taken for deliveries the store did not have."""
+        """Tokens taken for deliveries the queue did not have."""
         if self.rate is not None:
             self.tokens = min(self.capacity, self.tokens + unused)
+
+    def take(self, wanted: int, rate: DeliveryRate, now: float) -> int:
+        """``allowed`` under ``rate`` (the bucket follows a changed limit); a negative
+        ``wanted`` gives tokens back."""
+        if (self.rate, self.capacity) != (rate.per_second, float(rate.burst)):
+            self.rate, self.capacity = rate.per_second, float(rate.burst)
+            self.tokens = min(self.tokens, self.capacity)
+        if wanted < 0:
+            self.give_back(-wanted)
+            return 0
+        return self.allowed(wanted, now)
 
     def next_at(self, now: float) -> float:
         """When a delivery may start next (``now`` if one may now)."""
@@ -51,6 +62,3 @@ class Pace:
         """The destination asked for a pause (``Retry-After``): nothing starts before ``until``."""
         self.paused_until = max(self.paused_until, until)
 
-    @property
-    def limited(self) -> bool:
-        return self.rate is not None

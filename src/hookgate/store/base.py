@@ -17,7 +17,7 @@ import msgspec
 
 from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
-from hookgate.domain.destinations import WORKERS
+from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
 
@@ -160,6 +160,12 @@ class Store(Protocol):
     async def replay_matching(self, where: DeliveryFilter, *, now: float) -> int: ...
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int: ...
+
+    async def take_tokens(self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float) -> int:
+        """Up to ``wanted`` deliveries a rate-limited destination may start now, from one token
+        bucket per destination shared by every gateway on this store (PostgreSQL: a row, timed
+        by the database's clock; SQLite: one gateway, in memory). A negative ``wanted`` gives
+        unused tokens back."""
 
     # reading -----------------------------------------------------------------------------
     async def get_delivery(self, delivery_id: str) -> Delivery:

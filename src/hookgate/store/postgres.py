@@ -33,8 +33,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
-from hookgate.domain.destinations import WORKERS
+from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
+from hookgate.domain.pacing import Pace
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -533,6 +534,7 @@ class PostgresStore:
             )
             await conn.execute("DELETE FROM dedupe WHERE flow_id = %s", [flow_id])
             await conn.execute("DELETE FROM schedules WHERE flow_id = %s", [flow_id])
+            await conn.execute("DELETE FROM buckets WHERE name LIKE %s", [f"{flow_id}/%"])
             await conn.execute("SELECT pg_notify('hookgate_flow', %s)", [flow_id])
         self.queued.forget(flow_id)
 
@@ -872,6 +874,30 @@ class PostgresStore:
             cur = await conn.execute("SELECT snapshot FROM schedules WHERE flow_id = %s", [flow_id])
             row = await cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
+
+    async def take_tokens(
+        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
+    ) -> int:
+        """The bucket's row is locked for the moment of the take, so gateways take in turn;
+        time is the database's, so gateways' clocks need not agree."""
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO buckets AS b (name, tokens, stamp)"
+                " VALUES (%s, %s, extract(epoch FROM clock_timestamp()))"
+                " ON CONFLICT (name) DO UPDATE SET stamp = b.stamp"
+                " RETURNING tokens, stamp, extract(epoch FROM clock_timestamp())::float8",
+                [bucket, float(rate.burst)],
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            pace = Pace(rate)
+            pace.tokens, pace.stamp = row[0], row[1]
+            granted = pace.take(wanted, rate, row[2])
+            await conn.execute(
+                "UPDATE buckets SET tokens = %s, stamp = %s WHERE name = %s",
+                [pace.tokens, pace.stamp, bucket],
+            )
+        return granted
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         async with self._conn() as conn, conn.transaction():

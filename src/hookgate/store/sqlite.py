@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 
 from hookgate import isolation, logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
-from hookgate.domain.destinations import WORKERS
+from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
+from hookgate.domain.pacing import Pace
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import (
@@ -93,6 +94,7 @@ class SQLiteStore:
         self.path = path
         self.synchronous = synchronous.upper()
         self.queued = QueuedBytes(max_queued_bytes)
+        self._buckets: dict[str, Pace] = {}
         self.disk_reserve = disk_reserve
         self._health = Acceptance("sqlite")
         self._room = self._measured = 0
@@ -596,6 +598,15 @@ class SQLiteStore:
             return None if row is None or row[0] is None else bytes(row[0])
 
         return await self._read(run)
+
+    async def take_tokens(
+        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
+    ) -> int:
+        """One gateway holds a SQLite store (the data directory's lock): buckets in memory."""
+        pace = self._buckets.get(bucket)
+        if pace is None:
+            pace = self._buckets[bucket] = Pace(rate)
+        return pace.take(wanted, rate, now)
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         await self._write("set_snapshot", flow_id, snapshot)
