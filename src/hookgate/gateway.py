@@ -14,7 +14,6 @@ import gc
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,24 +30,22 @@ from hookgate.dispatch.waiters import Waiters
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
 from hookgate.events import EventHub
+from hookgate.housekeeping import Housekeeping
 from hookgate.ingress import Ingress
 from hookgate.ingress.guards import FlowGuard, Guards
 from hookgate.ingress.protocol import Edge
 from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import Runtime, WorkerStatus, flow_state
+from hookgate.runtime.base import Runtime
 from hookgate.runtime.local import LocalRuntime, validate_flow
-from hookgate.store.base import QueueStats, open_store
+from hookgate.store.base import open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import Http1Transport
 
 log = logs.get("hookgate")
 
-STATS_EVERY = 5.0
 GC_THRESHOLD = 20_000
-PURGE_EVERY = 60.0
-FULL_PURGE_EVERY = 60
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -105,6 +102,14 @@ class Gateway:
             runtime=self.runtime,
             transport=self.transport,
             max_waiting=settings.max_sync_waiters,
+        )
+        self.housekeeping = Housekeeping(
+            store=self.store,
+            registry=self.registry,
+            runtime=self.runtime,
+            dispatcher=self.dispatcher,
+            proxy=self.proxy,
+            metrics=self.metrics,
         )
         self.guards = Guards()
         self.ingress = Ingress(
@@ -182,8 +187,8 @@ class Gateway:
         await self.dispatcher.start()
         self.scheduler.start()
         self._tasks = [
-            asyncio.create_task(self._stats()),
-            asyncio.create_task(self._purge()),
+            asyncio.create_task(self.housekeeping.stats(lambda: self._edges)),
+            asyncio.create_task(self.housekeeping.purge()),
             asyncio.create_task(self._watch()),
         ]
         # Start-up objects (flows, modules) never die: keep them out of every collection, and
@@ -279,72 +284,6 @@ class Gateway:
     def _committed(self, operations: int, seconds: float) -> None:
         self.metrics.store_commit_batch.observe(operations)
         self.metrics.store_commit_seconds.observe(seconds)
-
-    async def _stats(self) -> None:
-        """Queue and worker gauges, and a safety net that wakes flows with due work.
-
-        Only flows with something to report are visited, so 100,000 idle flows cost nothing.
-        """
-        reported: set[str] = set()
-        while True:
-            with contextlib.suppress(StoreError):
-                stats = await self.store.queue_stats()
-                now = time.time()
-                watched = (
-                    stats.keys()
-                    | reported
-                    | self.dispatcher.flows.keys()
-                    | {f.id for f in self.registry.by_id.values() if f.mode is Mode.SYNC}
-                )
-                for flow_id in watched:
-                    flow = self.registry.get(flow_id)
-                    if flow is None:
-                        continue
-                    s = stats.get(flow_id)
-                    if s is not None and s.next_due_at is not None and s.next_due_at <= now:
-                        self.dispatcher.notify(flow_id, s.next_due_at)
-                    workers = self.runtime.status(flow_id)
-                    self._report(flow.name, workers, s, now)
-                    failing = flow_state(flow, workers) == "failing"
-                    self.metrics.flow_failing.labels(flow.name).set(failing)
-                    limit = self.dispatcher.limit(flow_id) or self.proxy.limit(flow_id)
-                    if limit is not None:
-                        self.metrics.concurrency_limit.labels(flow.name).set(limit)
-                reported = set(watched)
-            for edge in self._edges:
-                self.metrics.connections.labels(edge.name).set(len(edge.open))
-            await asyncio.sleep(STATS_EVERY)
-
-    def _report(
-        self, name: str, workers: WorkerStatus, queue: QueueStats | None, now: float
-    ) -> None:
-        metrics = self.metrics
-        metrics.queue_depth.labels(name).set(queue.depth + queue.leased if queue else 0)
-        oldest = queue.oldest_received_at if queue else None
-        metrics.queue_oldest_seconds.labels(name).set(now - oldest if oldest else 0)
-        metrics.workers.labels(name, "ready").set(workers.ready)
-        metrics.workers.labels(name, "starting").set(workers.starting)
-
-    async def _purge(self) -> None:
-        """Retention: done deliveries go after the flow's ``retention``, in small batches.
-
-        Every minute for the flows that had work here, every hour for all of them.
-        """
-        rounds = 0
-        while True:
-            await asyncio.sleep(PURGE_EVERY)
-            everyone = rounds % FULL_PURGE_EVERY == 0
-            rounds += 1
-            flow_ids = list(self.registry.by_id if everyone else self.dispatcher.flows)
-            for flow_id in flow_ids:
-                flow = self.registry.get(flow_id)
-                if flow is None:
-                    continue
-                with contextlib.suppress(StoreError):
-                    while await self.store.purge(
-                        flow_id=flow.id, done_before=time.time() - flow.spec.retention
-                    ):
-                        await asyncio.sleep(0)
 
     def admin_app(self) -> Any:
         api = AdminAPI(
