@@ -52,6 +52,12 @@ class Metrics:
             ["flow", "destination", "outcome"],
             registry=r,
         )
+        self.filtered = Counter(
+            "hookgate_filtered",
+            "Requests accepted and stored as filtered: no destination's filter wanted them.",
+            ["flow"],
+            registry=r,
+        )
         self.delivery_seconds = Histogram(
             "hookgate_delivery_seconds",
             "Duration of one delivery attempt, by flow and destination.",
