@@ -24,6 +24,7 @@ from hookgate.admin.app import AdminAPI, create_admin_app
 from hookgate.asgi import BodyBudget, BodyReader
 from hookgate.config import TOKEN_FILE, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
+from hookgate.destinations.open import check_destination
 from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.scheduler import Scheduler
 from hookgate.dispatch.waiters import Waiters
@@ -38,7 +39,7 @@ from hookgate.metrics import Metrics
 from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime
-from hookgate.runtime.local import LocalRuntime, validate_flow
+from hookgate.runtime.local import LocalRuntime
 from hookgate.store.base import open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import Http1Transport
@@ -239,7 +240,8 @@ class Gateway:
         return parse_flow_file(text, source=str(path))
 
     def validate(self, spec: FlowSpec) -> list[str]:
-        """Checks that need this gateway: secrets resolvable, a worker this runtime can run.
+        """Checks that need this gateway: secrets resolvable, a worker this runtime can run,
+        the client of each broker destination installed.
 
         Returns warnings: what does not stop the flow from being applied but will fail.
         """
@@ -247,17 +249,10 @@ class Gateway:
             FlowGuard(spec)
         except ConfigError as exc:
             raise ConfigError(f"flow {spec.name!r}: {exc}") from None
-        if spec.worker is None:
-            return []
-        if self.settings.runtime == "local" and not spec.worker.command:
-            raise ConfigError(
-                f"flow {spec.name!r}: field worker.command is needed by the local runtime"
-            )
-        if self.settings.runtime == "kubernetes" and not spec.worker.image:
-            raise ConfigError(
-                f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"
-            )
-        return validate_flow(spec) if self.settings.runtime == "local" else []
+        for destination in spec.routes:
+            if destination.kind != "worker":
+                check_destination(spec.name, destination)
+        return [] if spec.worker is None else self.runtime.validate(spec)
 
     async def _flow_changed(self, flow_id: str) -> None:
         self.guards.forget(flow_id)

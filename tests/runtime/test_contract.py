@@ -16,7 +16,8 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from hookgate.domain.flows import Flow, new_flow_id
+from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
+from hookgate.errors import ConfigError
 from hookgate.runtime.base import Endpoint, WorkerStatus
 
 from .conftest import VERSION, Fault, Harness
@@ -87,6 +88,17 @@ async def test_an_unknown_flow_has_no_workers(harness: Harness) -> None:
     assert harness.runtime.status(flow_id) == WorkerStatus()
     assert harness.runtime.endpoints(flow_id) == []
     await harness.runtime.remove(flow_id)  # nothing to remove is not an error
+
+
+async def test_validate_accepts_its_workers_and_refuses_what_it_cannot_run(
+    harness: Harness,
+) -> None:
+    flow = harness.flow("valid", "async")
+    assert harness.runtime.validate(flow.spec) == []
+    other = {"command": ["w"]} if flow.spec.workload.image else {"image": "registry.example/w:1"}
+    unrunnable = spec_from_object({"name": "unrunnable", "mode": "async", "worker": other})
+    with pytest.raises(ConfigError, match="unrunnable.*worker.(command|image) is needed"):
+        harness.runtime.validate(unrunnable)
 
 
 @MODES

@@ -24,13 +24,12 @@ def open_sender(flow: Flow, destination: Destination) -> Sender:
 
         sender: Sender = HttpSender(flow.name, flow.id, destination.url, shape)
         return sender
+    check_destination(flow.name, destination)
     if destination.rabbitmq is not None:
-        _need("aio_pika", "aio-pika", "rabbitmq", flow, destination)
         from hookgate.destinations.amqp import RabbitSender
 
         return RabbitSender(flow.name, flow.id, destination.rabbitmq, shape)
     if destination.nats is not None:
-        _need("nats", "nats-py", "nats", flow, destination)
         from hookgate.destinations.nats import NatsSender
 
         return NatsSender(flow.name, flow.id, destination.nats, shape)
@@ -40,9 +39,16 @@ def open_sender(flow: Flow, destination: Destination) -> Sender:
     )
 
 
-def _need(module: str, package: str, extra: str, flow: Flow, destination: Destination) -> None:
-    if importlib.util.find_spec(module) is None:
+CLIENTS = {"rabbitmq": ("aio_pika", "aio-pika"), "nats": ("nats", "nats-py")}
+"""A destination kind's client library: the module, the package (and extra) to install."""
+
+
+def check_destination(flow_name: str, destination: Destination) -> None:
+    """``ConfigError`` naming the extra to install when the destination's client is missing;
+    checked when a flow is applied, so the flow is refused rather than left undelivered."""
+    client = CLIENTS.get(destination.kind)
+    if client is not None and importlib.util.find_spec(client[0]) is None:
         raise ConfigError(
-            f"flow {flow.name!r}: destination {destination.name!r} ({destination.kind}) needs"
-            f" {package}, which is not installed: pip install 'hookgate[{extra}]'"
+            f"flow {flow_name!r}: destination {destination.name!r} ({destination.kind}) needs"
+            f" {client[1]}, which is not installed: pip install 'hookgate[{destination.kind}]'"
         )

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from hookgate.domain.flows import Flow, Status
+from hookgate.domain.flows import Flow, FlowSpec, Status
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -79,3 +79,7 @@ class Runtime(Protocol):
         """The ready workers of the flow, where requests may be sent now."""
 
     def status(self, flow_id: str) -> WorkerStatus: ...
+
+    def validate(self, spec: FlowSpec) -> list[str]:
+        """When a flow with a ``worker`` is applied: ``ConfigError`` for a worker this runtime
+        cannot run (no command, no image); warnings for what may still be fixed here."""

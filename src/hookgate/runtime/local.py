@@ -205,6 +205,13 @@ class LocalRuntime:
             return []
         return [w.endpoint for w in state.workers if w.ready and not w.draining and w.alive]
 
+    def validate(self, spec: FlowSpec) -> list[str]:
+        if not spec.workload.command:
+            raise ConfigError(
+                f"flow {spec.name!r}: field worker.command is needed by the local runtime"
+            )
+        return validate_flow(spec)
+
     def status(self, flow_id: str) -> WorkerStatus:
         state = self._flows.get(flow_id)
         return state.status if state is not None else WorkerStatus()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from lightkube import AsyncClient
 
 from hookgate import logs
-from hookgate.domain.flows import Flow
-from hookgate.errors import RuntimeFailure
+from hookgate.domain.flows import Flow, FlowSpec
+from hookgate.errors import ConfigError, RuntimeFailure
 from hookgate.runtime.base import Endpoint, WorkerStatus
 from hookgate.runtime.kubernetes import health, names, reconciler, specs
 from hookgate.runtime.kubernetes.client import Kube
@@ -131,6 +131,13 @@ class KubernetesRuntime:
             Endpoint(address, spec.workload.port, spec.slots)
             for address in sorted(health.ready_addresses(self._pods(flow_id)))
         ]
+
+    def validate(self, spec: FlowSpec) -> list[str]:
+        if not spec.workload.image:
+            raise ConfigError(
+                f"flow {spec.name!r}: field worker.image is needed by the kubernetes runtime"
+            )
+        return []
 
     def status(self, flow_id: str) -> WorkerStatus:
         key = names.flow_key(flow_id)
