@@ -13,8 +13,8 @@ def test_rates_over_the_last_minute() -> None:
     rates.sample(now=1000.0)
     metrics.requests.labels("orders", "202").inc(8)
     metrics.requests.labels("orders", "401").inc(2)
-    metrics.deliveries.labels("orders", "done").inc(6)
-    metrics.deliveries.labels("orders", "retry").inc(4)
+    metrics.deliveries.labels("orders", "worker", "done").inc(6)
+    metrics.deliveries.labels("orders", "worker", "retry").inc(4)
     metrics.requests.labels("other", "202").inc(100)
     found = rates.rates(now=1030.0)
     assert found is not None
