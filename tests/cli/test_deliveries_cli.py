@@ -43,6 +43,7 @@ def test_list_show_and_replay(
 
     table = cli.ok("deliveries", "list", "--flow", worked, "--status", "dead")
     assert dead["id"] in table and "HTTP 422" in table and "dead" in table
+    assert "DESTINATION" in table and "worker" in table
 
     shown = cli.json("deliveries", "show", queued["id"])
     assert shown["body"] == "café"
@@ -51,6 +52,7 @@ def test_list_show_and_replay(
     assert "refused" in text  # the body
     assert "422" in text  # the attempt
     assert dead_id in text
+    assert "destination" in text and "worker" in text
 
     assert cli.json("deliveries", "replay", dead["id"]) == {"replayed": 1}
     eventually(lambda: len(cli.json("deliveries", "show", dead["id"])["history"]) == 2, timeout=20)

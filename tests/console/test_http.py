@@ -329,3 +329,62 @@ def test_a_flow_is_deleted_from_the_console(
     )
     assert gateway.admin("GET", "/api/v1/flows/doomed").status_code == 404
     assert httpx.post(url).status_code == 404
+
+
+def test_destinations_order_keys_and_rate_limits_are_shown_without_credentials(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    spec = {
+        "name": "routed",
+        "mode": "async",
+        "order_key": "body.id",
+        "destinations": [
+            {
+                "name": "crm",
+                "url": {"url": "https://crm.example:8443/in/T0KEN?key=k3y"},
+                "rate_limit": {"per_second": 2.5, "burst": 5},
+            },
+            {
+                "name": "bus",
+                "rabbitmq": {
+                    "url": "amqp://shop:s3cret@127.0.0.1:5672/",
+                    "exchange": "shop",
+                    "routing_key": "orders",
+                },
+            },
+            {"name": "stream", "nats": {"subject": "shop.orders"}, "delay": "3s"},
+        ],
+    }
+    assert gateway.admin("POST", "/api/v1/flows", json=spec).status_code == 201
+    gateway.admin("POST", "/api/v1/flows/routed/pause")
+    request_id = httpx.post(gateway.hook("routed"), content=b'{"id": "order-7"}').json()[
+        "requestId"
+    ]
+    page = browser_client.get("/console/flows/routed").text
+    table = page[
+        page.index('<table id="destinations">') : page.index(
+            "</table>", page.index('<table id="destinations">')
+        )
+    ]
+    assert (
+        "<td>crm</td><td>url</td><td><code>https://crm.example:8443</code></td>"
+        "<td>2.5/s, burst 5</td>" in table
+    )
+    assert (
+        "amqp://127.0.0.1:5672 · exchange &#39;shop&#39;, routing key &#39;orders&#39; · raw"
+        in table
+    )
+    assert "nats://127.0.0.1:4222 · subject shop.orders · raw" in table and "3 s" in table
+    assert "s3cret" not in table and "T0KEN" not in table and "k3y" not in table
+    assert page.count("key <code>order-7</code>") == 3  # the recent deliveries
+
+    listed = browser_client.get("/console/dead", params={"flow": "routed", "status": "queued"}).text
+    for name in ("crm", "bus", "stream"):
+        assert f"<td>{name} <small" in listed
+    [item, *_] = gateway.admin("GET", "/api/v1/deliveries", params={"flow": "routed"}).json()[
+        "items"
+    ]
+    assert item["requestId"] == request_id
+    shown = browser_client.get(f"/console/deliveries/{item['id']}").text
+    assert f"<dt>Destination</dt><dd>{item['destination']}</dd>" in shown
+    assert "<dt>Order key</dt><dd><code>order-7</code></dd>" in shown

@@ -1,27 +1,12 @@
-"""Deliveries to publish, and the brokers' reachability: a down broker skips these tests on a
-laptop and fails them in CI (``.ci/run`` starts both brokers)."""
+"""Deliveries to publish (the brokers themselves: ``tests.brokers``)."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-
-import pytest
 
 from hookgate.domain.deliveries import Delivery, State, new_id
 
 FLOW_ID = "jMR59FC-eNBzFTxxfBGYMA"
-
-
-def require(service: str, port: int) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=3).close()
-    except OSError as exc:
-        reason = f"{service} at 127.0.0.1:{port} is unreachable: {exc}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason} (CI is set, so {service} must be tested)")
-        pytest.skip(f"{reason} (set CI=true to make this a failure)")
 
 
 def delivery(

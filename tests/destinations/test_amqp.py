@@ -13,15 +13,14 @@ from typing import Any
 import aio_pika
 import msgspec
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from tests.destinations.conftest import FLOW_ID, delivery, require
+from aio_pika.abc import AbstractChannel
+from tests.brokers import Bound, rabbit_channel, rabbit_queue, require
+from tests.destinations.conftest import FLOW_ID, delivery
 
 from hookgate.destinations.amqp import RabbitSender
 from hookgate.destinations.base import CONFIRMED
 from hookgate.destinations.message import oih_event
 from hookgate.domain.destinations import RabbitTarget
-
-URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 @pytest.fixture(autouse=True)
@@ -31,40 +30,14 @@ def _broker() -> None:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(URL)
-    async with connection:
-        yield await connection.channel()
-
-
-class Bound:
-    """A fresh exchange and an exclusive queue bound to it; both gone afterwards."""
-
-    def __init__(self, exchange: str, key: str, queue: AbstractQueue) -> None:
-        self.exchange, self.key, self.queue = exchange, key, queue
-
-    async def take(self, count: int) -> list[AbstractIncomingMessage]:
-        got: list[AbstractIncomingMessage] = []
-        async with asyncio.timeout(30):
-            while len(got) < count:
-                message = await self.queue.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.02)
-                    continue
-                await message.ack()
-                got.append(message)
-        assert await self.queue.get(fail=False) is None, "more messages than were sent"
-        return got
+    async with rabbit_channel() as opened:
+        yield opened
 
 
 @pytest.fixture
 async def bound(channel: AbstractChannel) -> AsyncIterator[Bound]:
-    name = f"hookgate-test-{secrets.token_hex(4)}"
-    exchange = await channel.declare_exchange(name, "direct")
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind(exchange, "orders")
-    yield Bound(name, "orders", queue)
-    await queue.delete(if_unused=False, if_empty=False)
-    await exchange.delete()
+    async with rabbit_queue(channel) as made:
+        yield made
 
 
 def sender(exchange: str = "", routing_key: str = "", **target: Any) -> RabbitSender:

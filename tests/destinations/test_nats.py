@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import nats
 import pytest
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from tests.destinations.conftest import FLOW_ID, delivery, require
+from tests.brokers import Stream, jet_stream, require
+from tests.destinations.conftest import FLOW_ID, delivery
 
 from hookgate.destinations.base import CONFIRMED
 from hookgate.destinations.message import oih_event
@@ -27,34 +25,10 @@ def _server() -> None:
     require("NATS", 4222)
 
 
-class Stream:
-    """A fresh stream on ``<prefix>.>`` and a pull consumer on it; deleted afterwards."""
-
-    def __init__(self, js: JetStreamContext, name: str, prefix: str) -> None:
-        self.js, self.name, self.prefix = js, name, prefix
-
-    async def take(self, count: int) -> list[Msg]:
-        sub = await self.js.pull_subscribe(f"{self.prefix}.>", stream=self.name)
-        got: list[Msg] = []
-        async with asyncio.timeout(30):
-            while len(got) < count:
-                got += await sub.fetch(count - len(got), timeout=10)
-        with pytest.raises(nats.errors.TimeoutError):
-            await sub.fetch(1, timeout=0.2)  # nothing more than was sent
-        await sub.unsubscribe()
-        return got
-
-
 @pytest.fixture
 async def stream() -> AsyncIterator[Stream]:
-    client = await nats.connect("nats://127.0.0.1:4222")
-    js = client.jetstream()
-    token = secrets.token_hex(4)
-    name, prefix = f"HOOKGATE_TEST_{token}", f"hookgate-test-{token}"
-    await js.add_stream(name=name, subjects=[f"{prefix}.>"])
-    yield Stream(js, name, prefix)
-    await js.delete_stream(name)
-    await client.close()
+    async with jet_stream() as made:
+        yield made
 
 
 def sender(subject: str, **target: Any) -> NatsSender:

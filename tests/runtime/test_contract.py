@@ -97,7 +97,7 @@ async def test_validate_accepts_its_workers_and_refuses_what_it_cannot_run(
     assert harness.runtime.validate(flow.spec) == []
     other = {"command": ["w"]} if flow.spec.workload.image else {"image": "registry.example/w:1"}
     unrunnable = spec_from_object({"name": "unrunnable", "mode": "async", "worker": other})
-    with pytest.raises(ConfigError, match="unrunnable.*worker.(command|image) is needed"):
+    with pytest.raises(ConfigError, match=r"unrunnable.*worker\.(command|image) is needed"):
         harness.runtime.validate(unrunnable)
 
 

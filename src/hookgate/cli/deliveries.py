@@ -62,12 +62,13 @@ def list_(
     items = page["items"]
 
     def show(wide: bool) -> None:
-        columns = ["ID", "FLOW", "STATUS", "ATTEMPTS", "RECEIVED"]
+        columns = ["ID", "FLOW", "DESTINATION", "STATUS", "ATTEMPTS", "RECEIVED"]
         columns += ["METHOD", "PATH", "LAST ERROR"] if wide else ["LAST ERROR"]
         rows = [
             (
                 d["id"],
                 d["flow"],
+                d["destination"] or "-",
                 d["status"],
                 d["attempts"],
                 when(d["receivedAt"]),
@@ -105,6 +106,8 @@ def _show(d: dict[str, Any], *, wide: bool) -> None:
         [
             ("flow", d["flow"]),
             ("status", d["status"]),
+            ("destination", d["destination"] or "-"),
+            *([("order key", d["orderKey"])] if d["orderKey"] is not None else []),
             ("request id", d["requestId"]),
             ("received", when(d["receivedAt"])),
             ("request", f"{d['method']} {d['path']}" + (f"?{d['query']}" if d["query"] else "")),

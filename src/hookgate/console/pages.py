@@ -151,6 +151,7 @@ class Pages:
             config=render.config_text(settings_for(flow.mode, to_builtins(flow.spec))),
             charts=self._charts(flow),
             recent=recent,
+            destinations=render.destinations(flow.spec) if flow.mode is Mode.ASYNC else [],
             notice=_notice(request),
             stop_warning=STOP_WARNING.format(name=flow.name),
             delete_warning=DELETE_WARNING.format(name=flow.name),

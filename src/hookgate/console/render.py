@@ -10,12 +10,15 @@ from __future__ import annotations
 import codecs
 import datetime
 import json
+import urllib.parse
 from typing import Any
 
 import msgspec
 import yaml
 
 from hookgate.domain import redaction
+from hookgate.domain.destinations import Destination
+from hookgate.domain.flows import FlowSpec
 
 SHOWN = 256 * 1024
 HEX_SHOWN = 16 * 1024
@@ -85,6 +88,62 @@ def header(pairs: list[tuple[str, str]], name: str) -> str:
 def config_text(spec: dict[str, Any]) -> str:
     """The spec as YAML, as a flow file would say it: unset (null) fields left out."""
     return yaml.safe_dump(_set(redaction.spec(spec)), sort_keys=False, allow_unicode=True)
+
+
+class Shown(msgspec.Struct, frozen=True):
+    """One destination as the flow page lists it."""
+
+    name: str
+    kind: str
+    where: str
+    rate: str
+    delay: str
+
+
+def destinations(spec: FlowSpec) -> list[Shown]:
+    """A flow's destinations: what each is and where it sends, never a credential (only a
+    URL's scheme, host and port: user and password, and the path and query that may carry
+    a token, are left out), and its rate limit."""
+    return [
+        Shown(
+            name=d.name,
+            kind=d.kind,
+            where=_where(d),
+            rate=f"{d.rate_limit.per_second:g}/s, burst {d.rate_limit.burst}"
+            if d.rate_limit
+            else "",
+            delay=_seconds(spec.delay if d.delay is None else d.delay),
+        )
+        for d in spec.routes
+    ]
+
+
+def _where(destination: Destination) -> str:
+    if destination.url is not None:
+        return _origin(destination.url.url)
+    if destination.rabbitmq is not None:
+        target = destination.rabbitmq
+        exchange = f"exchange '{target.exchange}'" if target.exchange else "the default exchange"
+        if target.preset == "oih" and not (target.exchange or target.routing_key):
+            exchange, key = "exchange 'event-bus'", "flow.execute"
+        else:
+            key = target.routing_key
+        return f"{_origin(target.url)} · {exchange}, routing key '{key}' · {target.preset}"
+    if destination.nats is not None:
+        target_nats = destination.nats
+        return f"{_origin(target_nats.url)} · subject {target_nats.subject} · {target_nats.preset}"
+    return "the flow's workers"
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host or ''}{port}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s" if value else ""
 
 
 def _set(value: Any) -> Any:

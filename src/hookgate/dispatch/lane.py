@@ -408,6 +408,8 @@ class Lane:
                     error=reply.error,
                     retry_in=round(delay, 3),
                 )
+            if delivery.order_key is not None and outcome is not Verdict.RETRY:
+                self.notify()  # the next delivery of its key may go now
         except StoreError as exc:
             log.error(
                 "cannot record delivery outcome; the lease will expire and it is retried",
