@@ -58,3 +58,39 @@ def test_a_mask_outside_a_masked_field_is_left_for_validation_to_refuse() -> Non
     stored = {"name": "orders", "worker": {"command": ["run"]}}
     given = {"name": MASK, "worker": {"command": [MASK]}}
     assert redaction.unmask(given, stored) == given
+
+
+def test_destination_credentials_are_masked_and_kept_on_a_round_trip() -> None:
+    stored = {
+        "destinations": [
+            {"name": "bus", "rabbitmq": {"url": "amqp://app:s3cret@rabbit:5672/vh"}},
+            {"name": "stream", "nats": {"subject": "s", "url": "nats://n:pw@nats:4222"}},
+            {
+                "name": "crm",
+                "url": {
+                    "url": "https://crm.example/hooks?token=abc&plain",
+                    "headers": {"Authorization": "Bearer t0k", "X-Team": "blue"},
+                },
+            },
+        ]
+    }
+    shown = redaction.spec(stored)
+    text = str(shown)
+    for secret in ("s3cret", ":pw@", "abc", "t0k"):
+        assert secret not in text
+    crm = shown["destinations"][2]["url"]
+    assert crm["url"] == f"https://crm.example/hooks?token={redaction.MASK}&plain"
+    assert crm["headers"] == {"Authorization": redaction.MASK, "X-Team": "blue"}
+    assert (
+        shown["destinations"][0]["rabbitmq"]["url"] == f"amqp://app:{redaction.MASK}@rabbit:5672/vh"
+    )
+    assert redaction.unmask(shown, stored) == stored
+    edited = redaction.spec(stored)
+    edited["destinations"][0]["rabbitmq"]["url"] = "amqp://app:new@rabbit:5672/vh"
+    edited["destinations"][2]["url"]["headers"]["X-Team"] = "red"
+    kept = redaction.unmask(edited, stored)
+    assert kept["destinations"][0]["rabbitmq"]["url"] == "amqp://app:new@rabbit:5672/vh"
+    assert kept["destinations"][2]["url"]["headers"] == {
+        "Authorization": "Bearer t0k",
+        "X-Team": "red",
+    }

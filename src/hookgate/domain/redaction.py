@@ -10,6 +10,7 @@ back unchanged in an edit (a GET, edited, PUT back) means "keep what is stored".
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 MASK = "••••••"
@@ -36,34 +37,62 @@ def headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return shown
 
 
+def url(value: str) -> str:
+    """A destination URL without its credentials: the password in ``user:password@`` and the
+    query's values (``?token=…``) are masked; scheme, host, port and path stay readable."""
+    parts = urllib.parse.urlsplit(value)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={MASK}" if sep else name
+        for name, sep, _ in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def spec(value: Any, *, field: str = "") -> Any:
-    """A flow's spec (as builtins) with every secret reference and worker env value masked."""
+    """A flow's spec (as builtins) with every secret reference, worker env value, destination
+    credential (URL password and query, secret-named headers) masked."""
     if isinstance(value, dict):
-        return {
-            k: ({e: MASK for e in v} if k == "env" and isinstance(v, dict) else spec(v, field=k))
-            for k, v in value.items()
-        }
+        if field == "env":
+            return {e: MASK for e in value}
+        if field == "headers":
+            return {h: MASK if secret_header(h) else v for h, v in value.items()}
+        return {k: spec(v, field=k) for k, v in value.items()}
     if isinstance(value, list):
         return [spec(v, field=field) for v in value]
     if field in SECRET_FIELDS and value is not None:
         return MASK
+    if field == "url" and isinstance(value, str):
+        return url(value)
     return value
 
 
 def unmask(given: Any, stored: Any, *, field: str = "") -> Any:
     """``given`` with each mask put back to the stored value it hid (same place, same key).
 
-    Only where :func:`spec` masks (env values, secret fields); a mask anywhere else, or one
+    Only where :func:`spec` masks (env values, secret fields and headers, URL credentials: a
+    URL shown masked and sent back as shown is the stored one); a mask anywhere else, or one
     with nothing stored behind it, stays as it is and is refused by validation later.
     """
     if given == MASK and isinstance(stored, str) and field in _MASKED:
         return stored
+    if field == "url" and isinstance(given, str) and isinstance(stored, str):
+        return stored if given == url(stored) else given
     if isinstance(given, dict) and isinstance(stored, dict):
-        inner = "env" if field == "env" else None
-        return {k: unmask(v, stored.get(k), field=inner or k) for k, v in given.items()}
+        inner = {"env": "env", "headers": "header"}.get(field)
+        return {
+            k: unmask(
+                v,
+                stored.get(k),
+                field=inner if inner and (inner == "env" or secret_header(k)) else k,
+            )
+            for k, v in given.items()
+        }
     if isinstance(given, list) and isinstance(stored, list) and len(given) == len(stored):
         return [unmask(g, s, field=field) for g, s in zip(given, stored, strict=True)]
     return given
 
 
-_MASKED = SECRET_FIELDS | {"env"}
+_MASKED = SECRET_FIELDS | {"env", "header"}
