@@ -37,6 +37,7 @@ def all_scenarios() -> list[Scenario]:
         edge,
         fairness,
         postgres,
+        routing,
         sync,
         traced,
         upload,
@@ -121,6 +122,12 @@ def all_scenarios() -> list[Scenario]:
             run=cold_start.run,
             tools=(),
             about="no worker running -> first delivery received by the worker",
+        ),
+        Scenario(
+            name="routing",
+            run=routing.run,
+            tools=wrk,
+            about="ingest with a filter against without; RabbitMQ destination end to end",
         ),
         Scenario(
             name="postgres", run=postgres.run, tools=wrk, about="ingest and drain on PostgreSQL"
