@@ -1,9 +1,9 @@
 """The ``Store`` protocol: flows, the durable queue, attempts, dead letters, dedupe keys.
 
 Implemented by SQLite (one machine), PostgreSQL (several gateways) and memory (tests and
-throwaway demos); all pass ``tests/store/test_contract.py``. Every queue transition is guarded by the state it leaves,
-and ``attempts`` doubles as the lease token, so a stale holder can never overwrite the result
-of a newer lease.
+throwaway demos); all pass ``tests/store/test_contract.py``. Every queue transition is guarded
+by the state it leaves, and ``attempts`` doubles as the lease token, so a stale holder can never
+overwrite the result of a newer lease.
 """
 
 from __future__ import annotations
