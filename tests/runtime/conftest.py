@@ -1,4 +1,5 @@
-"""The platforms the runtime contract runs on: real local processes, or Kubernetes emulated.
+"""The platforms the runtime contract runs on: real local processes, Kubernetes emulated, or
+ASGI apps in this event loop (the memory twin).
 
 A ``Harness`` hands the suite a started runtime, flows whose workers start, start slowly or
 cannot start on that platform, and ways to look at the platform itself — which workers run,
@@ -16,6 +17,7 @@ import abc
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import sys
@@ -28,14 +30,18 @@ import pytest
 from tests.conftest import ROOT
 from tests.runtime.kubernetes.emulator import Emulator, emulated
 
+from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
-from hookgate.errors import RuntimeFailure
+from hookgate.domain.forwarding import Outbound
+from hookgate.errors import RuntimeFailure, WorkerStartFailed
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.runtime.kubernetes import names, reconciler
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 from hookgate.runtime.local import RESTART, LocalRuntime
+from hookgate.runtime.memory import App, MemoryRuntime, Network
+from hookgate.transport.memory import MemoryTransport
 
 Fault = Literal["slow", "exit", "missing"]
 Object = dict[str, Any]
@@ -390,6 +396,76 @@ class KubernetesHarness(Harness):
         )
 
 
+# memory ---------------------------------------------------------------------------------------
+class MemoryHarness(Harness):
+    """Workers are ASGI apps whose lifespan the harness watches: a worker exists from its
+    startup to its shutdown, whatever the runtime says."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.healed = asyncio.Event()
+        self.live: dict[str, Running] = {}
+        self.serial = itertools.count(1)
+        self.network = Network()
+        self.runtime = MemoryRuntime(
+            self.app, network=self.network, restart=RestartBackoff(first=0.05, cap=0.5)
+        )
+
+    def worker(self, fault: Fault | None) -> dict[str, Any]:
+        return {"command": [fault or "echo"]}
+
+    def app(self, flow: Flow, env: dict[str, str]) -> App:
+        fault = (flow.spec.workload.command or ["echo"])[0]
+        if fault == "missing" and not self.healed.is_set():
+            raise WorkerStartFailed("cannot start 'missing': no such executable")
+        name = f"worker-{next(self.serial)}"
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await receive()
+                self.live[name] = Running(name, env)
+                try:
+                    if fault == "exit" and not self.healed.is_set():
+                        message = "boom: the worker cannot start"
+                        await send({"type": "lifespan.startup.failed", "message": message})
+                        return
+                    if fault == "slow":
+                        await self.healed.wait()
+                    await send({"type": "lifespan.startup.complete"})
+                    await receive()
+                    await send({"type": "lifespan.shutdown.complete"})
+                finally:
+                    del self.live[name]
+                return
+            echo = {"flow": env["HOOKGATE_FLOW_ID"], "path": scope["path"]}
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": json.dumps(echo).encode()})
+
+        return app
+
+    async def heal(self) -> None:
+        self.healed.set()
+
+    def explains(self, fault: Fault, mode: str) -> str:
+        return {"exit": "boom: the worker cannot start", "missing": "no such executable"}[fault]
+
+    def workers(self, flow_id: str) -> list[Running]:
+        return [w for w in self.live.values() if w.env["HOOKGATE_FLOW_ID"] == flow_id]
+
+    def leftovers(self, flow_id: str) -> list[str]:
+        return [w.name for w in self.workers(flow_id)]
+
+    async def answers(self, endpoint: Endpoint, flow: Flow) -> bool:
+        probe = Outbound(method="GET", target="/contract/probe?n=1", headers=[], body=b"")
+        reply = await MemoryTransport(self.network).send(
+            endpoint, probe, timeout=5.0, keep_body=1024
+        )
+        echo = json.loads(reply.body)
+        return reply.status == 200 and echo == {"flow": flow.id, "path": "/contract/probe"}
+
+
 # fixtures -------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
 async def local(
@@ -432,10 +508,27 @@ async def kubernetes(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Kubernete
             await kube.close()
 
 
-@pytest.fixture(params=["local", "kubernetes"])
+@contextlib.asynccontextmanager
+async def memory() -> AsyncIterator[MemoryHarness]:
+    harness = MemoryHarness()
+    await harness.runtime.start()
+    try:
+        yield harness
+    finally:
+        await harness.runtime.close()
+        assert not harness.live, f"workers outlived MemoryRuntime.close(): {harness.live}"
+
+
+@pytest.fixture(params=["memory", "local", "kubernetes"])
 async def harness(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Harness]:
-    platform = local(tmp_path) if request.param == "local" else kubernetes(monkeypatch)
+    platform: contextlib.AbstractAsyncContextManager[Harness]
+    if request.param == "memory":
+        platform = memory()
+    elif request.param == "local":
+        platform = local(tmp_path)
+    else:
+        platform = kubernetes(monkeypatch)
     async with platform as made:
         yield made

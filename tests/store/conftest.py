@@ -1,5 +1,6 @@
-"""Both stores behind one fixture, each test in a fresh place: a new SQLite file, or a new
-schema in a throwaway PostgreSQL database (created once per session, dropped at the end)."""
+"""Every store behind one fixture, each test in a fresh place: new memory tables, a new SQLite
+file, or a new schema in a throwaway PostgreSQL database (created once per session, dropped at
+the end)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.conftest import fresh_database
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, new_id
 from hookgate.store.base import Store
+from hookgate.store.memory import MemoryStore, Tables
 from hookgate.store.postgres import PostgresStore
 from hookgate.store.sqlite import SQLiteStore
 
@@ -41,6 +43,23 @@ class SQLiteBackend:
 
     def store(self, where: str, *, max_queued_bytes: int = BIG) -> Store:
         return SQLiteStore(where, max_queued_bytes=max_queued_bytes)
+
+
+class MemoryBackend:
+    """Each namespace is a ``Tables``: stores made on one share it, as on one database."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Tables] = {}
+
+    def namespace(self) -> str:
+        where = secrets.token_hex(4)
+        self.tables[where] = Tables()
+        return where
+
+    def store(self, where: str, *, max_queued_bytes: int = BIG) -> Store:
+        return MemoryStore(max_queued_bytes=max_queued_bytes, tables=self.tables[where])
 
 
 class PostgresBackend:
@@ -75,8 +94,11 @@ def pg_database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
         yield admin, url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
     if request.param == "sqlite":
         yield SQLiteBackend(tmp_path)
         return

@@ -1,4 +1,4 @@
-"""The ``Store`` contract: every test runs against SQLite and PostgreSQL alike."""
+"""The ``Store`` contract: every test runs against memory, SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from hookgate.domain.schedule import poll_request
 from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
 from hookgate.store.base import DeliveryFilter, Store
 from hookgate.store.columns import ROW_OVERHEAD
+from hookgate.store.memory import SCHEMA_VERSION as MEMORY_SCHEMA
 from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
 from hookgate.store.rows import queued_size
 from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
@@ -517,7 +518,7 @@ async def test_two_leasers_never_get_the_same_delivery(backend: Backend, where: 
 async def test_schema_version_is_this_hookgates_after_open(backend: Backend, store: Store) -> None:
     assert (
         await store.schema_version()
-        == {"sqlite": SQLITE_SCHEMA, "postgres": PG_SCHEMA}[backend.name]
+        == {"memory": MEMORY_SCHEMA, "sqlite": SQLITE_SCHEMA, "postgres": PG_SCHEMA}[backend.name]
     )
 
 

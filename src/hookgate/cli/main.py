@@ -45,8 +45,8 @@ def cli(ctx: click.Context, admin_url: str, token: str | None, data_dir: str | N
 @click.option("--admin-listen", help="Admin listener HOST:PORT (default 127.0.0.1:8081).")
 @click.option(
     "--database",
-    help="sqlite:///path or postgresql://… (default: SQLite in the "
-    "data directory; env HOOKGATE_DATABASE_URL).",
+    help="sqlite:///path, postgresql://… or memory:// (a demo: nothing survives a restart) "
+    "(default: SQLite in the data directory; env HOOKGATE_DATABASE_URL).",
 )
 @click.option("--public-url", help="Base URL printed for flows (default from --listen).")
 @click.option("--runtime", type=click.Choice(["local", "kubernetes"]), help="Where workers run.")

@@ -138,6 +138,8 @@ class Dispatcher:
         A sync flow has lanes too once a request to it is stored (``Prefer: respond-async``,
         ``fallback: async``): it delivers to the flow's running workers.
         """
+        if at is None:
+            self._stats = None  # counted before this work was stored: ``has_work`` asks again
         lanes = self.flows.get(flow_id)
         if lanes is None:
             flow = self.registry.get(flow_id)

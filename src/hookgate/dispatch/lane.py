@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,9 @@ class Lane:
         self.bucket = f"{flow.id}/{destination.name}"
         self.wake = asyncio.Event()
         self.pending = False
-        self.timer: float | None = None
+        self.timers: list[float] = []
+        """When work falls due (a heap): every retry's time is kept, not only the earliest,
+        or a later one would be forgotten once the earliest fired."""
         self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle_since = time.monotonic()
@@ -93,12 +96,13 @@ class Lane:
         if at is None or at <= time.time():
             self.pending = True
         else:
-            self.timer = at if self.timer is None else min(self.timer, at)
+            heapq.heappush(self.timers, at)
         self.wake.set()
 
     def _due(self) -> bool:
-        if self.timer is not None and self.timer <= time.time():
-            self.timer = None
+        now = time.time()
+        while self.timers and self.timers[0] <= now:
+            heapq.heappop(self.timers)
             self.pending = True
         return self.pending
 
@@ -117,9 +121,10 @@ class Lane:
     async def _run(self) -> None:
         while True:
             self.wake.clear()
-            now = time.time()
             spec = self.flow.spec
             due = self._due()
+            # After ``_due``: a timer judged due must find its delivery due at ``now`` too.
+            now = time.time()
             endpoints = self.endpoints()
             self.slots.forget(endpoints)
             capacity = self.slots.total(endpoints)
@@ -143,12 +148,12 @@ class Lane:
             await self._sleep()
 
     async def _sleep(self) -> None:
-        if not (self.pending or self.busy or self.wanted or self.timer is not None):
+        if not (self.pending or self.busy or self.wanted or self.timers):
             await self.wake.wait()
             return
         timeout = RESYNC
-        if self.timer is not None:
-            timeout = min(timeout, max(0.0, self.timer - time.time()))
+        if self.timers:
+            timeout = min(timeout, max(0.0, self.timers[0] - time.time()))
         if self.wanted and not self.busy:
             remaining = self.flow.spec.idle_timeout - (time.monotonic() - self.idle_since)
             timeout = min(timeout, max(0.01, remaining))
@@ -158,8 +163,11 @@ class Lane:
             starting = self.flow.mode is Mode.ASYNC
             endpoints = self.endpoints()
             timeout = min(timeout, 0.05 if endpoints or not starting else 0.005)
+        # Not ``wait_for``: on Python 3.11 it can swallow a cancel that arrives as the event is
+        # set, and ``stop()`` then waits for this loop forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
 
     @property
     def current_limit(self) -> int:

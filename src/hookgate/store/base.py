@@ -1,9 +1,9 @@
 """The ``Store`` protocol: flows, the durable queue, attempts, dead letters, dedupe keys.
 
-Implemented by SQLite (one machine) and PostgreSQL (several gateways); both pass
-``tests/store/test_contract.py``. Every queue transition is guarded by the state it leaves,
-and ``attempts`` doubles as the lease token, so a stale holder can never overwrite the result
-of a newer lease.
+Implemented by SQLite (one machine), PostgreSQL (several gateways) and memory (tests and
+throwaway demos); all pass ``tests/store/test_contract.py``. Every queue transition is guarded
+by the state it leaves, and ``attempts`` doubles as the lease token, so a stale holder can never
+overwrite the result of a newer lease.
 """
 
 from __future__ import annotations
@@ -369,7 +369,8 @@ def settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
 def open_store(
     url: str, *, max_queued_bytes: int, synchronous: str = "FULL", disk_reserve: int = 0
 ) -> Store:
-    """A store for a URL: ``sqlite:///path/to.db`` or ``postgresql://…``.
+    """A store for a URL: ``sqlite:///path/to.db``, ``postgresql://…`` or ``memory://`` (a
+    throwaway demo or test: nothing survives a restart).
 
     ``disk_reserve``: the free bytes SQLite leaves on its volume (PostgreSQL minds its own).
     """
@@ -377,9 +378,14 @@ def open_store(
         from hookgate.store.postgres import PostgresStore
 
         return PostgresStore(url, max_queued_bytes=max_queued_bytes)
+    if url == "memory://":
+        from hookgate.store.memory import MemoryStore
+
+        return MemoryStore(max_queued_bytes=max_queued_bytes)
     if not url.startswith("sqlite://"):
         raise ConfigError(
-            f"unsupported database URL {url.split('@')[-1]!r}: use sqlite:///path or postgresql://"
+            f"unsupported database URL {url.split('@')[-1]!r}: use sqlite:///path,"
+            " postgresql://… or memory://"
         )
     from hookgate.store.sqlite import SQLiteStore
 

@@ -6,10 +6,12 @@ for the sync proxy (bodies streamed both ways, failures raised as ``WorkerError`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Protocol
 
-from hookgate.domain.forwarding import Outbound, Reply
+from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
+from hookgate.errors import WorkerError
 from hookgate.runtime.base import Endpoint
 
 
@@ -57,3 +59,40 @@ class WorkerTransport(Protocol):
         caller hung up) propagates as it is."""
 
     async def close(self) -> None: ...
+
+
+async def send_whole(
+    transport: WorkerTransport,
+    endpoint: Endpoint,
+    request: Outbound,
+    *,
+    timeout: float,
+    keep_body: int,
+) -> Reply:
+    """``send`` built on ``stream``, for every transport: the whole exchange within
+    ``timeout``, the answer's head and the first ``keep_body`` bytes kept, failures as
+    ``Reply.error``."""
+    try:
+        async with asyncio.timeout(timeout):
+            upstream = await transport.stream(
+                endpoint,
+                method=request.method,
+                target=request.target,
+                headers=request.headers,
+                body=request.body,
+                timeout=timeout,
+            )
+            try:
+                body = await upstream.read(max(RESPONSE_HEAD, keep_body))
+            finally:
+                upstream.close()
+    except TimeoutError:
+        return Reply(status=None, error=f"no answer within {timeout:g}s", timed_out=True)
+    except WorkerError as exc:
+        return Reply(status=None, error=str(exc))
+    return Reply(
+        status=upstream.status,
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers],
+        head=body[:RESPONSE_HEAD],
+        body=body[:keep_body],
+    )

@@ -23,9 +23,10 @@ from typing import cast
 
 import httptools
 
-from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
-from hookgate.errors import WorkerError, WorkerFailed, WorkerTimeout, WorkerUnreachable
+from hookgate.domain.forwarding import Outbound, Reply
+from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
+from hookgate.transport.base import send_whole
 
 CONNECT_TIMEOUT = 5.0
 KEEP_IDLE = 1.5
@@ -345,30 +346,7 @@ class Http1Transport:
         self, endpoint: Endpoint, request: Outbound, *, timeout: float, keep_body: int = 0
     ) -> Reply:
         """One delivery: the whole exchange within ``timeout``; failures come back as ``error``."""
-        try:
-            async with asyncio.timeout(timeout):
-                upstream = await self.stream(
-                    endpoint,
-                    method=request.method,
-                    target=request.target,
-                    headers=request.headers,
-                    body=request.body,
-                    timeout=timeout,
-                )
-                try:
-                    body = await upstream.read(max(RESPONSE_HEAD, keep_body))
-                finally:
-                    upstream.close()
-        except TimeoutError:
-            return Reply(status=None, error=f"no answer within {timeout:g}s", timed_out=True)
-        except WorkerError as exc:
-            return Reply(status=None, error=str(exc))
-        return Reply(
-            status=upstream.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.headers],
-            head=body[:RESPONSE_HEAD],
-            body=body[:keep_body],
-        )
+        return await send_whole(self, endpoint, request, timeout=timeout, keep_body=keep_body)
 
     async def stream(
         self,

@@ -1,0 +1,413 @@
+"""The memory store: the ``Store`` protocol in plain dicts, for tests and throwaway demos.
+
+It keeps the semantics of the SQLite and PostgreSQL stores exactly (it passes the same
+``tests/store/test_contract.py``): guarded transitions with ``attempts`` as the lease token,
+oldest-first leasing per destination with per-key order, dedupe windows, status tokens, the
+queue bounds. Nothing survives the process: ``hookgate serve --database memory://`` is a demo
+whose queue is gone after a restart.
+
+Two ``MemoryStore`` objects on one ``Tables`` are two gateways on one database (or one gateway
+reopened); each operation runs whole between two awaits, as a transaction would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+
+from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery, Progress, Request, State
+from hookgate.domain.destinations import WORKERS
+from hookgate.domain.flows import Flow, encode
+from hookgate.errors import (
+    DeliveryNotFound,
+    FlowConflict,
+    FlowNotFound,
+    StoreFull,
+    StoreUnavailable,
+)
+from hookgate.store import rows as table
+from hookgate.store.base import (
+    Acceptance,
+    Accepted,
+    Claim,
+    DeliveryFilter,
+    DeliveryRecord,
+    Page,
+    QueuedBytes,
+    QueueStats,
+    prefix_bounds,
+)
+from hookgate.store.memory_tables import (
+    LIVE,
+    Dedupe,
+    Row,
+    Schedule,
+    Tables,
+    copy_attempt,
+    full,
+    matches,
+    new_deliveries,
+    queue_stats_of,
+    stored_flow,
+    summary,
+)
+
+SCHEMA_VERSION = 0
+"""No schema: nothing to migrate."""
+
+
+class MemoryStore:
+    def __init__(self, *, max_queued_bytes: int, tables: Tables | None = None) -> None:
+        self.tables = tables if tables is not None else Tables()
+        self.queued = QueuedBytes(max_queued_bytes)
+        self.acceptance = Acceptance("memory")
+        """Always accepting, unless a test stops it (``acceptance.stop(reason)``)."""
+        self._open = False
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.queued.reset(self.tables.queued_sizes())
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    @property
+    def accepting(self) -> bool:
+        return self.acceptance.accepting
+
+    async def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    async def _turn(self) -> Tables:
+        """Give other tasks the turn a database round trip would, then the tables."""
+        if not self._open:
+            raise StoreUnavailable("the store is not open")
+        await asyncio.sleep(0)
+        if not self._open:
+            raise StoreUnavailable("the store is not open")
+        return self.tables
+
+    # flows -------------------------------------------------------------------------------
+    async def create_flow(self, flow: Flow) -> None:
+        t = await self._turn()
+        if flow.id in t.flows or any(f[0] == flow.name for f in t.flows.values()):
+            raise FlowConflict(f"a flow named {flow.name!r} exists already")
+        t.flows[flow.id] = self._flow_row(flow)
+
+    async def update_flow(self, flow: Flow) -> None:
+        t = await self._turn()
+        if any(f[0] == flow.name and i != flow.id for i, f in t.flows.items()):
+            raise FlowConflict(f"a flow named {flow.name!r} exists already")
+        if flow.id not in t.flows:
+            raise FlowNotFound(f"no flow with id {flow.id}")
+        created_at = t.flows[flow.id][3]  # as in SQL, an update keeps the creation time
+        t.flows[flow.id] = (*self._flow_row(flow)[:3], created_at, flow.updated_at)
+
+    @staticmethod
+    def _flow_row(flow: Flow) -> tuple[str, bytes, str, float, float]:
+        return flow.name, encode(flow.spec), flow.status.value, flow.created_at, flow.updated_at
+
+    async def delete_flow(self, flow_id: str) -> None:
+        t = await self._turn()
+        if t.flows.pop(flow_id, None) is None:
+            raise FlowNotFound(f"no flow with id {flow_id}")
+        for row in [r for r in t.rows.values() if r.delivery.flow_id == flow_id]:
+            t.remove(row)
+        for key in [k for k in t.dedupe if k[0] == flow_id]:
+            del t.dedupe[key]
+        t.schedules.pop(flow_id, None)
+        self.queued.forget(flow_id)
+
+    async def list_flows(self) -> list[Flow]:
+        t = await self._turn()
+        return [stored_flow(i, f) for i, f in sorted(t.flows.items(), key=lambda item: item[1][0])]
+
+    async def get_flow(self, flow_id: str) -> Flow | None:
+        t = await self._turn()
+        found = t.flows.get(flow_id)
+        return None if found is None else stored_flow(flow_id, found)
+
+    # ingest ------------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        request: Request,
+        *,
+        dedupe_key: str | None = None,
+        dedupe_until: float = 0.0,
+        max_queued: int | None = None,
+        status_token: str | None = None,
+    ) -> Accepted:
+        t = await self._turn()
+        if self.acceptance.reason is not None:
+            raise StoreFull(self.acceptance.reason)
+        size = table.queued_size(request)
+        self.queued.check(request.flow_id, size, max_queued)
+        made = new_deliveries(request)
+        seen: Dedupe | None = None
+        if dedupe_key is not None:
+            seen = t.dedupe.get((request.flow_id, dedupe_key))
+            if seen is not None and seen.expires_at <= request.received_at:
+                seen = None
+            if seen is None:
+                entry = Dedupe(request.request_id, made[0].id, dedupe_until)
+                t.dedupe[(request.flow_id, dedupe_key)] = entry
+        if seen is None:
+            for delivery in made:
+                t.insert(delivery)
+            self.queued.add(request.flow_id, size)
+        token = None
+        if status_token is not None:
+            row = t.rows.get(made[0].id if seen is None else seen.delivery_id)
+            if row is not None:
+                if row.delivery.status_token is None:
+                    row.delivery.status_token = status_token
+                    t.tokens[status_token] = row.delivery.id
+                token = row.delivery.status_token
+        if seen is not None:
+            return Accepted(seen.request_id, seen.delivery_id, duplicate=True, status_token=token)
+        return Accepted(request.request_id, request.id, status_token=token)
+
+    # the queue ---------------------------------------------------------------------------
+    async def lease(
+        self,
+        flow_id: str,
+        *,
+        destination: str = WORKERS,
+        limit: int,
+        lease_for: float,
+        now: float,
+    ) -> list[Delivery]:
+        t = await self._turn()
+        taken = t.due(flow_id, destination, limit=limit, now=now)
+        for row in taken:
+            d = row.delivery
+            d.state, d.attempts, d.lease_until, d.updated_at = (
+                State.LEASED,
+                d.attempts + 1,
+                now + lease_for,
+                now,
+            )
+        return sorted((full(row.delivery) for row in taken), key=lambda d: d.id)
+
+    async def _finish(
+        self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
+    ) -> bool:
+        t = await self._turn()
+        row = self._held(t, delivery)
+        if row is None:
+            return False
+        d = row.delivery
+        d.state, d.lease_until, d.last_error = to, None, attempt.problem
+        d.updated_at = attempt.started_at + attempt.duration_ms / 1000
+        if next_at is not None:
+            d.next_at = next_at
+        row.tried.append(copy_attempt(attempt))
+        t.moved(row)
+        if to is not State.QUEUED:
+            self.queued.add(d.flow_id, -table.queued_size(d))
+        return True
+
+    @staticmethod
+    def _held(t: Tables, delivery: Delivery) -> Row | None:
+        """The row, if ``delivery`` is its current lease."""
+        row = t.rows.get(delivery.id)
+        if row is None or row.delivery.state is not State.LEASED:
+            return None
+        return row if row.delivery.attempts == delivery.attempts else None
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._finish(delivery, attempt, to=State.DONE)
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
+        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
+
+    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._finish(delivery, attempt, to=State.DEAD)
+
+    async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
+        row = self._held(await self._turn(), delivery)
+        if row is not None:
+            row.answer = answer
+        return row is not None
+
+    async def replay(self, ids: Sequence[str], *, now: float) -> int:
+        t = await self._turn()
+        return self._replay(t, [t.rows[i] for i in dict.fromkeys(ids) if i in t.rows], now)
+
+    async def replay_matching(self, where: DeliveryFilter, *, now: float) -> int:
+        t = await self._turn()
+        match = matches(where)
+        return self._replay(t, [r for r in t.rows.values() if match(r.delivery)], now)
+
+    def _replay(self, t: Tables, rows: list[Row], now: float) -> int:
+        count = 0
+        for row in rows:
+            d = row.delivery
+            if d.state not in (State.DONE, State.DEAD):
+                continue
+            d.state, d.attempts, d.next_at, d.lease_until, d.updated_at = (
+                State.QUEUED,
+                0,
+                now,
+                None,
+                now,
+            )
+            t.moved(row)
+            self.queued.add(d.flow_id, table.queued_size(d))
+            count += 1
+        return count
+
+    async def delete_deliveries(self, ids: Sequence[str]) -> int:
+        t = await self._turn()
+        rows = [t.rows[i] for i in dict.fromkeys(ids) if i in t.rows]
+        for row in rows:
+            if row.delivery.state in LIVE:
+                self.queued.add(row.delivery.flow_id, -table.queued_size(row.delivery))
+            t.remove(row)
+        return len(rows)
+
+    # reading -----------------------------------------------------------------------------
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        row = (await self._turn()).rows.get(delivery_id)
+        if row is None:
+            raise DeliveryNotFound(f"no delivery {delivery_id} (unknown, or purged)")
+        return full(row.delivery)
+
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        row = (await self._turn()).rows.get(delivery_id)
+        return [] if row is None else [copy_attempt(a) for a in row.tried]
+
+    async def progress(self, status_token: str) -> Progress | None:
+        t = await self._turn()
+        found = t.tokens.get(status_token)
+        if found is None:
+            return None
+        d = t.rows[found].delivery
+        return Progress(
+            request_id=d.request_id,
+            flow_id=d.flow_id,
+            state=d.state,
+            attempts=d.attempts,
+            last_error=d.last_error,
+            answer=t.rows[found].answer if d.state is State.DONE else None,
+        )
+
+    async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
+        t = await self._turn()
+        found = t.named(lambda value: value == ref)
+        bounds = prefix_bounds(ref)
+        if not found and bounds is not None:
+            low, high = bounds
+            found = t.named(lambda value: low <= value < high)
+        rows = sorted(found, key=lambda r: r.seq, reverse=True)[:limit]
+        return [summary(r.delivery) for r in rows]
+
+    async def list_deliveries(
+        self, where: DeliveryFilter, *, limit: int, cursor: str | None
+    ) -> Page:
+        t = await self._turn()
+        match, before = matches(where), int(cursor) if cursor is not None else None
+        rows: list[Row] = []
+        for row in reversed(t.rows.values()):
+            if (before is None or row.seq < before) and match(row.delivery):
+                rows.append(row)
+                if len(rows) > limit:
+                    break
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            [summary(r.delivery) for r in rows], str(rows[-1].seq) if more and rows else None
+        )
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        t = await self._turn()
+        counted: dict[str, list[Delivery]] = {}
+        for lane in t.live.values():
+            for row in lane.values():
+                counted.setdefault(row.delivery.flow_id, []).append(row.delivery)
+        return {flow_id: queue_stats_of(ds) for flow_id, ds in counted.items()}
+
+    # hygiene -----------------------------------------------------------------------------
+    async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
+        t = await self._turn()
+        over = (State.DONE, State.FILTERED)
+        rows = [
+            r
+            for r in t.rows.values()
+            if r.delivery.flow_id == flow_id
+            and r.delivery.state in over
+            and r.delivery.updated_at < done_before
+        ][:limit]
+        for row in rows:
+            t.remove(row)
+        wall = time.time()
+        for key in [k for k, v in t.dedupe.items() if k[0] == flow_id and v.expires_at < wall]:
+            del t.dedupe[key]
+        return len(rows)
+
+    # moving between stores ---------------------------------------------------------------
+    async def count_deliveries(self) -> dict[str, dict[State, int]]:
+        counts: dict[str, dict[State, int]] = {}
+        for row in (await self._turn()).rows.values():
+            by_state = counts.setdefault(row.delivery.flow_id, {})
+            by_state[row.delivery.state] = by_state.get(row.delivery.state, 0) + 1
+        return counts
+
+    async def export_deliveries(
+        self, *, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        t = await self._turn()
+        after = int(cursor or 0)
+        rows = list(itertools.islice((r for r in t.rows.values() if r.seq > after), limit))
+        records = [
+            DeliveryRecord(full(r.delivery), [copy_attempt(a) for a in r.tried]) for r in rows
+        ]
+        return records, str(rows[-1].seq) if rows and len(rows) == limit else None
+
+    async def import_deliveries(self, records: Sequence[DeliveryRecord]) -> int:
+        t = await self._turn()
+        inserted = 0
+        for record in records:
+            if record.delivery.id in t.rows:
+                continue
+            row = t.insert(full(record.delivery), record.attempts)
+            inserted += 1
+            if row.delivery.state in LIVE:
+                self.queued.add(row.delivery.flow_id, table.queued_size(row.delivery))
+        return inserted
+
+    # polling triggers --------------------------------------------------------------------
+    async def last_tick(self, flow_id: str) -> float | None:
+        schedule = (await self._turn()).schedules.get(flow_id)
+        return None if schedule is None else schedule.last_tick
+
+    async def claim_tick(
+        self, flow_id: str, *, tick: float, request: Request | None, exclusive: bool
+    ) -> Claim:
+        t = await self._turn()
+        schedule = t.schedules.setdefault(flow_id, Schedule())
+        if exclusive and any(
+            row.delivery.source == POLL_SOURCE
+            for (flow, _), lane in t.live.items()
+            if flow == flow_id
+            for row in lane.values()
+        ):
+            return "busy"
+        if schedule.last_tick is not None and schedule.last_tick >= tick:
+            return "taken"
+        schedule.last_tick = tick
+        if request is not None:
+            for delivery in new_deliveries(request):
+                t.insert(delivery)
+            self.queued.add(flow_id, table.queued_size(request))
+        return "claimed"
+
+    async def snapshot(self, flow_id: str) -> bytes | None:
+        schedule = (await self._turn()).schedules.get(flow_id)
+        return None if schedule is None else schedule.snapshot
+
+    async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
+        (await self._turn()).schedules.setdefault(flow_id, Schedule()).snapshot = snapshot

@@ -1,0 +1,147 @@
+"""The dispatcher on the twins: delivery, retries, dead letters, lease expiry, destinations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hookgate.asgi import Scope
+from hookgate.domain.deliveries import Delivery, State
+from hookgate.domain.destinations import Destination
+from hookgate.domain.flows import Flow
+from hookgate.domain.forwarding import Reply
+
+from .conftest import FAST_RETRY, Rig
+
+MakeRig = Callable[..., Awaitable[Rig]]
+
+
+async def test_each_accepted_request_reaches_a_worker_once_and_is_done(make_rig: MakeRig) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def record(scope: Scope, body: bytes) -> tuple[int, bytes]:
+        seen.append({"body": json.loads(body), "key": dict(scope["headers"])[b"idempotency-key"]})
+        return 200, b"thanks"
+
+    rig = await make_rig(record)
+    flow = await rig.flow()
+    requests = [await rig.accept(flow, {"n": i}) for i in range(5)]
+    done = await rig.finished(flow, 5)
+    assert [d.state for d in done] == [State.DONE] * 5
+    assert sorted(s["body"]["n"] for s in seen) == list(range(5))
+    assert sorted(s["key"].decode() for s in seen) == sorted(r.id for r in requests)
+    assert [a.status_code for a in await rig.store.attempts(requests[0].id)] == [200]
+
+
+async def test_a_refused_delivery_is_retried_with_backoff_until_done(make_rig: MakeRig) -> None:
+    tries: dict[bytes, int] = {}
+
+    async def flaky(scope: Scope, body: bytes) -> tuple[int, bytes]:
+        tries[body] = tries.get(body, 0) + 1
+        return (503, b"busy") if tries[body] < 3 else (200, b"ok")
+
+    rig = await make_rig(flaky)
+    flow = await rig.flow(retry=FAST_RETRY)
+    request = await rig.accept(flow, {"n": 1})
+    [done] = await rig.finished(flow, 1)
+    assert done.state is State.DONE
+    attempts = await rig.store.attempts(request.id)
+    assert [(a.number, a.status_code) for a in attempts] == [(1, 503), (2, 503), (3, 200)]
+
+
+async def test_out_of_attempts_or_refused_for_good_is_dead(make_rig: MakeRig) -> None:
+    async def refuse(scope: Scope, body: bytes) -> tuple[int, bytes]:
+        return (400, b"bad") if json.loads(body)["permanent"] else (500, b"down")
+
+    rig = await make_rig(refuse)
+    flow = await rig.flow(retry=FAST_RETRY)
+    permanent = await rig.accept(flow, {"permanent": True})
+    transient = await rig.accept(flow, {"permanent": False})
+    assert [d.state for d in await rig.finished(flow, 2)] == [State.DEAD, State.DEAD]
+    assert [a.status_code for a in await rig.store.attempts(permanent.id)] == [400]
+    assert [a.status_code for a in await rig.store.attempts(transient.id)] == [500] * 3
+    assert (await rig.store.get_delivery(transient.id)).last_error == "HTTP 500: down"
+
+
+async def test_a_delivery_whose_lease_expired_is_delivered_again(make_rig: MakeRig) -> None:
+    rig = await make_rig()
+    flow = await rig.flow()
+    request = await rig.accept(flow, {"n": 1}, notify=False)
+    # Another gateway leased it and died: its lease runs out, then this one delivers it.
+    [stale] = await rig.store.lease(flow.id, limit=1, lease_for=0.05, now=time.time())
+    await asyncio.sleep(0.06)
+    rig.dispatcher.notify(flow.id)  # the gateway's periodic look at the queue
+    [done] = await rig.finished(flow, 1)
+    assert (done.id, done.state, done.attempts) == (request.id, State.DONE, 2)
+    assert not await rig.store.complete(stale, (await rig.store.attempts(request.id))[0])
+
+
+class FakeSender:
+    """A destination that answers what ``answer`` says and records what it got, in order."""
+
+    kind = "url"
+
+    def __init__(self, answer: Callable[[Delivery], Awaitable[Reply]]) -> None:
+        self.answer = answer
+        self.closed = False
+
+    async def send(self, delivery: Delivery, *, timeout: float) -> Reply:
+        return await self.answer(delivery)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def senders(sender: FakeSender) -> Callable[[Flow, Destination], FakeSender]:
+    return lambda flow, destination: sender
+
+
+async def test_fan_out_one_destination_fails_the_other_delivers(make_rig: MakeRig) -> None:
+    async def down(delivery: Delivery) -> Reply:
+        return Reply(status=None, error="connection refused")
+
+    rig = await make_rig(senders=senders(FakeSender(down)))
+    flow = await rig.flow(
+        retry=FAST_RETRY,
+        destinations=[
+            {"name": "worker", "workers": True},
+            {"name": "audit", "url": {"url": "https://audit.example/hook"}},
+        ],
+    )
+    request = await rig.accept(flow, {"n": 1})
+    by_destination = {d.destination: d for d in await rig.finished(flow, 2)}
+    assert by_destination["worker"].state is State.DONE
+    assert by_destination["worker"].id == request.id
+    audit = by_destination["audit"]
+    assert (audit.state, audit.attempts, audit.last_error) == (
+        State.DEAD,
+        3,
+        "connection refused",
+    )
+
+
+async def test_keys_are_delivered_in_parallel(make_rig: MakeRig) -> None:
+    """The first of key ``a`` is held until one of key ``b`` arrives: were keys serialised
+    across each other, this would never finish."""
+    b_arrived = asyncio.Event()
+
+    async def answer(delivery: Delivery) -> Reply:
+        key = json.loads(delivery.body)["customer"]
+        if key == "a":
+            await b_arrived.wait()
+        else:
+            b_arrived.set()
+        return Reply(status=200)
+
+    rig = await make_rig(senders=senders(FakeSender(answer)))
+    flow = await rig.flow(
+        concurrency=4,
+        order_key="body.customer",
+        destinations=[{"name": "audit", "url": {"url": "https://audit.example/hook"}}],
+    )
+    for customer in ["a", "a", "b"]:
+        await rig.accept(flow, {"customer": customer})
+    assert [d.state for d in await rig.finished(flow, 3)] == [State.DONE] * 3
