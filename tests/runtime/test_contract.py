@@ -95,6 +95,8 @@ async def test_validate_accepts_its_workers_and_refuses_what_it_cannot_run(
 ) -> None:
     flow = harness.flow("valid", "async")
     assert harness.runtime.validate(flow.spec) == []
+    if harness.name == "memory":
+        pytest.skip("the memory runtime runs any worker: its apps are made from the flow")
     other = {"command": ["w"]} if flow.spec.workload.image else {"image": "registry.example/w:1"}
     unrunnable = spec_from_object({"name": "unrunnable", "mode": "async", "worker": other})
     with pytest.raises(ConfigError, match=r"unrunnable.*worker\.(command|image) is needed"):

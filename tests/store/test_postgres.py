@@ -199,6 +199,7 @@ async def test_a_database_from_before_the_lookup_indexes_gets_them_and_keeps_its
         conn.execute("DROP INDEX deliveries_request_id, dedupe_key, deliveries_id")
         conn.execute("CREATE UNIQUE INDEX deliveries_id ON deliveries (id)")
         conn.execute("DROP INDEX deliveries_lane, deliveries_keyed")
+        conn.execute("DROP TABLE buckets")
         conn.execute("ALTER TABLE deliveries DROP COLUMN destination, DROP COLUMN order_key")
         conn.execute("DELETE FROM schema_version WHERE version > 3")
     store = pg.store(where)

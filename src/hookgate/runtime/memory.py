@@ -21,7 +21,7 @@ from typing import Any
 from hookgate import logs
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import MAX_WORKERS, Flow, Mode
+from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
 from hookgate.errors import WorkerStartFailed
 from hookgate.runtime.base import Endpoint, WorkerStatus
 
@@ -143,6 +143,10 @@ class MemoryRuntime:
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         self._flows: dict[str, _Flow] = {}
+
+    def validate(self, spec: FlowSpec) -> list[str]:
+        """Any worker: ``apps`` makes one of every flow."""
+        return []
 
     async def start(self) -> None:
         """Nothing runs before ``scale``."""

@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery, Progress, Request, State
-from hookgate.domain.destinations import WORKERS
+from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
+from hookgate.domain.pacing import Pace
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -408,6 +409,14 @@ class MemoryStore:
     async def snapshot(self, flow_id: str) -> bytes | None:
         schedule = (await self._turn()).schedules.get(flow_id)
         return None if schedule is None else schedule.snapshot
+
+    async def take_tokens(
+        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
+    ) -> int:
+        pace = self.tables.buckets.get(bucket)
+        if pace is None:
+            pace = self.tables.buckets[bucket] = Pace(rate)
+        return pace.take(wanted, rate, now)
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         (await self._turn()).schedules.setdefault(flow_id, Schedule()).snapshot = snapshot
