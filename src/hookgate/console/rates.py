@@ -79,7 +79,8 @@ class Rates:
         while not stop.is_set():
             self.sample(now=time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), EVERY)
+                async with asyncio.timeout(EVERY):
+                    await stop.wait()
 
     def sample(self, *, now: float) -> None:
         self._samples.append((now, totals(self._registry)))

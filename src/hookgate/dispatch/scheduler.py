@@ -70,7 +70,8 @@ class Scheduler:
                     log.warning("schedule: store unavailable", flow=flow.name, error=str(exc))
                     wake_at = min(wake_at, time.time() + BUSY_RETRY)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.time()))
+                async with asyncio.timeout(max(0.0, wake_at - time.time())):
+                    await self._wake.wait()
 
     async def _tick(self, flow: Flow) -> float:
         """Enqueue the flow's due runs; return when it is next due."""

@@ -231,7 +231,8 @@ class LocalRuntime:
             if state.not_before > time.monotonic():
                 delay = min(delay, state.not_before - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.changed.wait(), max(delay, 0.0))
+                async with asyncio.timeout(max(delay, 0.0)):
+                    await state.changed.wait()
 
     async def _step(self, state: _Flow) -> None:
         for worker in [w for w in state.workers if not w.alive]:

@@ -199,7 +199,8 @@ class MemoryRuntime:
             if state.not_before > time.monotonic():
                 delay = min(delay, state.not_before - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.changed.wait(), max(delay, 0.0))
+                async with asyncio.timeout(max(delay, 0.0)):
+                    await state.changed.wait()
 
     async def _step(self, state: _Flow) -> None:
         for worker in [w for w in state.workers if w.task.done() and w.ready.done()]:
