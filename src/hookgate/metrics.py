@@ -54,8 +54,8 @@ class Metrics:
         )
         self.filtered = Counter(
             "hookgate_filtered",
-            "Requests accepted and stored as filtered: no destination's filter wanted them.",
-            ["flow"],
+            "Deliveries not sent because a filter (the flow's or the destination's) did not hold.",
+            ["flow", "destination"],
             registry=r,
         )
         self.delivery_seconds = Histogram(

@@ -529,9 +529,20 @@ def test_a_request_no_destination_wants_is_filtered_and_never_delivered(
         ],
     )
     untyped, typed_b, typed_a = post_all(url, [b'{"other": 1}', b'{"type": "b"}', b'{"type": "a"}'])
-    settled(gateway, "filtered", 3)  # b to one destination, a to both: the barrier
-    [filtered] = deliveries(gateway, "filtered", status="filtered")
-    assert filtered["requestId"] == untyped
+    settled(gateway, "filtered", 3)  # b to one destination, a to both
+    filtered = eventually(
+        lambda: len(found := deliveries(gateway, "filtered", status="filtered")) == 3 and found,
+        timeout=30,
+    )
+    assert sorted((d["requestId"], d["destination"]) for d in filtered) == sorted(
+        [(untyped, "every"), (untyped, "only-a"), (typed_b, "only-a")]
+    )
     assert sorted(h.headers["x-request-id"] for h in every.hits) == sorted([typed_b, typed_a])
     assert [h.headers["x-request-id"] for h in only_a.hits] == [typed_a]
-    assert len(deliveries(gateway, "filtered")) == 4
+    assert len(deliveries(gateway, "filtered")) == 6
+    unmet = {untyped: "has(body.type)", typed_b: 'body.type == "a"'}  # the flow's comes first
+    for delivery in filtered:
+        history = gateway.admin("GET", f"/api/v1/deliveries/{delivery['id']}").json()["history"]
+        assert [entry["response"] for entry in history] == [
+            f"filtered: {unmet[delivery['requestId']]} did not hold"
+        ]

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hookgate.domain.deliveries import Request, Route, State
+from hookgate.domain.deliveries import Attempt, Request, Route, State
 from hookgate.domain.destinations import DeliveryRate
 from hookgate.store.base import DeliveryFilter, Store
 from hookgate.store.rows import queued_size
@@ -59,20 +59,27 @@ async def test_one_delivery_per_route_each_leased_by_its_destination(store: Stor
     assert sorted(d.destination for d in listed) == ["bus", "crm", "worker"]
 
 
-async def test_a_request_no_destination_wanted_is_filtered_never_leased(store: Store) -> None:
-    request = make_request("f", received_at=NOW)
-    request.routes = []
-    accepted = await store.enqueue(request)
-    assert not accepted.duplicate
-    assert await ids(store, "f", "worker", now=NOW + 10) == []
-    assert "f" not in await store.queue_stats()
-    found = await store.get_delivery(request.id)
+async def test_a_delivery_its_filter_refused_is_recorded_and_never_leased_again(
+    store: Store,
+) -> None:
+    request = routed("f", ("worker", 0, None), ("crm", 0, None))
+    await store.enqueue(request)
+    [leased] = await store.lease("f", destination="crm", limit=5, lease_for=LEASE, now=NOW)
+    verdict = Attempt(
+        number=leased.attempts, started_at=NOW, duration_ms=0.0, response="filtered: x"
+    )
+    assert await store.filter_out(leased, verdict)
+    assert not await store.filter_out(leased, verdict)  # the lease is spent
+    found = await store.get_delivery(leased.id)
     assert found.state is State.FILTERED
+    assert [a.response for a in await store.attempts(leased.id)] == ["filtered: x"]
+    assert await ids(store, "f", "crm", now=NOW + 100) == []
+    assert (await store.queue_stats())["f"].depth == 1  # the worker's delivery still waits
     listed = await store.list_deliveries(
         DeliveryFilter(flow_id="f", state=State.FILTERED), limit=5, cursor=None
     )
-    assert [d.id for d in listed.items] == [request.id]
-    assert await store.replay([request.id], now=NOW) == 0
+    assert [d.id for d in listed.items] == [leased.id]
+    assert await store.replay([leased.id], now=NOW) == 0
     assert await store.purge(flow_id="f", done_before=NOW + 100) == 1
 
 

@@ -26,9 +26,11 @@ from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verd
 from hookgate.domain.concurrency import CEILING, Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.destinations import Destination, RetryPolicy
+from hookgate.domain.filters import Filter
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import Outbound, Reply, outbound
 from hookgate.domain.pacing import Pace
+from hookgate.domain.routing import filters, unmet
 from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of
 from hookgate.errors import StoreError
 from hookgate.runtime.base import Endpoint
@@ -293,6 +295,10 @@ class Lane:
         poll = delivery.source == POLL_SOURCE
         started, clock = time.time(), time.perf_counter()
         try:
+            where = filters(flow.spec, self.destination)
+            if where and not poll and (unwanted := unmet(where, delivery)) is not None:
+                await self._filtered(delivery, unwanted, started)
+                return
             snapshot = await owner.store.snapshot(flow.id) if poll else None
             traced = owner.tracing.enabled
             with owner.tracing.span(
@@ -326,6 +332,29 @@ class Lane:
         finally:
             self.slots.release(endpoint)
             self.wake.set()
+
+    async def _filtered(self, delivery: Delivery, unwanted: Filter, started: float) -> None:
+        """Recorded, not sent: the attempt says which filter did not hold (the verdict the
+        console and the API show)."""
+        attempt = Attempt(
+            number=delivery.attempts,
+            started_at=started,
+            duration_ms=0.0,
+            response=f"filtered: {unwanted.source} did not hold",
+        )
+        self.owner.metrics.filtered.labels(self.flow.name, self.destination.name).inc()
+        try:
+            await self.owner.store.filter_out(delivery, attempt)
+        except StoreError as exc:
+            log.error(
+                "cannot record a filtered delivery; the lease will expire and it is judged again",
+                flow=self.flow.name,
+                delivery=delivery.id,
+                error=str(exc),
+            )
+            return
+        if delivery.order_key is not None:
+            self.notify()  # the next delivery of its key may go now
 
     async def _send(
         self, endpoint: Endpoint, delivery: Delivery, request: Outbound, keep_body: int

@@ -7,7 +7,8 @@ Every async request becomes one *delivery*. Its life::
       |                 \\----permanent, or out of attempts--> DEAD
       +----replay------ DEAD / DONE
     LEASED with lease_until in the past is leasable again (the holder died): at-least-once.
-    FILTERED: a request no destination's filter wanted; kept for the record, never delivered.
+    LEASED --filter does not hold--> FILTERED: kept for the record, never sent (the filters of
+    a flow and of its destination are judged when a delivery is due, off the accept path).
 
 A request becomes one delivery per destination it is routed to (``Route``); each moves alone.
 
@@ -72,8 +73,8 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
 class Request(msgspec.Struct, kw_only=True, array_like=True):
     """A request exactly as it arrived: the raw body bytes are kept for signature checks.
 
-    ``routes`` None: one delivery (``id``) to the flow's workers, due at once; ``[]``: no
-    destination wanted it (stored ``FILTERED``). The first route's id is ``id``.
+    ``routes`` None: one delivery (``id``) to the flow's workers, due at once; else one
+    delivery per route (at least one), the first with the id ``id``.
     """
 
     id: str

@@ -21,7 +21,7 @@ from cel_expr_python import cel
 from cel_expr_python.ext.ext_optional import ExtOptional
 from cel_expr_python.ext.ext_strings import ExtStrings
 
-from hookgate.domain.deliveries import Request
+from hookgate.domain.deliveries import Delivery, Request
 
 _KEY = re.compile(r"^(header|query):(.+)$")
 _PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|\d+")
@@ -45,7 +45,7 @@ class RequestView:
     values), ``headers`` (lower-cased name → value, repeated ones joined by ``, ``) and
     ``body`` (the decoded JSON, None when the body is not JSON)."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request | Delivery) -> None:
         self.request = request
         self.method = request.method
         self.path = request.path

@@ -424,8 +424,6 @@ class Ingress:
             self.waiters.forget(delivery_id)
             raise
         if not accepted.duplicate:
-            if request.routes == []:
-                self.metrics.filtered.labels(flow.name).inc()
             self.on_accepted(flow.id)
         origin = guard.allowed_origin(scope["headers"])
         if answered is not None:

@@ -143,6 +143,10 @@ class Store(Protocol):
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         """LEASED -> DONE, if this is still the current lease; records the attempt."""
 
+    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
+        """LEASED -> FILTERED (its destination's filter did not hold), if this is still the
+        current lease; records the attempt (the verdict). It leaves the queue as a done one."""
+
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
         """LEASED -> QUEUED due at ``next_at``; records the attempt."""
 

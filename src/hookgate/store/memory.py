@@ -222,6 +222,9 @@ class MemoryStore:
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
         return await self._finish(delivery, attempt, to=State.DONE)
 
+    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._finish(delivery, attempt, to=State.FILTERED)
+
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
         return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
 

@@ -135,7 +135,7 @@ def summary(delivery: Delivery) -> Delivery:
 
 
 def new_deliveries(request: Request) -> list[Delivery]:
-    """What ``rows.inserted_rows`` stores, as deliveries: one per route, or one FILTERED."""
+    """What ``rows.inserted_rows`` stores, as deliveries: one per route."""
     at = request.received_at
 
     def made(id_: str, due: float, destination: str, key: str | None, state: State) -> Delivery:
@@ -158,10 +158,10 @@ def new_deliveries(request: Request) -> list[Delivery]:
             order_key=key,
         )
 
-    routes = request.deliveries()
-    if not routes:
-        return [made(request.id, at, "", None, State.FILTERED)]
-    return [made(r.id, r.due_at, r.destination, r.order_key, State.QUEUED) for r in routes]
+    return [
+        made(r.id, r.due_at, r.destination, r.order_key, State.QUEUED)
+        for r in request.deliveries()
+    ]
 
 
 def matches(where: DeliveryFilter) -> Callable[[Delivery], bool]:

@@ -621,10 +621,17 @@ class PostgresStore:
             settle(item.future, item.row[0] in moved)
 
     async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
-        done = await self._finish(delivery, attempt, to=State.DONE)
-        if done:
+        return await self._end(delivery, attempt, State.DONE)
+
+    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._end(delivery, attempt, State.FILTERED)
+
+    async def _end(self, delivery: Delivery, attempt: Attempt, state: State) -> bool:
+        """Out of the queue for good (its bytes no longer count against the bounds)."""
+        ended = await self._finish(delivery, attempt, to=state)
+        if ended:
             self.queued.add(delivery.flow_id, -table.queued_size(delivery))
-        return done
+        return ended
 
     async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
         return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)

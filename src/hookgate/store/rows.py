@@ -108,7 +108,7 @@ def _lane(route: Route) -> tuple[str, str | None, int]:
 
 def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
     """The ``INSERTED`` columns of a newly accepted request: one row per delivery (route),
-    queued and due when its route says; a request no destination wanted, one ``FILTERED`` row."""
+    queued and due when its route says."""
     at = request.received_at
     head = (
         request.method,
@@ -118,13 +118,9 @@ def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
         request.body,
         request.source,
     )
-    routes = request.deliveries()
-    if not routes:
-        filtered = ("", None, int(State.FILTERED))
-        return [(request.id, request.request_id, request.flow_id, at, at, at, *head, *filtered)]
     return [
         (r.id, request.request_id, request.flow_id, r.due_at, at, at, *head, *_lane(r))
-        for r in routes
+        for r in request.deliveries()
     ]
 
 
