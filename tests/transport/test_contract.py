@@ -14,6 +14,7 @@ import pytest
 
 from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
+from hookgate.transport import client
 from hookgate.transport.base import Outbound, Upstream, WorkerTransport
 from hookgate.transport.client import Http1Transport
 
@@ -1181,3 +1182,102 @@ async def test_a_big_answer_is_read_with_back_pressure(
         assert consumed == BIG
     finally:
         upstream.close()
+
+
+# 9. Several deliveries at once (send_many) ---------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def patient_pipelining(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' loopback exchanges, on a machine loaded by the rest of the suite, can take
+    longer than the 2 ms that lets a worker be pipelined to; 40 ms still tells a worker that
+    takes 50 ms per request (below) from a fast one."""
+    monkeypatch.setattr(client, "PIPELINE_GAP", 0.04)
+
+
+async def quick(transport: WorkerTransport, worker: Worker) -> None:
+    """One exchange first: a worker is pipelined to only once it has answered fast."""
+    assert (await transport.send(worker.endpoint, outbound("/quick"), timeout=2)).status == 200
+
+
+async def test_send_many_answers_each_request_in_order_on_one_connection(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    worker = await serve(h11_worker(echo_target))
+    await quick(transport, worker)
+    requests = [outbound(f"/{i}", body=b"x" * i) for i in range(8)]
+    replies = await transport.send_many(worker.endpoint, requests, timeout=2, keep_body=100)
+    assert [r.body for r in replies] == [f"/{i}".encode() for i in range(8)]
+    assert [r.status for r in replies] == [200] * 8
+    received = [(r.target, r.body) for r in worker.requests[1:]]
+    assert received == [(f"/{i}", b"x" * i) for i in range(8)]
+    assert worker.connections == 1  # pipelined: all eight on the one pooled connection
+    again = await transport.send_many(worker.endpoint, requests[:2], timeout=2, keep_body=100)
+    assert [r.body for r in again] == [b"/0", b"/1"]
+    assert worker.connections == 1  # and it went back to the pool
+
+
+async def test_send_many_to_a_worker_not_yet_seen_answering_fast_goes_side_by_side(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    worker = await serve(h11_worker(echo_target))
+    replies = await transport.send_many(worker.endpoint, [outbound()] * 4, timeout=2)
+    assert [r.status for r in replies] == [200] * 4
+    assert worker.connections == 4
+
+
+def answers(count: int, *last: tuple[str, str]) -> Handler:
+    """A worker that answers the first request of a connection, then ``count`` more (the last
+    of them with the headers ``last``), then reads on without answering."""
+
+    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for i in range(count + 1):
+            await read_request(reader)
+            w.write(head(200, ("content-length", "2"), *(last if i == count else ())) + b"ok")
+        await w.drain()
+        await until_eof(worker, reader)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("handler", "answered", "timed_out"),
+    [(answers(1, ("connection", "close")), 1, False), (answers(2), 2, True)],
+    ids=["connection-close", "silent"],
+)
+async def test_requests_of_a_batch_left_unanswered_come_back_as_errors(
+    transport: WorkerTransport, serve: Serve, handler: Handler, answered: int, timed_out: bool
+) -> None:
+    """At-least-once: an unanswered delivery is a failed attempt (retried), never a success,
+    and the connection that lost track is not reused."""
+    worker = await serve(handler)
+    await quick(transport, worker)
+    replies = await transport.send_many(worker.endpoint, [outbound()] * 4, timeout=0.3)
+    assert [r.status for r in replies] == [200] * answered + [None] * (4 - answered)
+    assert all(r.error for r in replies[answered:])
+    assert [r.timed_out for r in replies[answered:]] == [timed_out] * (4 - answered)
+    await worker.wait_ended(1)
+
+
+async def test_a_worker_answering_a_batch_slowly_one_by_one_gets_requests_side_by_side(
+    transport: WorkerTransport, serve: Serve
+) -> None:
+    """Pipelined requests are served one after the other: a worker that answers at once and
+    then takes its time per request (here 50 ms) gets its batches side by side again."""
+
+    async def handle(worker: Worker, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while await read_request(reader) is not None:
+            if len(worker.requests) > 0:
+                await asyncio.sleep(0.05)
+            worker.requests.append(Received("POST", "/", []))
+            w.write(head(200, ("content-length", "0")))
+        worker.saw_eof()
+
+    worker = await serve(handle)
+    await quick(transport, worker)
+    for _ in range(8):
+        replies = await transport.send_many(worker.endpoint, [outbound()] * 3, timeout=5)
+        assert [r.status for r in replies] == [200] * 3
+        if worker.connections > 1:
+            break
+    assert worker.connections > 1

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 log = logs.get("hookgate.dispatch")
 
 LEASE_MARGIN = 5.0
+PIPELINE = 4
+"""Plain deliveries to one worker sent as one exchange: the transport may pipeline them."""
 RESYNC = 2.0
 STORE_BACKOFF = 1.0
 
@@ -231,15 +234,66 @@ class Lane:
             await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
         # A full batch means more work waits: the limit, not the demand, decides the pace.
         limited = len(batch) >= free
+        groups: dict[Endpoint, list[tuple[Delivery, bool]]] = {}
+        pipelining = self.owner.transport.pipelining
         for delivery in batch:
             # A limit may have fallen while leasing; a leased delivery is sent all the same.
             endpoint = self.slots.pick(endpoints) or min(
                 endpoints, key=lambda e: self.slots.inflight.get(e, 0)
             )
             busy = self.slots.take(endpoint) or limited
-            task = asyncio.create_task(self._deliver(delivery, endpoint, busy))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            if self._plain(delivery) and pipelining(endpoint):
+                group = groups.setdefault(endpoint, [])
+                group.append((delivery, busy))
+                if len(group) < PIPELINE:
+                    continue
+                del groups[endpoint]
+                self._spawn(self._deliver_many(endpoint, group))
+            else:
+                self._spawn(self._deliver(delivery, endpoint, busy))
+        for endpoint, group in groups.items():
+            self._spawn(self._deliver_many(endpoint, group))
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _plain(self, delivery: Delivery) -> bool:
+        """A delivery that may share a pipelined write with others (to a worker that answers
+        fast, ``WorkerTransport.pipelining``): no poll run, no caller waiting for its answer,
+        no span to record, no filter to judge first."""
+        return (
+            delivery.source != POLL_SOURCE
+            and delivery.status_token is None
+            and not self.owner.tracing.enabled
+            and self.flow.spec.filter is None
+            and self.destination.filter is None
+        )
+
+    async def _deliver_many(self, endpoint: Endpoint, group: list[tuple[Delivery, bool]]) -> None:
+        """Plain deliveries to one endpoint in one pipelined exchange (``send_many``). Their
+        slots are free once the worker has answered: the outcomes are written (together, in
+        one store frame) while the next batch is already on its way, instead of every slot
+        waiting for a commit."""
+        started, clock = time.time(), time.perf_counter()
+        spec = self.flow.spec
+        try:
+            requests = [outbound(delivery, spec.delivery) for delivery, _ in group]
+            replies = await self.owner.transport.send_many(endpoint, requests, timeout=spec.timeout)
+            for (_, busy), reply in zip(group, replies, strict=True):
+                self._measured(endpoint, reply, busy)
+        finally:
+            for _ in group:
+                self.slots.release(endpoint)
+            self.wake.set()
+        took = time.perf_counter() - clock
+        await asyncio.gather(
+            *(
+                self._record(delivery, reply, started, took)
+                for (delivery, _), reply in zip(group, replies, strict=True)
+            )
+        )
 
     async def _allowed(self, free: int, now: float) -> int:
         """How many deliveries may start now: none while paused, else what the destination's
@@ -270,9 +324,7 @@ class Lane:
         the failure as an attempt, so deliveries move through retries to dead letters as
         for any other failure instead of waiting for a worker that never comes."""
         if self.wanted and not self.endpoints():
-            task = asyncio.create_task(self._fail_one(reason))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._fail_one(reason))
 
     async def _fail_one(self, reason: str) -> None:
         now = time.time()
@@ -506,6 +558,10 @@ class SenderLane(Lane):
 
     def start_failed(self, reason: str) -> None:
         """Never asked for workers."""
+
+    def _plain(self, delivery: Delivery) -> bool:
+        """A sender takes one delivery at a time."""
+        return False
 
     async def _send(
         self, endpoint: Endpoint, delivery: Delivery, request: Outbound, keep_body: int

@@ -46,7 +46,7 @@ BATCH = 2048
 CHECKPOINT_EVERY = 0.25
 REWIND_FRAMES = 8192  # 32 MB of 4 KB pages
 MULTI_ROW = 512  # 512 rows x 15 columns stays below SQLite's 32,766 bound variables
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 HEADER = struct.Struct(">I")
 BUSY_MS = 30_000
 TRUNCATE_WAIT_MS = 100
@@ -235,22 +235,35 @@ def keep_answer(conn: sqlite3.Connection, delivery_id: str, attempts: int, answe
     return bool(moved == 1)
 
 
+_KEY_FREE = (
+    " AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS e"
+    "  WHERE e.flow_id = d.flow_id AND e.destination = d.destination"
+    "  AND e.order_key = d.order_key AND e.state IN (0, 1) AND e.seq < d.seq))"
+)
 _LEASE = (
     "UPDATE deliveries SET state = 1, attempts = attempts + 1, lease_until = ?,"
     " updated_at = ? WHERE seq IN ("
-    "  SELECT seq FROM deliveries AS d"
-    "   WHERE flow_id = ? AND destination = ? AND state = 0 AND next_at <= ?"
-    "   AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries AS e"
-    "    WHERE e.flow_id = d.flow_id AND e.destination = d.destination"
-    "    AND e.order_key = d.order_key AND e.state IN (0, 1) AND e.seq < d.seq))"
+    "  SELECT seq FROM (SELECT seq FROM deliveries AS d"
+    "   WHERE flow_id = ? AND destination = ? AND state = 0 AND attempts = 0 AND next_at <= ?"
+    f"  {_KEY_FREE} ORDER BY seq LIMIT ?)"
     "  UNION ALL"
-    "  SELECT seq FROM deliveries"
+    "  SELECT seq FROM (SELECT seq FROM deliveries AS d"
+    "   WHERE flow_id = ? AND destination = ? AND state = 0 AND attempts > 0 AND next_at <= ?"
+    f"  {_KEY_FREE} ORDER BY seq LIMIT ?)"
+    "  UNION ALL"
+    "  SELECT seq FROM (SELECT seq FROM deliveries"
     "   WHERE flow_id = ? AND destination = ? AND state = 1 AND lease_until < ?"
+    "   ORDER BY seq LIMIT ?)"
     "  ORDER BY 1 LIMIT ?"
     f") RETURNING {table.FULL}"
 )
 """Due deliveries of one destination, oldest first; a keyed one only at the head of its key's
-line (no older queued or leased delivery with its key), and an expired lease again."""
+line (no older queued or leased delivery with its key), and an expired lease again.
+
+Each branch takes at most the batch before the union is ordered: first attempts in seq order
+through ``deliveries_ready`` (a backlog is walked only as far as the batch), retries whose
+backoff is over through ``deliveries_backoff``, expired leases through ``deliveries_leased``.
+"""
 
 
 def lease(
@@ -261,10 +274,8 @@ def lease(
     lease_for: float,
     now: float,
 ) -> list[Any]:
-    return conn.execute(
-        _LEASE,
-        (now + lease_for, now, flow_id, destination, now, flow_id, destination, now, limit),
-    ).fetchall()
+    branch = (flow_id, destination, now, limit)
+    return conn.execute(_LEASE, (now + lease_for, now, *branch, *branch, *branch, limit)).fetchall()
 
 
 Sizes = list[tuple[str, int]]

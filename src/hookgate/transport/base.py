@@ -44,6 +44,20 @@ class WorkerTransport(Protocol):
     ) -> Reply:
         """Never raises for worker failures: they come back as a ``Reply`` with ``error``."""
 
+    def pipelining(self, endpoint: Endpoint) -> bool:
+        """Whether ``send_many`` would pipeline to the endpoint now."""
+
+    async def send_many(
+        self,
+        endpoint: Endpoint,
+        requests: Sequence[Outbound],
+        *,
+        timeout: float,
+        keep_body: int = 0,
+    ) -> list[Reply]:
+        """Like ``send`` for each request, in order; the transport may pipeline them on one
+        connection (one write for all) while the worker answers them fast."""
+
     async def stream(
         self,
         endpoint: Endpoint,

@@ -23,8 +23,8 @@ from typing import cast
 
 import httptools
 
-from hookgate.domain.forwarding import Outbound, Reply
-from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
+from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
+from hookgate.errors import WorkerError, WorkerFailed, WorkerTimeout, WorkerUnreachable
 from hookgate.runtime.base import Endpoint
 from hookgate.transport.base import send_whole
 
@@ -37,6 +37,13 @@ HIGH_WATER = 256 * 1024
 """Answer bytes buffered before the gateway stops reading from the worker (the caller is slow)."""
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
+PIPELINE_GAP = 0.002
+"""Pipelining is for workers that answer faster than this: one exchange at least must have (a
+busy gateway's own delays make most exchanges look slower), and those that answer pipelined
+requests further apart than this, time after time, get them side by side again."""
+SERIAL_FOR = 2.0
+STRIKES = 4
+"""How long such a worker gets its requests side by side before pipelining is tried again."""
 
 Headers = Sequence[tuple[bytes, bytes]]
 Body = bytes | AsyncIterable[bytes]
@@ -71,6 +78,10 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.pump: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.answers: list[Reply] | None = None
+        """While pipelined requests are answered: the answers so far, in order."""
+        self.expected = 0
+        self.keep = 0
         self._begin(head_only=False)
 
     def _begin(self, *, head_only: bool) -> None:
@@ -109,8 +120,9 @@ class _Connection(asyncio.Protocol):
                 if isinstance(cause, WorkerFailed)
                 else WorkerFailed(f"invalid HTTP from the worker: {exc}")
             )
-        if not self.head_done:
-            # httptools calls on_header only once a line ends: an endless one is caught here.
+        if not self.head_done and self.answers is None:
+            # httptools calls on_header only once a line ends: an endless one is caught here
+            # (pipelined answers are bounded by their timeout: a read holds several).
             self.head_received += len(data)
             if self.head_received > MAX_HEAD + 4096:
                 self._fail(WorkerFailed(f"the worker's answer head passed {MAX_HEAD} bytes"))
@@ -172,6 +184,12 @@ class _Connection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
 
     def on_body(self, body: bytes) -> None:
+        if self.answers is not None:
+            # Pipelined: only what the reply keeps is held; the rest is read and dropped.
+            if self.buffered < self.keep:
+                self.body.append(body[: self.keep - self.buffered])
+                self.buffered += len(self.body[-1])
+            return
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self.reading_paused and self.transport:
@@ -181,12 +199,35 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.informational:
             self.informational = False
-        else:
-            self.complete = True
+            return
+        self.complete = True
+        if self.answers is not None:
+            self._answered()
+
+    def _answered(self) -> None:
+        """One pipelined answer is in: note it, and get ready for the next unless it was the
+        last (or the worker closes after it: those after it are never answered)."""
+        assert self.answers is not None
+        body = b"".join(self.body)
+        self.answers.append(
+            Reply(
+                status=self.status,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers],
+                head=body[:RESPONSE_HEAD],
+                body=body,
+            )
+        )
+        if len(self.answers) < self.expected and self.keep_alive:
+            sent = self.sent
+            self._begin(head_only=False)
+            self.sent = sent
 
     # the exchange ------------------------------------------------------------------------
     def _ended(self) -> None:
         """EOF: it ends a close-delimited body; anywhere else the worker broke off."""
+        if self.answers is not None and len(self.answers) < self.expected:
+            self._fail(WorkerFailed("the worker closed the connection before answering"))
+            return
         if self.complete or self.error is not None:
             return
         if self.head_done and self.length is None and not self.chunked:
@@ -210,7 +251,9 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done() and (self.head_done or self.error is not None):
+        if waiter is None or waiter.done():
+            return
+        if self.head_done or self.error is not None or self.answers is not None:
             waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
@@ -341,12 +384,133 @@ class Http1Transport:
 
     def __init__(self) -> None:
         self._pools: dict[tuple[str, int], list[_Connection]] = {}
+        self._serial: dict[tuple[str, int], float] = {}
+        """Endpoints that answered a pipeline slowly, until when they get requests side by side."""
+        self._quick: dict[tuple[str, int], float] = {}
+        """The fastest exchange seen per endpoint: one below ``PIPELINE_GAP`` lets it pipeline."""
+        self._slow: dict[tuple[str, int], int] = {}
+        """Pipelines answered slowly in a row, per endpoint (one can be a hiccup of the machine)."""
 
     async def send(
         self, endpoint: Endpoint, request: Outbound, *, timeout: float, keep_body: int = 0
     ) -> Reply:
         """One delivery: the whole exchange within ``timeout``; failures come back as ``error``."""
-        return await send_whole(self, endpoint, request, timeout=timeout, keep_body=keep_body)
+        started = time.monotonic()
+        reply = await send_whole(self, endpoint, request, timeout=timeout, keep_body=keep_body)
+        if reply.status is not None:
+            took, key = time.monotonic() - started, (endpoint.host, endpoint.port)
+            if took < self._quick.get(key, timeout):
+                self._quick[key] = took
+        return reply
+
+    def pipelining(self, endpoint: Endpoint) -> bool:
+        """Whether ``send_many`` pipelines to the endpoint now (it has answered fast)."""
+        key = (endpoint.host, endpoint.port)
+        return (
+            self._quick.get(key, PIPELINE_GAP + 1) <= PIPELINE_GAP
+            and self._serial.get(key, 0.0) <= time.monotonic()
+        )
+
+    async def send_many(
+        self,
+        endpoint: Endpoint,
+        requests: Sequence[Outbound],
+        *,
+        timeout: float,
+        keep_body: int = 0,
+    ) -> list[Reply]:
+        """Several deliveries; to a worker known to answer fast, pipelined on one connection
+        (RFC 9112 §9.3.2): written in one ``write()`` and answered in order, so a batch costs
+        one system call each way instead of one per request. Pipelined requests are served
+        one after the other, so other workers get them side by side, each on its own
+        connection, as ``send`` does.
+
+        The whole pipelined exchange is bounded by ``timeout``, as one ``send`` is (a delivery
+        never outlives its lease); requests left unanswered when the connection fails or the
+        time is up get an error ``Reply`` (a failed attempt: retried, at least once).
+        """
+        key = (endpoint.host, endpoint.port)
+        if (
+            len(requests) == 1
+            or not self.pipelining(endpoint)
+            or any(r.method == "HEAD" for r in requests)
+        ):
+            return list(
+                await asyncio.gather(
+                    *(
+                        self.send(endpoint, r, timeout=timeout, keep_body=keep_body)
+                        for r in requests
+                    )
+                )
+            )
+        try:
+            connection, _ = await self._connect(endpoint)
+        except WorkerError as exc:
+            return [Reply(status=None, error=str(exc))] * len(requests)
+        connection._begin(head_only=False)
+        connection.answers, connection.expected = [], len(requests)
+        connection.keep = max(RESPONSE_HEAD, keep_body)
+        answers = connection.answers
+        try:
+            error = await self._pipeline(connection, key, requests, timeout)
+        finally:
+            connection.answers = None
+        if error is None and connection.reusable():
+            connection.idle_since = time.monotonic()
+            connection.pool.append(connection)
+        else:
+            connection.drop()
+        unanswered = error or Reply(status=None, error="the worker did not answer")
+        return [
+            Reply(status=a.status, headers=a.headers, head=a.head, body=a.body[:keep_body])
+            for a in answers
+        ] + [unanswered] * (len(requests) - len(answers))
+
+    async def _pipeline(
+        self,
+        connection: _Connection,
+        key: tuple[str, int],
+        requests: Sequence[Outbound],
+        timeout: float,
+    ) -> Reply | None:
+        """Write the requests, wait for their answers; the failure, if any, as a ``Reply``."""
+        transport = connection.transport
+        assert transport is not None and connection.answers is not None
+        answers = connection.answers
+        try:
+            async with asyncio.timeout(timeout):
+                transport.write(b"".join(_head(r, connection.host) + r.body for r in requests))
+                connection.sent = True
+                sent = first = time.monotonic()
+                while len(answers) < len(requests):
+                    if connection.complete and not connection.keep_alive:
+                        raise WorkerFailed("the worker closed the connection before answering")
+                    await connection.wait(timeout)
+                    first = first if first > sent or not answers else time.monotonic()
+        except (TimeoutError, WorkerTimeout):
+            self._side_by_side(key)
+            return Reply(status=None, error=f"no answer within {timeout:g}s", timed_out=True)
+        except WorkerError as exc:
+            return Reply(status=None, error=str(exc))
+        except BaseException:
+            transport.abort()
+            raise
+        gap = (time.monotonic() - first) / (len(requests) - 1)
+        if gap <= PIPELINE_GAP or gap <= (first - sent) / 2:
+            self._slow.pop(key, None)
+        elif (strikes := self._slow.get(key, 0) + 1) < STRIKES:
+            self._slow[key] = strikes
+        else:
+            # Answered one by one, each taking about as long as the first, time after time:
+            # the worker serves requests slowly and needs them side by side.
+            self._side_by_side(key)
+        return None
+
+    def _side_by_side(self, key: tuple[str, int]) -> None:
+        """No pipelining to the endpoint for a while, and then only once it answers fast."""
+        self._slow.pop(key, None)
+        self._quick.pop(key, None)
+        self._serial[key] = time.monotonic() + SERIAL_FOR
 
     async def stream(
         self,
@@ -450,6 +614,17 @@ class Http1Transport:
                 if connection.transport is not None:
                     connection.transport.close()
         self._pools.clear()
+
+
+def _head(request: Outbound, host: bytes) -> bytes:
+    """The request line and headers of a request whose body is ``request.body``."""
+    lines = [
+        request.method.encode() + b" " + _target(request.target) + b" HTTP/1.1",
+        b"host: " + host,
+        *[name + b": " + value for name, value in request.headers],
+        b"content-length: %d\r\n\r\n" % len(request.body),
+    ]
+    return b"\r\n".join(lines)
 
 
 def _authority(endpoint: Endpoint) -> str:

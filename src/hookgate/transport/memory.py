@@ -86,6 +86,22 @@ class MemoryTransport:
     ) -> Reply:
         return await send_whole(self, endpoint, request, timeout=timeout, keep_body=keep_body)
 
+    def pipelining(self, endpoint: Endpoint) -> bool:
+        """No connections to pipeline on: an app is called per request."""
+        return False
+
+    async def send_many(
+        self,
+        endpoint: Endpoint,
+        requests: Sequence[Outbound],
+        *,
+        timeout: float,
+        keep_body: int = 0,
+    ) -> list[Reply]:
+        return [
+            await self.send(endpoint, r, timeout=timeout, keep_body=keep_body) for r in requests
+        ]
+
     async def stream(
         self,
         endpoint: Endpoint,
