@@ -264,6 +264,7 @@ def restart_postgres() -> None:
     shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
     reason="restarting PostgreSQL needs pg_ctlcluster and root",
 )
+@pytest.mark.postgres_alone
 async def test_postgres_restart_under_load_keeps_every_2xx_and_recovers(
     pg_url: str, gateway_factory: Any, record: Path
 ) -> None:
