@@ -232,7 +232,7 @@ def test_stalled_large_bodies_are_spooled_not_held_in_memory(gateway_factory: An
                     sock.sendall(chunk)
                 except OSError:  # cut off already (a slow machine): its answer is read below
                     sending.remove(sock)
-        replies = [answer(sock) for sock in socks]
+        replies = [answer(sock, timeout=30) for sock in socks]
     finally:
         sampling.set()
         sampler.join()
