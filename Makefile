@@ -36,8 +36,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The tests mostly wait on subprocesses and sockets, so they run in parallel (pytest-xdist,
+# work stealing for the few long ones): 3 workers suit 2 cores. `make unit TEST_WORKERS=0`
+# runs them in one process; `TEST_WORKERS=auto` takes one per core (or
+# PYTEST_XDIST_AUTO_NUM_WORKERS).
+TEST_WORKERS ?= 3
+
 unit: $(VENV)/.installed-dev
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 ## Every benchmark scenario (under 10 minutes), then BENCHMARKS.md's results section rewritten.
 ## Needs wrk and nginx (the harness prints the apt-get command when one is missing) and, for

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,32 +32,84 @@ def free_port() -> int:
         return port
 
 
+# Tests share the machine's PostgreSQL, but one restarts it: it must have the server to itself.
+# File locks hold across pytest-xdist workers (and other pytest runs on the machine).
+LOCKS = Path(tempfile.gettempdir())
+_held = 0  # this process's depth in postgres_lock: a nested take is a no-op
+
+
+@contextlib.contextmanager
+def postgres_lock(*, alone: bool = False) -> Iterator[None]:
+    """Share the PostgreSQL server (``alone``: have it alone), writer first.
+
+    A reader passes a turnstile before taking its shared lock; a writer holds the turnstile
+    while it waits, so a steady stream of readers cannot keep it out.
+    """
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    with (
+        (LOCKS / "hookgate-tests-postgres.turnstile").open("a") as turnstile,
+        (LOCKS / "hookgate-tests-postgres.lock").open("a") as server,
+    ):
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(server, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
+            fcntl.flock(server, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def postgres(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The PostgreSQL server for one test: shared, or alone for a test marked
+    ``postgres_alone`` (it restarts the server, which kills every other client's connections)."""
+    with postgres_lock(alone=request.node.get_closest_marker("postgres_alone") is not None):
+        yield
+
+
 @contextlib.contextmanager
 def fresh_database(prefix: str) -> Iterator[str]:
     """A new empty PostgreSQL database, dropped afterwards (connections and all).
 
     Skipped when this machine runs no server, unless CI is set: then it is a failure.
     """
-    try:
-        server = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{reason} (CI is set, so PostgreSQL must be tested)")
-        pytest.skip(f"{reason} (set CI=true to make this a failure)")
-    name = f"{prefix}_{secrets.token_hex(6)}"
-    with server:
-        server.execute(f"CREATE DATABASE {name}")
+    with postgres_lock():
+        try:
+            server = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
+        except psycopg.OperationalError as exc:
+            reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}".strip()
+            if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+                pytest.fail(f"{reason} (CI is set, so PostgreSQL must be tested)")
+            pytest.skip(f"{reason} (set CI=true to make this a failure)")
+        name = f"{prefix}_{secrets.token_hex(6)}"
+        with server:
+            server.execute(f"CREATE DATABASE {name}")
     try:
         yield f"{PG_SERVER}/{name}"
     finally:
         # A fresh connection: a PostgreSQL restart during the test kills older ones.
-        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=10) as c:
+        with (
+            postgres_lock(),
+            psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=10) as c,
+        ):
             c.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(postgres: None) -> Iterator[str]:
     """A fresh database for one test."""
     with fresh_database("hookgate_t") as url:
         yield url
@@ -79,6 +133,7 @@ class GatewayProcess:
         self.prefix = prefix or []
         self.port = free_port()
         self.admin_port = free_port()
+        self.rebinds = 3  # first starts left to retry on other ports (see start)
         self.flows_file: Path | None = None
         if flows is not None:
             self.flows_file = data_dir.parent / f"{data_dir.name}-flows.yaml"
@@ -117,6 +172,8 @@ class GatewayProcess:
         return cmd + self.args
 
     def start(self, *, timeout: float = 20.0) -> GatewayProcess:
+        first = self.process is None
+        logged = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd
@@ -124,6 +181,13 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                output = self.log.read_bytes()[logged:].decode(errors="replace")
+                if first and self.rebinds and "Address already in use" in output:
+                    # free_port's port was taken before the gateway bound it (tests run in
+                    # parallel): on a first start nothing knows the ports yet, so take others.
+                    self.process, self.rebinds = None, self.rebinds - 1
+                    self.port, self.admin_port = free_port(), free_port()
+                    return self.start(timeout=timeout)
                 raise RuntimeError(
                     f"gateway exited with {self.process.returncode}:\n"
                     + self.log.read_text()[-3000:]

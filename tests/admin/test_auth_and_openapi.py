@@ -82,6 +82,9 @@ def test_openapi_document_is_valid_openapi_3_1(gateway: GatewayProcess) -> None:
     flow_schema = doc["components"]["schemas"]["FlowSpec"]
     assert {"name", "mode"} <= set(flow_schema["required"])
     assert "destinations" in flow_schema["properties"]
+    # Optional: an async flow may forward to url or broker destinations only.
+    assert "worker" in flow_schema["properties"]
+    assert "worker" not in flow_schema["required"]
 
 
 def served_routes(tmp_path: Path) -> set[tuple[str, str]]:

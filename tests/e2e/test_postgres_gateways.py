@@ -203,6 +203,11 @@ async def test_two_gateways_deliver_every_accepted_request_once_and_survive_kill
     assert in_hand <= {o.request_id for o in second}
 
 
+# Flow changes reach another gateway by LISTEN/NOTIFY alone (no periodic reload), so any
+# deadline tells that apart; a generous one keeps a loaded machine from failing the test.
+REACH = 10.0
+
+
 async def test_flow_changes_on_one_gateway_reach_the_other(
     pg_url: str, gateway_factory: Any, record: Path
 ) -> None:
@@ -226,19 +231,19 @@ async def test_flow_changes_on_one_gateway_reach_the_other(
 
     assert status(on_one) == 202
     assert two.admin("POST", "/api/v1/flows/billing/stop").status_code == 200
-    eventually(lambda: status(on_one) == 404, timeout=1.0)
+    eventually(lambda: status(on_one) == 404, timeout=REACH)
 
     assert one.admin("POST", "/api/v1/flows/billing/start").status_code == 200
-    eventually(lambda: status(on_two) == 202, timeout=1.0)
+    eventually(lambda: status(on_two) == 202, timeout=REACH)
 
     renamed = one.admin("PUT", "/api/v1/flows/billing", json={**spec, "name": "invoices"})
     assert renamed.status_code == 200, renamed.text
-    eventually(lambda: two.admin("GET", "/api/v1/flows/invoices").status_code == 200, timeout=1.0)
+    eventually(lambda: two.admin("GET", "/api/v1/flows/invoices").status_code == 200, timeout=REACH)
     assert two.admin("GET", "/api/v1/flows/billing").status_code == 404
     assert status(on_two) == 202  # the same URL: the id did not change
 
     assert two.admin("DELETE", "/api/v1/flows/invoices").status_code == 200
-    eventually(lambda: status(on_one) == 404, timeout=1.0)
+    eventually(lambda: status(on_one) == 404, timeout=REACH)
     assert one.admin("GET", "/api/v1/flows/invoices").status_code == 404
 
 
@@ -264,6 +269,7 @@ def restart_postgres() -> None:
     shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
     reason="restarting PostgreSQL needs pg_ctlcluster and root",
 )
+@pytest.mark.postgres_alone
 async def test_postgres_restart_under_load_keeps_every_2xx_and_recovers(
     pg_url: str, gateway_factory: Any, record: Path
 ) -> None:

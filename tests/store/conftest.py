@@ -88,10 +88,18 @@ class PostgresBackend:
 
 
 @pytest.fixture(scope="session")
-def pg_database() -> Iterator[tuple[psycopg.Connection[Any], str]]:
-    """A throwaway database for the session, with an admin connection to make schemas in."""
-    with fresh_database("hookgate_test") as url, psycopg.connect(url, autocommit=True) as admin:
-        yield admin, url
+def pg_database() -> Iterator[str]:
+    """A throwaway database for the session (each pytest-xdist worker is a session of its own)."""
+    with fresh_database("hookgate_test") as url:
+        yield url
+
+
+@pytest.fixture
+def pg_admin(postgres: None, pg_database: str) -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """An admin connection to make schemas in, for one test: a session-long one would not
+    survive a test that restarts the server."""
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        yield admin, pg_database
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -102,8 +110,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     if request.param == "sqlite":
         yield SQLiteBackend(tmp_path)
         return
-    admin, database = request.getfixturevalue("pg_database")
-    pg = PostgresBackend(admin, database)
+    pg = PostgresBackend(*request.getfixturevalue("pg_admin"))
     try:
         yield pg
     finally:

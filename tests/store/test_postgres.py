@@ -24,8 +24,8 @@ NOW = 1_700_000_000.0
 
 
 @pytest.fixture
-def pg(pg_database: tuple[psycopg.Connection[Any], str]) -> Iterator[PostgresBackend]:
-    backend = PostgresBackend(*pg_database)
+def pg(pg_admin: tuple[psycopg.Connection[Any], str]) -> Iterator[PostgresBackend]:
+    backend = PostgresBackend(*pg_admin)
     try:
         yield backend
     finally:

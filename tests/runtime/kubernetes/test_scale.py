@@ -26,6 +26,25 @@ async def settled(cluster: Emulator, *, period: float = 0.3) -> int:
     return len(list(cluster))
 
 
+async def resyncs(cluster: Emulator, *, since: int, count: int, timeout: float = 30.0) -> None:
+    """Wait until the runtime has listed Services ``count`` times after request ``since``: that
+    many resyncs went by, however slowly a loaded machine runs them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        later = list(cluster)[since:]
+        lists = [
+            r
+            for r in later
+            if r.action == enums.action.LIST
+            and r.resource is not None
+            and r.resource.plural == "services"
+        ]
+        if len(lists) >= count:
+            return
+        assert time.monotonic() < deadline, f"{len(lists)} of {count} resyncs in {timeout}s"
+        await asyncio.sleep(0.05)
+
+
 async def test_steady_state_makes_no_writes_and_only_resync_lists(
     make_runtime: Callable[..., Any], cluster: Emulator
 ) -> None:
@@ -35,10 +54,10 @@ async def test_steady_state_makes_no_writes_and_only_resync_lists(
         await runtime.scale(flow, 2)
     mark = await settled(cluster)
 
-    await asyncio.sleep(1.0)  # several resyncs go by
+    await resyncs(cluster, since=mark, count=3)
     for flow in flows:  # and the gateway re-asserts what it wants, as it does on restart
         await runtime.scale(flow, 2)
-    await asyncio.sleep(0.5)
+    await resyncs(cluster, since=len(list(cluster)), count=2)
 
     later = list(cluster)[mark:]
     workload = [r for r in later if r.resource is not None and r.resource.plural in WORKLOADS]
