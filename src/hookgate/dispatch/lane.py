@@ -467,35 +467,29 @@ class Lane:
                 if answer is not None:
                     await store.keep_answer(delivery, answer.encode())
                 await store.complete(delivery, attempt)
-            elif outcome is Verdict.DEAD:
-                await store.bury(delivery, attempt)
-                log.warning(
-                    "delivery dead",
-                    flow=self.flow.name,
-                    destination=name,
-                    delivery=delivery.id,
-                    attempt=delivery.attempts,
-                    status=reply.status,
-                    error=reply.error,
-                )
             else:
-                now = time.time()
-                retry_after = parse_retry_after(reply.header("retry-after"), now=now)
-                self._pause(reply, retry_after, now)
-                delay = next_delay(
-                    attempt=delivery.attempts, policy=policy, retry_after=retry_after
-                )
-                await store.retry(delivery, attempt, next_at=now + delay)
-                self.notify(now + delay)
-                log.info(
-                    "delivery retry",
+                extra: dict[str, float] = {}
+                if outcome is Verdict.DEAD:
+                    await store.bury(delivery, attempt)
+                else:
+                    now = time.time()
+                    retry_after = parse_retry_after(reply.header("retry-after"), now=now)
+                    self._pause(reply, retry_after, now)
+                    delay = next_delay(
+                        attempt=delivery.attempts, policy=policy, retry_after=retry_after
+                    )
+                    await store.retry(delivery, attempt, next_at=now + delay)
+                    self.notify(now + delay)
+                    extra["retry_in"] = round(delay, 3)
+                (log.warning if outcome is Verdict.DEAD else log.info)(
+                    f"delivery {outcome.value}",
                     flow=self.flow.name,
                     destination=name,
                     delivery=delivery.id,
                     attempt=delivery.attempts,
                     status=reply.status,
                     error=reply.error,
-                    retry_in=round(delay, 3),
+                    **extra,
                 )
             if delivery.order_key is not None and outcome is not Verdict.RETRY:
                 self.notify()  # the next delivery of its key may go now

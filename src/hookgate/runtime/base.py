@@ -9,8 +9,9 @@ pass ``tests/runtime/test_contract.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -83,3 +84,21 @@ class Runtime(Protocol):
     def validate(self, spec: FlowSpec) -> list[str]:
         """When a flow with a ``worker`` is applied: ``ConfigError`` for a worker this runtime
         cannot run (no command, no image); warnings for what may still be fixed here."""
+
+
+W = TypeVar("W")
+
+
+class FlowState(Generic[W]):
+    """A flow in a runtime that converges it to ``desired`` workers by itself (the local
+    processes, the memory twin): its workers, status, start failures and wake-up."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.desired = 0
+        self.workers: list[W] = []
+        self.status = WorkerStatus()
+        self.failures = 0
+        self.not_before = 0.0
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None

@@ -28,7 +28,7 @@ from hookgate import isolation, logs
 from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
 from hookgate.errors import ConfigError, WorkerStartFailed
-from hookgate.runtime.base import Endpoint, WorkerStatus
+from hookgate.runtime.base import Endpoint, FlowState, WorkerStatus
 
 log = logs.get("hookgate.runtime")
 
@@ -131,16 +131,7 @@ class Worker:
         return self.process.returncode is None
 
 
-class _Flow:
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.desired = 0
-        self.workers: list[Worker] = []
-        self.status = WorkerStatus()
-        self.failures = 0
-        self.not_before = 0.0
-        self.changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+_Flow = FlowState[Worker]
 
 
 class LocalRuntime:

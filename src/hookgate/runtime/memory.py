@@ -23,7 +23,7 @@ from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
 from hookgate.errors import WorkerStartFailed
-from hookgate.runtime.base import Endpoint, WorkerStatus
+from hookgate.runtime.base import Endpoint, FlowState, WorkerStatus
 
 log = logs.get("hookgate.runtime")
 
@@ -113,16 +113,7 @@ class _Worker:
             await self.task
 
 
-class _Flow:
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.desired = 0
-        self.workers: list[_Worker] = []
-        self.status = WorkerStatus()
-        self.failures = 0
-        self.not_before = 0.0
-        self.changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+_Flow = FlowState[_Worker]
 
 
 class MemoryRuntime:

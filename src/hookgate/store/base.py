@@ -20,6 +20,7 @@ from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, Sta
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError, DeliveryNotFound, StoreFull
+from hookgate.store import rows
 
 T = TypeVar("T")
 FLOW_SHARE = 4
@@ -276,6 +277,37 @@ class QueuedBytes:
         """Take the database's count."""
         self.by_flow = {flow_id: size for flow_id, size in by_flow.items() if size > 0}
         self.total = sum(self.by_flow.values())
+
+
+class Outcomes:
+    """A delivery's outcomes on top of a store's one guarded move (``_finish``: LEASED to a
+    state, if the lease is still current, with its attempt): one rule for both SQL stores on
+    what leaves the queue and stops counting against its bounds."""
+
+    queued: QueuedBytes
+
+    async def _finish(
+        self, delivery: Delivery, attempt: Attempt, *, to: State, next_at: float | None = None
+    ) -> bool:
+        raise NotImplementedError
+
+    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._end(delivery, attempt, State.DONE)
+
+    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._end(delivery, attempt, State.FILTERED)
+
+    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
+        return await self._end(delivery, attempt, State.DEAD)
+
+    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
+        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
+
+    async def _end(self, delivery: Delivery, attempt: Attempt, state: State) -> bool:
+        ended = await self._finish(delivery, attempt, to=state)
+        if ended:
+            self.queued.add(delivery.flow_id, -rows.queued_size(delivery))
+        return ended
 
 
 class Acceptance:

@@ -51,6 +51,7 @@ from hookgate.store.base import (
     Claim,
     DeliveryFilter,
     DeliveryRecord,
+    Outcomes,
     Page,
     QueuedBytes,
     QueueStats,
@@ -201,7 +202,7 @@ class _Groups(Generic[T]):
         await asyncio.gather(*self._tasks)
 
 
-class PostgresStore:
+class PostgresStore(Outcomes):
     def __init__(
         self,
         url: str,
@@ -620,28 +621,6 @@ class PostgresStore:
         for item in group:
             settle(item.future, item.row[0] in moved)
 
-    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
-        return await self._end(delivery, attempt, State.DONE)
-
-    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
-        return await self._end(delivery, attempt, State.FILTERED)
-
-    async def _end(self, delivery: Delivery, attempt: Attempt, state: State) -> bool:
-        """Out of the queue for good (its bytes no longer count against the bounds)."""
-        ended = await self._finish(delivery, attempt, to=state)
-        if ended:
-            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
-        return ended
-
-    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
-        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
-
-    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
-        buried = await self._finish(delivery, attempt, to=State.DEAD)
-        if buried:
-            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
-        return buried
-
     async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
         async with self._conn() as conn:
             cur = await conn.execute(
@@ -882,9 +861,7 @@ class PostgresStore:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
-    async def take_tokens(
-        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
-    ) -> int:
+    async def take_tokens(self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float) -> int:
         """The bucket's row is locked for the moment of the take, so gateways take in turn;
         time is the database's, so gateways' clocks need not agree."""
         async with self._conn() as conn, conn.transaction():

@@ -42,6 +42,7 @@ from hookgate.store.base import (
     Claim,
     DeliveryFilter,
     DeliveryRecord,
+    Outcomes,
     Page,
     QueuedBytes,
     QueueStats,
@@ -80,7 +81,7 @@ class _WriterLink(asyncio.Protocol):
         self.store._writer_lost(self)
 
 
-class SQLiteStore:
+class SQLiteStore(Outcomes):
     def __init__(
         self,
         path: str,
@@ -405,28 +406,6 @@ class SQLiteStore:
         recorded = table.attempt_row(delivery.id, attempt)
         return bool(await self._submit("finish", (move, recorded)))
 
-    async def complete(self, delivery: Delivery, attempt: Attempt) -> bool:
-        return await self._end(delivery, attempt, State.DONE)
-
-    async def filter_out(self, delivery: Delivery, attempt: Attempt) -> bool:
-        return await self._end(delivery, attempt, State.FILTERED)
-
-    async def _end(self, delivery: Delivery, attempt: Attempt, state: State) -> bool:
-        """Out of the queue for good (its bytes no longer count against the bounds)."""
-        ended = await self._finish(delivery, attempt, to=state)
-        if ended:
-            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
-        return ended
-
-    async def retry(self, delivery: Delivery, attempt: Attempt, *, next_at: float) -> bool:
-        return await self._finish(delivery, attempt, to=State.QUEUED, next_at=next_at)
-
-    async def bury(self, delivery: Delivery, attempt: Attempt) -> bool:
-        buried = await self._finish(delivery, attempt, to=State.DEAD)
-        if buried:
-            self.queued.add(delivery.flow_id, -table.queued_size(delivery))
-        return buried
-
     async def keep_answer(self, delivery: Delivery, answer: bytes) -> bool:
         return bool(await self._write("keep_answer", delivery.id, delivery.attempts, answer))
 
@@ -606,9 +585,7 @@ class SQLiteStore:
 
         return await self._read(run)
 
-    async def take_tokens(
-        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
-    ) -> int:
+    async def take_tokens(self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float) -> int:
         """One gateway holds a SQLite store (the data directory's lock): buckets in memory."""
         pace = self._buckets.get(bucket)
         if pace is None:
