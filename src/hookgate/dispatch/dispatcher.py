@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from hookgate import logs
 from hookgate.destinations.base import Sender
-from hookgate.dispatch.lane import Lane, SenderLane
+from hookgate.dispatch.lane import Lane
+from hookgate.dispatch.sender_lane import SenderLane
 from hookgate.dispatch.waiters import Waiters
 from hookgate.domain.destinations import Destination
 from hookgate.domain.flows import Flow, Mode

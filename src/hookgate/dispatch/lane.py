@@ -3,7 +3,7 @@
 ``Lane`` sends to the flow's own workers: it asks the runtime for workers only while work waits
 (on demand, up to ``max_workers``), keeps at most the flow's ``concurrency`` in flight per
 worker (a pinned number, or the limit ``domain.concurrency`` finds by measuring), and scales
-to zero after ``idle_timeout`` without work. ``SenderLane`` sends to a URL or a broker through
+to zero after ``idle_timeout`` without work. ``SenderLane`` (``dispatch.sender_lane``) sends to a URL or a broker through
 a ``Sender``, with the same limiter on one virtual endpoint. What an answer means (done, retry
 when, dead) is decided by the pure rules in ``domain.backoff``; a destination's
 ``rate_limit`` and its ``Retry-After`` pauses by ``domain.pacing``.
@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from hookgate import logs
-from hookgate.destinations.base import Sender
 from hookgate.domain.answers import answer_of
 from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
-from hookgate.domain.concurrency import CEILING, Slots
+from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.destinations import Destination, RetryPolicy
 from hookgate.domain.filters import Filter
@@ -528,45 +527,3 @@ class Lane:
             await asyncio.wait(self.tasks, timeout=grace)
         for task in self.tasks:
             task.cancel()
-
-
-class SenderLane(Lane):
-    """A destination that is not the flow's workers: a URL or a broker, through a ``Sender``.
-
-    It needs no runtime: one virtual endpoint, always ready, whose limiter finds how many
-    sends in flight the destination takes (``auto``) up to ``CEILING``.
-    """
-
-    def __init__(
-        self, owner: Dispatcher, flow: Flow, destination: Destination, sender: Sender
-    ) -> None:
-        self.sender = sender
-        self.endpoint = Endpoint(f"{destination.kind}:{destination.name}", 0, CEILING)
-        super().__init__(owner, flow, destination)
-
-    def endpoints(self) -> list[Endpoint]:
-        return [self.endpoint]
-
-    async def _want(self, workers: int) -> None:
-        """Nothing to start: the destination runs elsewhere."""
-
-    def start_failed(self, reason: str) -> None:
-        """Never asked for workers."""
-
-    def _plain(self, delivery: Delivery) -> bool:
-        """A sender takes one delivery at a time."""
-        return False
-
-    async def _send(
-        self, endpoint: Endpoint, delivery: Delivery, request: Outbound, keep_body: int
-    ) -> Reply:
-        return await self.sender.send(delivery, timeout=self.flow.spec.timeout)
-
-    def _pause(self, reply: Reply, retry_after: float | None, now: float) -> None:
-        """A ``429``/``503`` with ``Retry-After`` pauses the whole destination until then."""
-        if retry_after is not None and reply.status in (429, 503):
-            self.pace.pause(now + retry_after)
-
-    async def stop(self, *, grace: float) -> None:
-        await super().stop(grace=grace)
-        await self.sender.close()
