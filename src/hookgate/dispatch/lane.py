@@ -3,10 +3,11 @@
 ``Lane`` sends to the flow's own workers: it asks the runtime for workers only while work waits
 (on demand, up to ``max_workers``), keeps at most the flow's ``concurrency`` in flight per
 worker (a pinned number, or the limit ``domain.concurrency`` finds by measuring), and scales
-to zero after ``idle_timeout`` without work. ``SenderLane`` (``dispatch.sender_lane``) sends to a URL or a broker through
-a ``Sender``, with the same limiter on one virtual endpoint. What an answer means (done, retry
-when, dead) is decided by the pure rules in ``domain.backoff``; a destination's
-``rate_limit`` and its ``Retry-After`` pauses by ``domain.pacing``.
+to zero after ``idle_timeout`` without work. ``SenderLane`` (``dispatch.sender_lane``) sends
+to a URL or a broker through a ``Sender``, with the same limiter on one virtual endpoint.
+What an answer means (done, retry when, dead) is decided by the pure rules in
+``domain.backoff``; a destination's ``rate_limit`` and ``Retry-After`` pauses by
+``domain.pacing``.
 """
 
 from __future__ import annotations
