@@ -91,7 +91,7 @@ class Ingress:
         metrics: Metrics,
         guards: Guards,
         forwarder: Forwarder | None = None,
-        on_accepted: Callable[[str], None] = lambda _flow_id: None,
+        on_accepted: Callable[[str, float | None], None] = lambda _flow_id, _at: None,
         ready: Callable[[], bool] = lambda: True,
         events: EventHub | None = None,
         tracing: Tracing | None = None,
@@ -424,7 +424,9 @@ class Ingress:
             self.waiters.forget(delivery_id)
             raise
         if not accepted.duplicate:
-            self.on_accepted(flow.id)
+            # A delayed delivery wakes its lane when it is due (a timer per due time).
+            for at in {None} if request.routes is None else {r.due_at for r in request.routes}:
+                self.on_accepted(flow.id, at)
         origin = guard.allowed_origin(scope["headers"])
         if answered is not None:
             answer = await self._waited(answered, delivery_id, wait, duplicate=accepted.duplicate)
