@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
+
 from hookgate.asgi import Scope
 from hookgate.domain.flows import Flow, spec_from_object
 from hookgate.proxy.forward import SyncProxy
@@ -119,5 +121,46 @@ async def test_callers_past_the_gateways_waiter_bound_are_turned_away_at_once() 
         line.release.put_nowait(None)
         line.release.put_nowait(None)
         assert [await holder, await waiter] == [(200, b"holder"), (200, b"waiter")]
+    finally:
+        await line.close()
+
+
+async def test_waiters_in_line_each_get_503_at_their_own_queue_timeout() -> None:
+    line = Line(queue_timeout="100ms")
+    await line.start()
+    try:
+        holder = asyncio.create_task(line.call("holder"))
+        first = asyncio.create_task(line.call("first"))
+        await line.waiting(1)
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(line.call("second"))
+        await line.waiting(2)
+        assert (await first)[0] == 503
+        assert not second.done()  # the line's one timer moved on to the next deadline
+        assert (await second)[0] == 503
+        line.release.put_nowait(None)
+        assert await holder == (200, b"holder")
+    finally:
+        await line.close()
+
+
+async def test_a_lowered_queue_timeout_turns_away_a_newcomer_behind_a_longer_wait() -> None:
+    line = Line(queue_timeout="5s")
+    await line.start()
+    try:
+        holder = asyncio.create_task(line.call("holder"))
+        patient = asyncio.create_task(line.call("patient"))
+        await line.waiting(1)
+        line.flow = Flow(
+            id=line.flow.id,
+            spec=msgspec.structs.replace(line.flow.spec, queue_timeout=0.05),
+            created_at=0.0,
+            updated_at=0.0,
+        )
+        assert (await line.call("hasty"))[0] == 503
+        assert not patient.done()
+        line.release.put_nowait(None)
+        line.release.put_nowait(None)
+        assert [await holder, await patient] == [(200, b"holder"), (200, b"patient")]
     finally:
         await line.close()

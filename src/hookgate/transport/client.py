@@ -78,6 +78,10 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.pump: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.patience = 0.0
+        self.deadline = 0.0
+        self.watched = 0
+        """``uploaded`` when the current wait began: an upload moving on is no silence."""
         self.answers: list[Reply] | None = None
         """While pipelined requests are answered: the answers so far, in order."""
         self.expected = 0
@@ -134,6 +138,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self._ended()
         if self in self.pool:
             self.pool.remove(self)
@@ -258,30 +265,43 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self, timeout: float) -> None:
         """Until something new arrived (head, body, the end, an error), or ``timeout`` passed
-        with nothing moving either way: a long upload still going out is not a silent worker."""
+        with nothing moving either way: a long upload still going out is not a silent worker.
+
+        One timer per connection, moved on only when it fires: a timer per wait would cost a
+        timer set and cancelled for every request.
+        """
         if self.error is not None:
             raise self.error
         loop = asyncio.get_running_loop()
         self.waiter = waiter = loop.create_future()
-        self.timer = loop.call_later(timeout, self._expire, waiter, timeout, self.uploaded)
+        self.patience = timeout
+        self.deadline = loop.time() + timeout
+        self.watched = self.uploaded
+        if self.timer is None or self.timer.when() > self.deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = loop.call_at(self.deadline, self._expire)
         try:
             await waiter
         finally:
-            self.timer.cancel()
             self.waiter = None
         if self.error is not None and not self.complete:  # a whole answer is still its reader's
             raise self.error
 
-    def _expire(self, waiter: asyncio.Future[None], timeout: float, uploaded: int) -> None:
-        if waiter.done():
-            return
-        if self.uploaded != uploaded:
-            self.timer = asyncio.get_running_loop().call_later(
-                timeout, self._expire, waiter, timeout, self.uploaded
-            )
+    def _expire(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self.lost:
+            return  # nobody waits: the next wait sets a timer again
+        loop = asyncio.get_running_loop()
+        if self.uploaded != self.watched:
+            self.deadline = loop.time() + self.patience
+            self.watched = self.uploaded
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._expire)
             return
         what = "sent nothing more of its answer" if self.head_done else "did not answer"
-        self._fail(WorkerTimeout(f"the worker {what} within {timeout:g}s"))
+        self._fail(WorkerTimeout(f"the worker {what} within {self.patience:g}s"))
 
     async def send_body(self, body: AsyncIterable[bytes], *, chunked: bool) -> None:
         """Stream a request body; the caller's own failures reach whoever reads the answer."""
