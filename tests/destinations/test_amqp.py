@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel
 from tests.brokers import Bound, rabbit_channel, rabbit_queue, require
 from tests.destinations.conftest import FLOW_ID, delivery
 
-from hookgate.destinations.amqp import RabbitSender
+from hookgate.destinations.amqp import CHANNELS, RabbitSender
 from hookgate.destinations.base import CONFIRMED
 from hookgate.destinations.message import oih_event
 from hookgate.domain.destinations import RabbitTarget
@@ -125,12 +125,14 @@ async def _exists(channel: AbstractChannel, name: str) -> bool:
 async def test_a_message_no_queue_takes_is_an_error_not_a_silent_drop(bound: Bound) -> None:
     out = sender(bound.exchange, "nobody-listens")
     try:
-        reply = await out.send(delivery(), timeout=10)
+        # One send per channel: publishes take the sender's channels in turn.
+        replies = [await out.send(delivery(), timeout=10) for _ in range(CHANNELS + 1)]
     finally:
         await out.close()
-    assert reply.status is None
-    assert reply.error is not None
-    assert "unroutable" in reply.error and "312 NO_ROUTE" in reply.error
+    for reply in replies:
+        assert reply.status is None
+        assert reply.error is not None
+        assert "unroutable" in reply.error and "312 NO_ROUTE" in reply.error
 
 
 async def test_a_missing_exchange_is_an_error_and_the_sender_recovers(bound: Bound) -> None:
