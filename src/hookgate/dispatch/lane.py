@@ -346,6 +346,7 @@ class Lane:
         owner, flow = self.owner, self.flow
         poll = delivery.source == POLL_SOURCE
         started, clock = time.time(), time.perf_counter()
+        held = True
         try:
             where = filters(flow.spec, self.destination)
             if where and not poll and (unwanted := unmet(where, delivery)) is not None:
@@ -373,17 +374,26 @@ class Lane:
                 if reply.error is not None or (reply.status or 500) >= 400:
                     span.fail(reply.error or f"the worker answered {reply.status}")
             self._measured(endpoint, reply, busy)
-            if poll and reply.status is not None and 200 <= reply.status < 300:
-                # Saved before the run counts as done, so the next run always gets it.
-                await self._keep_snapshot(reply)
-            await self._record(delivery, reply, started, time.perf_counter() - clock)
+            took = time.perf_counter() - clock
+            if poll:
+                if reply.status is not None and 200 <= reply.status < 300:
+                    # Saved before the run counts as done, so the next run always gets it.
+                    await self._keep_snapshot(reply)
+            else:
+                # The destination has answered: its slot is free while the outcome is written
+                # (the lease still guards the delivery), as for a pipelined group.
+                held = False
+                self.slots.release(endpoint)
+                self.wake.set()
+            await self._record(delivery, reply, started, took)
         except StoreError as exc:
             log.warning(
                 "store unavailable for a poll run; it is retried", flow=flow.name, error=str(exc)
             )
         finally:
-            self.slots.release(endpoint)
-            self.wake.set()
+            if held:
+                self.slots.release(endpoint)
+                self.wake.set()
 
     async def _filtered(self, delivery: Delivery, unwanted: Filter, started: float) -> None:
         """Recorded, not sent: the attempt says which filter did not hold (the verdict the
