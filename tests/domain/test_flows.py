@@ -355,6 +355,11 @@ def test_flow_ids_are_128_random_url_safe_bits() -> None:
         assert len(base64.urlsafe_b64decode(flow_id + "==")) == 16
 
 
+def test_no_flow_id_starts_with_a_dash() -> None:
+    """``hookgate flows start <id>`` would read it as an option (1 id in 64 did)."""
+    assert not [i for i in (new_flow_id() for _ in range(10_000)) if i.startswith("-")]
+
+
 def test_spec_hash_is_stable_across_spelling_and_key_order() -> None:
     one = parse_one(
         "flows:\n  - name: x\n    mode: async\n    timeout: 1m\n    max_body: 1KiB\n"

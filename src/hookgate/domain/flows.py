@@ -308,8 +308,11 @@ def settings_for(mode: Mode, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_flow_id() -> str:
-    """128 random bits, URL-safe base64 without padding (22 characters)."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe base64 without padding (22 characters), never starting with
+    ``-``: the CLI takes a flow by its id, and a leading dash would read as an option."""
+    while (flow_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return flow_id
 
 
 def encode(value: Any) -> bytes:
