@@ -1,4 +1,5 @@
-"""Rate limiting: a per-flow token bucket, and the slowdown of repeated misses.
+"""Rate limiting: the slowdown of repeated misses, and the per-flow token bucket (defined in
+``domain.pacing``, shared with the destinations' delivery rates).
 
 Both take the time as an argument (``time.monotonic()`` in the ingress) so they hold no
 clock of their own and are exact under test.
@@ -10,28 +11,7 @@ import ipaddress
 import math
 from collections import OrderedDict
 
-
-class TokenBucket:
-    """``rate`` requests per second on average, bursts of up to ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be above 0, got {rate}")
-        self.rate = rate
-        self.capacity = float(burst) if burst >= 1 else 1.0
-        self._tokens = self.capacity
-        self._stamp: float | None = None
-
-    def take(self, now: float) -> float | None:
-        """Take one token: None if allowed, else the seconds until one is (for Retry-After)."""
-        if self._stamp is not None and now > self._stamp:
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        if self._stamp is None or now > self._stamp:
-            self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return None
-        return (1.0 - self._tokens) / self.rate
+from hookgate.domain.pacing import TokenBucket as TokenBucket
 
 
 class MissThrottle:

@@ -6,8 +6,8 @@ worker (a pinned number, or the limit ``domain.concurrency`` finds by measuring)
 to zero after ``idle_timeout`` without work. ``SenderLane`` (``dispatch.sender_lane``) sends
 to a URL or a broker through a ``Sender``, with the same limiter on one virtual endpoint.
 What an answer means (done, retry when, dead) is decided by the pure rules in
-``domain.backoff``; a destination's ``rate_limit`` and ``Retry-After`` pauses by
-``domain.pacing``.
+``domain.backoff``; a destination's ``rate_limit`` is a token bucket in the store
+(``domain.pacing``), its ``Retry-After`` pauses are the lane's.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.destinations import Destination, RetryPolicy
 from hookgate.domain.filters import Filter
 from hookgate.domain.flows import Flow, Mode
-from hookgate.domain.forwarding import Outbound, Reply, outbound
-from hookgate.domain.pacing import Pace
+from hookgate.domain.forwarding import Reply, outbound
 from hookgate.domain.routing import filters, unmet
 from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of
 from hookgate.errors import StoreError
@@ -78,7 +77,7 @@ class Lane:
         self.owner = owner
         self.flow = flow
         self.destination = destination
-        self.pace = Pace(None)
+        self.paused_until = 0.0
         """This gateway's pause on the destination (``Retry-After``); the rate is the store's."""
         self.bucket = f"{flow.id}/{destination.name}"
         self.wake = asyncio.Event()
@@ -298,7 +297,8 @@ class Lane:
     async def _allowed(self, free: int, now: float) -> int:
         """How many deliveries may start now: none while paused, else what the destination's
         rate limit (a bucket in the store, shared by every gateway) grants."""
-        free = self.pace.allowed(free, now)
+        if now < self.paused_until:
+            return 0
         rate = self.destination.rate_limit
         if rate is None or not free:
             return free
@@ -317,7 +317,7 @@ class Lane:
     def _next_try(self, now: float) -> float:
         """When to ask the bucket again: after the pause, and one token's time from now."""
         rate = self.destination.rate_limit
-        return max(self.pace.next_at(now), now + (1 / rate.per_second if rate else 0.0))
+        return max(self.paused_until, now + (1 / rate.per_second if rate else 0.0))
 
     def start_failed(self, reason: str) -> None:
         """A worker asked for could not start: the delivery that waits longest for one takes
@@ -360,14 +360,9 @@ class Lane:
                 parent=_trace_headers(delivery) if traced else None,
                 attributes=_span_attributes(flow, delivery, endpoint) if traced else None,
             ) as span:
-                request = outbound(delivery, flow.spec.delivery, snapshot)
-                if traced:
-                    request = msgspec.structs.replace(
-                        request, headers=owner.tracing.propagate(request.headers)
-                    )
                 keep = MAX_SNAPSHOT + 1 if poll else flow.spec.max_answer + 1
                 reply = await self._send(
-                    endpoint, delivery, request, keep if poll or delivery.status_token else 0
+                    endpoint, delivery, snapshot, keep if poll or delivery.status_token else 0
                 )
                 if reply.status is not None:
                     span.set("http.response.status_code", reply.status)
@@ -419,8 +414,14 @@ class Lane:
             self.notify()  # the next delivery of its key may go now
 
     async def _send(
-        self, endpoint: Endpoint, delivery: Delivery, request: Outbound, keep_body: int
+        self, endpoint: Endpoint, delivery: Delivery, snapshot: bytes | None, keep_body: int
     ) -> Reply:
+        """To a worker: the request built here (with the trace context when tracing is on)."""
+        request = outbound(delivery, self.flow.spec.delivery, snapshot)
+        if self.owner.tracing.enabled:
+            request = msgspec.structs.replace(
+                request, headers=self.owner.tracing.propagate(request.headers)
+            )
         return await self.owner.transport.send(
             endpoint, request, timeout=self.flow.spec.timeout, keep_body=keep_body
         )

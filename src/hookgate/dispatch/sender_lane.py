@@ -11,7 +11,7 @@ from hookgate.domain.concurrency import CEILING
 from hookgate.domain.deliveries import Delivery
 from hookgate.domain.destinations import Destination
 from hookgate.domain.flows import Flow
-from hookgate.domain.forwarding import Outbound, Reply
+from hookgate.domain.forwarding import Reply
 from hookgate.runtime.base import Endpoint
 
 if TYPE_CHECKING:
@@ -46,14 +46,15 @@ class SenderLane(Lane):
         return False
 
     async def _send(
-        self, endpoint: Endpoint, delivery: Delivery, request: Outbound, keep_body: int
+        self, endpoint: Endpoint, delivery: Delivery, snapshot: bytes | None, keep_body: int
     ) -> Reply:
+        """The sender builds its own message from the delivery."""
         return await self.sender.send(delivery, timeout=self.flow.spec.timeout)
 
     def _pause(self, reply: Reply, retry_after: float | None, now: float) -> None:
         """A ``429``/``503`` with ``Retry-After`` pauses the whole destination until then."""
         if retry_after is not None and reply.status in (429, 503):
-            self.pace.pause(now + retry_after)
+            self.paused_until = max(self.paused_until, now + retry_after)
 
     async def stop(self, *, grace: float) -> None:
         await super().stop(grace=grace)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery, Progress, Request, State
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
-from hookgate.domain.pacing import Pace
+from hookgate.domain.pacing import TokenBucket
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -418,8 +418,8 @@ class MemoryStore:
     ) -> int:
         pace = self.tables.buckets.get(bucket)
         if pace is None:
-            pace = self.tables.buckets[bucket] = Pace(rate)
-        return pace.take(wanted, rate, now)
+            pace = self.tables.buckets[bucket] = TokenBucket.of(rate)
+        return pace.spend(wanted, rate, now)
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         (await self._turn()).schedules.setdefault(flow_id, Schedule()).snapshot = snapshot

@@ -12,7 +12,7 @@ import msgspec
 
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State
 from hookgate.domain.flows import Flow
-from hookgate.domain.pacing import Pace
+from hookgate.domain.pacing import TokenBucket
 from hookgate.store import rows as table
 from hookgate.store.base import DeliveryFilter, QueueStats
 
@@ -53,7 +53,7 @@ class Tables:
         self.tokens: dict[str, str] = {}
         self.dedupe: dict[tuple[str, str], Dedupe] = {}
         self.schedules: dict[str, Schedule] = {}
-        self.buckets: dict[str, Pace] = {}
+        self.buckets: dict[str, TokenBucket] = {}
         """Delivery rate limits, per ``flow id/destination`` (``Store.take_tokens``)."""
         self.seq = itertools.count(1)
 

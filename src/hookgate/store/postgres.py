@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
-from hookgate.domain.pacing import Pace
+from hookgate.domain.pacing import TokenBucket
 from hookgate.errors import (
     DeliveryNotFound,
     FlowConflict,
@@ -874,9 +874,9 @@ class PostgresStore(Outcomes):
             )
             row = await cur.fetchone()
             assert row is not None
-            pace = Pace(rate)
+            pace = TokenBucket.of(rate)
             pace.tokens, pace.stamp = row[0], row[1]
-            granted = pace.take(wanted, rate, row[2])
+            granted = pace.spend(wanted, rate, row[2])
             await conn.execute(
                 "UPDATE buckets SET tokens = %s, stamp = %s WHERE name = %s",
                 [pace.tokens, pace.stamp, bucket],

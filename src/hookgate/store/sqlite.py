@@ -33,7 +33,7 @@ from hookgate import isolation, logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow, encode
-from hookgate.domain.pacing import Pace
+from hookgate.domain.pacing import TokenBucket
 from hookgate.errors import DeliveryNotFound, StoreFull, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import (
@@ -95,7 +95,7 @@ class SQLiteStore(Outcomes):
         self.path = path
         self.synchronous = synchronous.upper()
         self.queued = QueuedBytes(max_queued_bytes)
-        self._buckets: dict[str, Pace] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self.disk_reserve = disk_reserve
         self._health = Acceptance("sqlite")
         self._room = self._measured = 0
@@ -589,8 +589,8 @@ class SQLiteStore(Outcomes):
         """One gateway holds a SQLite store (the data directory's lock): buckets in memory."""
         pace = self._buckets.get(bucket)
         if pace is None:
-            pace = self._buckets[bucket] = Pace(rate)
-        return pace.take(wanted, rate, now)
+            pace = self._buckets[bucket] = TokenBucket.of(rate)
+        return pace.spend(wanted, rate, now)
 
     async def set_snapshot(self, flow_id: str, snapshot: bytes | None) -> None:
         await self._write("set_snapshot", flow_id, snapshot)
