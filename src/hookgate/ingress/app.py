@@ -1,26 +1,21 @@
 """The hot path. A raw ASGI callable, because framework routing halves throughput (design §7).
 
 ``/hook/{flow_id}[/{sub/path}]`` in order: route (uniform 404) → CORS preflight → size (413,
-before reading when Content-Length says so, else while reading) → credentials (401) → rate
-limit (429, charged to admitted requests only) → HEAD readiness → async: commit to the store,
-then the flow's accept answer (``202`` by default) / sync: hand to the proxy. ``Prefer`` (RFC
-7240) and ``fallback: async`` store a request with a status URL (``/hook/-/status/{token}``):
-``respond-async`` answers ``202`` + ``Location`` at once, ``wait=N`` waits that long for the
-worker's answer (``dispatch.waiters``), a sync worker too slow for ``timeout`` hands over.
+before reading when Content-Length says so, else while reading) → the flow's guard, one
+decision (a provider's URL handshake answered here, 401, 429) → HEAD readiness → async: the
+accept step (``accept.py``: commit to the store, then answer) / sync: hand to the proxy.
+``Prefer: respond-async`` and ``fallback: async`` store a sync flow's request too.
 The whole body is read before a sync request takes a worker slot (a slow sender never holds a
 worker) unless the flow sets ``request_buffering: false``; the listener's protocol
 (``protocol.py``) bounds how long that read may take, and ``asgi.BodyReader`` how much of it
-stays in memory.
+stays in memory. Tracing wraps the whole request when it is on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
-import msgspec
 
 from hookgate import logs
 from hookgate.asgi import (
@@ -37,31 +32,22 @@ from hookgate.asgi import (
 )
 from hookgate.asgi import error as _error
 from hookgate.asgi import respond as _respond
+from hookgate.auth import Answer
 from hookgate.dispatch.waiters import Waiters
-from hookgate.domain.answers import (
-    STATUS_PATH,
-    AcceptAnswer,
-    Preference,
-    accept_answer,
-    preference,
-    status_document,
-)
-from hookgate.domain.deliveries import Answer, Request, new_id, new_status_token
-from hookgate.domain.flows import Accept, Flow, Mode
-from hookgate.errors import StoreError, StoreFull, WorkerTimeout
+from hookgate.domain.answers import Preference, preference
+from hookgate.domain.deliveries import new_id
+from hookgate.domain.flows import Flow, Mode
+from hookgate.errors import WorkerTimeout
 from hookgate.events import EventHub
-from hookgate.ingress.guards import FlowGuard, Guards, handshaken
+from hookgate.ingress.accept import RETRY, Acceptor
+from hookgate.ingress.guards import FlowGuard, Guards, Limited, Refused, handshaken
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
 from hookgate.tracing import Tracing
 
-RETRY_AFTER_STORE = b"1"
-_RETRY = [(b"retry-after", RETRY_AFTER_STORE)]
-_NO_STORE = [(b"cache-control", b"no-store")]
 MAX_REQUEST_ID = 200
 SMALL_BODY = 64 * 1024
-_encode = msgspec.json.encode
 log = logs.get("hookgate.ingress")
 
 
@@ -103,16 +89,20 @@ class Ingress:
         self.metrics = metrics
         self.guards = guards
         self.forwarder = forwarder
-        self.on_accepted = on_accepted
         self.ready = ready
         self.events = events or EventHub()
         self.tracing = tracing or Tracing()
         self.bodies = bodies or BodyReader(budget=BodyBudget(64 * 1024 * 1024))
-        self.waiters = waiters or Waiters()
+        self.acceptor = Acceptor(
+            registry=registry,
+            store=store,
+            guards=guards,
+            tracing=self.tracing,
+            waiters=waiters or Waiters(),
+            on_accepted=on_accepted,
+        )
         # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
         self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}
-        # Each flow's ``accept:`` answer, built once per spec.
-        self._accepts: dict[str, tuple[Accept, AcceptAnswer]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,14 +134,14 @@ class Ingress:
                 503,
                 "starting or stopping, retry later",
                 request_id,
-                [(b"retry-after", RETRY_AFTER_STORE)],
+                RETRY,
             )
             return
         flow = self.registry.get(flow_id)
         client = scope.get("client")
         address = client[0] if client else ""
         if flow is None and flow_id == "-" and sub_path.startswith("status/"):
-            await self._status(scope, send, sub_path[7:], request_id, address)
+            await self.acceptor.status(scope, send, sub_path[7:], request_id, address)
             return
         if flow is None or not flow.accepting:
             await self.guards.miss(address)
@@ -254,11 +244,9 @@ class Ingress:
             and not _respond_async(headers)
         ):
             # The flow opted out of buffering: the body goes to the worker as it arrives.
-            rejected = guard.check(scope, b"", address)
-            if rejected:
-                return await self._unauthorized(flow, send, request_id, rejected)
-            if (limited := await _rate_limited(guard, send, request_id)) is not None:
-                return limited
+            decision = guard.admit(scope, b"", address, request_id, handshake=False)
+            if decision is not None:
+                return await self._refuse(flow, send, request_id, decision)
             return await self.forwarder.forward(
                 flow, scope, receive, send, request_id=request_id, sub_path=sub_path, body=None
             )
@@ -271,7 +259,7 @@ class Ingress:
         except OSError as exc:
             log.error("cannot buffer a request body", flow=flow.name, error=str(exc))
             return await _error(
-                send, 503, "cannot take the request now, retry later", request_id, _RETRY
+                send, 503, "cannot take the request now, retry later", request_id, RETRY
             )
         try:
             return await self._admitted(
@@ -300,32 +288,19 @@ class Ingress:
             data = body.read() if guard.needs_body or spec.mode is Mode.ASYNC else b""
         else:
             data = body
-        if (answer := guard.handshake(scope, data, request_id)) is not None:
-            handshaken(answer, flow, request_id, metrics=self.metrics, events=self.events)
-            await _respond(
-                send,
-                answer.status,
-                answer.body,
-                [*answer.headers],
-                content_type=answer.content_type,
-            )
-            return answer.status
-        rejected = guard.check(scope, data, address)
-        if rejected:
-            return await self._unauthorized(flow, send, request_id, rejected)
-        if (limited := await _rate_limited(guard, send, request_id)) is not None:
-            return limited
+        if (decision := guard.admit(scope, data, address, request_id)) is not None:
+            return await self._refuse(flow, send, request_id, decision)
         if scope["method"] == "HEAD":
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
         prefer = _preference(scope["headers"])
         if spec.mode is Mode.ASYNC:
-            return await self._accept(
+            return await self.acceptor.accept(
                 flow, scope, send, request_id, sub_path, data, address, guard, prefer=prefer
             )
         if prefer is not None and prefer.respond_async:
             whole = body.read() if isinstance(body, SpooledBody) else body
-            return await self._accept(
+            return await self.acceptor.accept(
                 flow, scope, send, request_id, sub_path, whole, address, guard, prefer=prefer
             )
         if self.forwarder is None:
@@ -347,7 +322,7 @@ class Ingress:
                 "worker too slow; the request continues async", flow=flow.name, request=request_id
             )
             whole = body.read() if isinstance(body, SpooledBody) else body
-            return await self._accept(
+            return await self.acceptor.accept(
                 flow,
                 scope,
                 send,
@@ -359,161 +334,28 @@ class Ingress:
                 delivery_id=delivery_id,
             )
 
-    async def _accept(
-        self,
-        flow: Flow,
-        scope: Scope,
-        send: Send,
-        request_id: str,
-        sub_path: str,
-        body: bytes,
-        address: str,
-        guard: FlowGuard,
-        *,
-        prefer: Preference | None = None,
-        delivery_id: str | None = None,
+    async def _refuse(
+        self, flow: Flow, send: Send, request_id: str, decision: Answer | Refused | Limited
     ) -> int:
-        """Store, then answer: the flow's accept answer, or with a status URL when the caller
-        asked (``Prefer``) or a sync worker handed over (``delivery_id`` given)."""
-        now = time.time()
-        tracked = prefer is not None or delivery_id is not None
-        delivery_id = delivery_id or new_id()
-        request = Request(
-            id=delivery_id,
-            request_id=request_id,
-            flow_id=flow.id,
-            method=scope["method"],
-            path=sub_path,
-            query=scope.get("query_string", b"").decode("latin-1"),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
-            body=body,
-            source=address,
-            received_at=now,
-        )
-        request.routes = guard.router.routes(request)
-        key = guard.dedupe_key(scope["headers"], body)
-        wait = _wait(flow, prefer)
-        answered = self.waiters.expect(delivery_id) if wait else None
-        try:
-            with self.tracing.span("hookgate.store.enqueue") as span:
-                accepted = await self.store.enqueue(
-                    request,
-                    dedupe_key=key,
-                    dedupe_until=now + flow.spec.dedupe_window,
-                    max_queued=flow.spec.max_queued,
-                    status_token=new_status_token() if tracked else None,
-                )
-                span.set("hookgate.delivery_id", accepted.delivery_id)
-        except StoreFull:
-            self.waiters.forget(delivery_id)
-            await _error(
-                send, 503, "queue full, retry later", request.request_id, [(b"retry-after", b"5")]
+        """Answer a request the flow's guard did not admit, counted and logged by kind."""
+        if isinstance(decision, Limited):
+            retry_after = [(b"retry-after", decision.retry_after)]
+            return await _error(send, 429, "rate limit exceeded", request_id, retry_after)
+        if isinstance(decision, Refused):
+            self.metrics.auth_failures.labels(flow.name, decision.reason).inc()
+            log.warning(
+                "request refused", flow=flow.name, request=request_id, reason=decision.reason
             )
-            return 503
-        except StoreError:
-            self.waiters.forget(delivery_id)
-            await _error(
-                send,
-                503,
-                "cannot store the request now, retry later",
-                request.request_id,
-                [(b"retry-after", RETRY_AFTER_STORE)],
-            )
-            return 503
-        except asyncio.CancelledError:
-            self.waiters.forget(delivery_id)
-            raise
-        if not accepted.duplicate:
-            # A delayed delivery wakes its lane when it is due (a timer per due time).
-            for at in {None} if request.routes is None else {r.due_at for r in request.routes}:
-                self.on_accepted(flow.id, at)
-        origin = guard.allowed_origin(scope["headers"])
-        if answered is not None:
-            answer = await self._waited(answered, delivery_id, wait, duplicate=accepted.duplicate)
-            if answer is not None:
-                await _respond_with(send, answer, accepted.request_id, origin)
-                return answer.status
-        headers = _accept_headers(accepted.request_id, origin)
-        if tracked and accepted.status_token is not None:
-            headers.append((b"location", (STATUS_PATH + accepted.status_token).encode()))
-            if prefer is not None and prefer.respond_async:
-                headers.append((b"preference-applied", b"respond-async"))
-        elif not tracked and flow.spec.accept is not None:
-            custom = self._accept_answer(flow, flow.spec.accept)
-            await _respond(
-                send,
-                custom.status,
-                custom.body(accepted.request_id),
-                [*headers, *custom.headers],
-                content_type=custom.content_type,
-            )
-            return custom.status
+            return await _error(send, 401, "unauthorized", request_id)
+        handshaken(decision, flow, request_id, metrics=self.metrics, events=self.events)
         await _respond(
             send,
-            202,
-            b'{"requestId":' + _encode(accepted.request_id) + b',"status":"accepted"}',
-            headers,
+            decision.status,
+            decision.body,
+            [*decision.headers],
+            content_type=decision.content_type,
         )
-        return 202
-
-    def _accept_answer(self, flow: Flow, accept: Accept) -> AcceptAnswer:
-        cached = self._accepts.get(flow.id)
-        if cached is None or cached[0] is not accept:
-            cached = self._accepts[flow.id] = (accept, accept_answer(accept))
-        return cached[1]
-
-    async def _waited(
-        self,
-        answered: asyncio.Future[Answer | None],
-        delivery_id: str,
-        wait: float,
-        *,
-        duplicate: bool,
-    ) -> Answer | None:
-        """``Prefer: wait``: the worker's answer if it comes within ``wait`` seconds. A
-        duplicate is not delivered again: its caller is answered at once."""
-        try:
-            if duplicate:
-                return None
-            async with asyncio.timeout(wait):
-                return await answered
-        except TimeoutError:
-            return None
-        finally:
-            self.waiters.forget(delivery_id)
-
-    async def _status(
-        self, scope: Scope, send: Send, token: str, request_id: str, address: str
-    ) -> None:
-        """``GET /hook/-/status/{token}``: the uniform 404 for anything but a live token of a
-        running flow, so tokens and flows cannot be probed."""
-        progress = None
-        if scope["method"] in ("GET", "HEAD") and 0 < len(token) <= 64:
-            try:
-                progress = await self.store.progress(token)
-            except StoreError:
-                await _error(
-                    send, 503, "cannot read the status now, retry later", request_id, _RETRY
-                )
-                return
-        flow = None if progress is None else self.registry.get(progress.flow_id)
-        if progress is None or flow is None or not flow.running:
-            await self.guards.miss(address)
-            await _error(send, 404, "not found", request_id)
-            return
-        await _respond(
-            send,
-            200,
-            status_document(progress),
-            [(b"x-request-id", progress.request_id.encode()), *_NO_STORE],
-            head=scope["method"] == "HEAD",
-        )
-
-    async def _unauthorized(self, flow: Flow, send: Send, request_id: str, reason: str) -> int:
-        self.metrics.auth_failures.labels(flow.name, reason).inc()
-        log.warning("request refused", flow=flow.name, request=request_id, reason=reason)
-        await _error(send, 401, "unauthorized", request_id)
-        return 401
+        return decision.status
 
 
 def _preference(headers: list[tuple[bytes, bytes]]) -> Preference | None:
@@ -525,42 +367,6 @@ def _respond_async(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the caller prefers a stored request: its body must be buffered, not streamed."""
     prefer = _preference(headers)
     return prefer is not None and prefer.respond_async
-
-
-def _wait(flow: Flow, prefer: Preference | None) -> float:
-    """Seconds an async flow's caller waits for the worker's answer (``Prefer: wait``), 0: none."""
-    if prefer is None or prefer.wait is None or flow.mode is not Mode.ASYNC:
-        return 0.0
-    return min(prefer.wait, flow.spec.max_wait)
-
-
-async def _respond_with(send: Send, answer: Answer, request_id: str, origin: bytes | None) -> None:
-    """The worker's answer, as it gave it (``Prefer: wait``), with the request id."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
-    if not any(k == b"x-request-id" for k, _ in headers):
-        headers.append((b"x-request-id", request_id.encode()))
-    if origin is not None:
-        headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-    headers.append((b"content-length", str(len(answer.body)).encode()))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-def _accept_headers(request_id: str, origin: bytes | None) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-request-id", request_id.encode())]
-    if origin is not None:
-        headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-    return headers
-
-
-async def _rate_limited(guard: FlowGuard, send: Send, request_id: str) -> int | None:
-    """Charged only for admitted requests, so strangers cannot drain a flow's bucket."""
-    wait = guard.rate_limited()
-    if wait is None:
-        return None
-    retry_after = str(max(1, round(wait + 0.5))).encode()
-    await _error(send, 429, "rate limit exceeded", request_id, [(b"retry-after", retry_after)])
-    return 429
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:

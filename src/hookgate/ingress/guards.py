@@ -27,6 +27,21 @@ log = logs.get("hookgate.ingress")
 Headers = list[tuple[bytes, bytes]]
 
 
+class Refused(msgspec.Struct, frozen=True):
+    """Credentials refused (401); ``reason`` is ``scheme:reason``, safe to log and count."""
+
+    reason: str
+
+
+class Limited(msgspec.Struct, frozen=True):
+    """Over the flow's rate limit (429), with the ``Retry-After`` value to send."""
+
+    retry_after: bytes
+
+
+Decision = Answer | Refused | Limited | None
+
+
 class FlowGuard:
     def __init__(self, spec: FlowSpec) -> None:
         self.spec = spec
@@ -48,10 +63,6 @@ class FlowGuard:
             if cors.allow_headers:
                 allowed = ", ".join(cors.allow_headers).encode()
                 self.cors_headers.append((b"access-control-allow-headers", allowed))
-
-    def rate_limited(self) -> float | None:
-        """Seconds to wait before the next request is allowed, or None if it is allowed now."""
-        return self.bucket.take(time.monotonic()) if self.bucket else None
 
     def allowed_origin(self, headers: Headers) -> bytes | None:
         """The caller's ``Origin`` when the flow's CORS settings allow it."""
@@ -76,23 +87,34 @@ class FlowGuard:
             return []
         return [(b"access-control-allow-origin", origin), *self.cors_headers]
 
-    def check(self, scope: dict[str, Any], body: bytes, address: str) -> str | None:
-        """The reason for refusing the request, or None when admitted."""
-        if not self.enabled:
-            return None
-        rejection = self.auth.check(_request(scope, body, address or None))
-        return None if rejection is None else f"{rejection.scheme}:{rejection.reason}"
+    def admit(
+        self,
+        scope: dict[str, Any],
+        body: bytes,
+        address: str,
+        request_id: str,
+        *,
+        handshake: bool = True,
+    ) -> Decision:
+        """One decision per request, in order: a provider's URL handshake answered here, a
+        refusal of its credentials, a refusal of its rate, or ``None``: admitted. The rate is
+        charged to admitted requests only, so strangers cannot drain a flow's bucket."""
+        if self.enabled:
+            if handshake and (answer := self._handshake(scope, body, request_id)) is not None:
+                return answer
+            rejection = self.auth.check(_request(scope, body, address or None))
+            if rejection is not None:
+                return Refused(f"{rejection.scheme}:{rejection.reason}")
+        if self.bucket is not None and (wait := self.bucket.take(time.monotonic())) is not None:
+            return Limited(str(max(1, round(wait + 0.5))).encode())
+        return None
 
     def dedupe_key(self, headers: Headers, body: bytes) -> str | None:
         return self.auth.dedupe_key(headers, body)
 
-    def handshake(self, scope: dict[str, Any], body: bytes, request_id: str) -> Answer | None:
-        """The answer to a provider's URL handshake, None for any other request.
-
-        A refusal carries the usual error body, so it reads like any other refused request.
-        """
-        if not self.enabled:
-            return None
+    def _handshake(self, scope: dict[str, Any], body: bytes, request_id: str) -> Answer | None:
+        """A refused handshake carries the usual error body, so it reads like any other
+        refused request."""
         answer = self.auth.handshake(_request(scope, body, None))
         if answer is None or answer.outcome == ANSWERED:
             return answer
