@@ -15,17 +15,15 @@ stores the request for an async delivery.
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
 from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
 from hookgate.asgi import Body, BodyTooLarge, CallerGone, Receive, Scope, Send, SpooledBody, error
-from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import HOP_BY_HOP, forward_headers
 from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
+from hookgate.proxy.line import WaitLine
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.tracing import Tracing
 from hookgate.transport.base import Upstream, WorkerTransport
@@ -37,77 +35,13 @@ SMALL_ANSWER = 256 * 1024
 _RETRY = [(b"retry-after", b"1")]
 
 
-class _Lane:
-    """Outstanding requests per endpoint of one flow, and the callers waiting for a slot.
-
-    A waiter is a future, in arrival order, that is given the endpoint whose slot it now holds:
-    a freed slot goes straight to the longest-waiting caller, so none can be lost or taken by a
-    newcomer, and leaving the line (timeout, hang-up) is O(1). Each waiter has its deadline
-    (``queue_timeout``); one timer per line, at the earliest, turns away those whose wait ran
-    out: a timer per caller would cost one set and cancelled for nearly every request under load.
-    """
-
-    def __init__(self, flow: Flow) -> None:
-        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
-        self.concurrency = flow.spec.concurrency
-        self.waiters: collections.OrderedDict[asyncio.Future[Endpoint | None], float] = (
-            collections.OrderedDict()
-        )
-        self.recheck: asyncio.TimerHandle | None = None
-        self.expiry: asyncio.TimerHandle | None = None
-        self.ordered = True
-        """Whether deadlines follow arrival order (they do unless ``queue_timeout`` was lowered
-        while callers waited): then the first waiter still inside its wait is the earliest."""
-
-    def join(
-        self,
-        turn: asyncio.Future[Endpoint | None],
-        deadline: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        if not self.waiters:
-            self.ordered = True
-        elif deadline < next(reversed(self.waiters.values())):
-            self.ordered = False
-        self.waiters[turn] = deadline
-        if self.expiry is None or self.expiry.when() > deadline:
-            if self.expiry is not None:
-                self.expiry.cancel()
-            self.expiry = loop.call_at(deadline, self._expire, loop)
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The waits that ran out leave the line with no slot; the timer moves to the next."""
-        self.expiry = None
-        now = loop.time()
-        following: float | None = None
-        for turn, deadline in self.waiters.items():
-            if turn.done():
-                continue
-            if deadline <= now:
-                turn.set_result(None)
-                continue
-            if following is None or deadline < following:
-                following = deadline
-            if self.ordered:
-                break
-        if following is not None:
-            self.expiry = loop.call_at(following, self._expire, loop)
-
-    def measure(self, endpoint: Endpoint, busy: bool, *, overloaded: bool) -> None:
-        """A worker's answer (or timeout) for its limiter; a ``429``/``503`` or a timeout
-        lowers it at once."""
-        self.slots.measured(
-            endpoint, busy=busy, overloaded=overloaded, everyone=False, now=time.monotonic()
-        )
-
-
 class SyncProxy:
     def __init__(self, *, runtime: Runtime, transport: WorkerTransport, max_waiting: int) -> None:
         self.runtime = runtime
         self.transport = transport
         self.max_waiting = max_waiting
         self.waiting = 0
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, WaitLine] = {}
 
     def inflight(self, endpoint: Endpoint) -> int:
         return sum(lane.slots.inflight.get(endpoint, 0) for lane in self._lanes.values())
@@ -196,17 +130,17 @@ class SyncProxy:
         return await _fail(send, 502, f"the flow's worker failed: {exc}", request_id)
 
     # choosing a worker -------------------------------------------------------------------
-    def _lane(self, flow: Flow) -> _Lane:
+    def _lane(self, flow: Flow) -> WaitLine:
         lane = self._lanes.get(flow.id)
         if lane is None:
-            lane = self._lanes[flow.id] = _Lane(flow)
+            lane = self._lanes[flow.id] = WaitLine(flow)
         elif lane.concurrency != flow.spec.concurrency:
             lane.concurrency = flow.spec.concurrency
             lane.slots.reset(pinned=flow.spec.pinned() is not None)
         return lane
 
     def _pick(
-        self, flow: Flow, lane: _Lane, *, exclude: Collection[Endpoint] = ()
+        self, flow: Flow, lane: WaitLine, *, exclude: Collection[Endpoint] = ()
     ) -> Endpoint | None:
         """The ready endpoint with the fewest requests per slot that has a free one (ties go
         round-robin, so equally idle replicas share even sequential callers)."""
@@ -214,7 +148,7 @@ class SyncProxy:
         lane.slots.forget(endpoints)
         return lane.slots.pick(endpoints, exclude=exclude)
 
-    async def _slot(self, flow: Flow, lane: _Lane) -> Endpoint | None:
+    async def _slot(self, flow: Flow, lane: WaitLine) -> Endpoint | None:
         """A slot at once, or one handed over in line within ``queue_timeout``; None when the
         wait ran out or the gateway already holds ``max_waiting`` waiting callers."""
         # Newcomers queue behind callers already waiting, so the wait is first come first served.
@@ -240,7 +174,7 @@ class SyncProxy:
             self.waiting -= 1
             lane.waiters.pop(turn, None)
 
-    def _recheck(self, flow: Flow, lane: _Lane) -> None:
+    def _recheck(self, flow: Flow, lane: WaitLine) -> None:
         """While callers wait, look again now and then: a replica may have become ready.
 
         One timer per line, not per caller: 10,000 waiters must not mean 40,000 looks a second.
@@ -250,7 +184,7 @@ class SyncProxy:
         if lane.waiters:
             lane.recheck = asyncio.get_running_loop().call_later(RECHECK, self._recheck, flow, lane)
 
-    def _admit(self, flow: Flow, lane: _Lane) -> None:
+    def _admit(self, flow: Flow, lane: WaitLine) -> None:
         """Hand free slots to the longest-waiting callers, one each (FIFO, no herd)."""
         while lane.waiters:
             turn = next(iter(lane.waiters))
@@ -264,7 +198,7 @@ class SyncProxy:
             del lane.waiters[turn]
             turn.set_result(endpoint)
 
-    def _release(self, flow: Flow, lane: _Lane, endpoint: Endpoint) -> None:
+    def _release(self, flow: Flow, lane: WaitLine, endpoint: Endpoint) -> None:
         lane.slots.release(endpoint)
         self._admit(flow, lane)
 
