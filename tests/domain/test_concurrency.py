@@ -43,6 +43,16 @@ def test_a_worker_that_never_queues_gets_up_to_the_ceiling() -> None:
     assert limits[-1] >= CEILING * 0.8
 
 
+def test_a_fast_worker_is_found_in_a_few_windows_by_doubling() -> None:
+    """The slow start: until growing stops paying, each step doubles (16, 32, 64, 128…), so a
+    worker that takes 200 at once is reached within ~20,000 requests (the 1.25 steps alone
+    took ~62,000, over a second of backlog for a fast worker)."""
+    limits = drain(Limiter(), parallel=256, service=0.002, requests=20_000)
+    assert max(limits) >= 200
+    steps = [limit for i, limit in enumerate(limits) if i == 0 or limits[i - 1] != limit]
+    assert steps[:4] == [INITIAL, INITIAL * 2, INITIAL * 4, INITIAL * 8]
+
+
 def test_overload_halves_at_once_and_never_goes_below_the_floor() -> None:
     limiter = Limiter()
     assert limiter.limit == INITIAL

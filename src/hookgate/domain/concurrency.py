@@ -3,7 +3,9 @@
 ``concurrency: auto`` (the default) climbs the throughput curve. The limit moves one step (a
 factor of 1.25, at least 1) after three windows of completed requests (each at least 16
 requests, at least the limit, and at least 50 ms; the best of the three counts, since a stall
-only ever lowers a window's figure), and keeps its direction while that pays off. Going up
+only ever lowers a window's figure), and keeps its direction while that pays off. Until it
+first stops paying off, each step doubles instead (a slow start, as TCP's), and the doubling
+that did not pay is undone: a fast worker reaches 128 in three steps, not in ten. Going up
 pays off when throughput grows by ≥ 5 %; going down pays off while throughput stays within
 5 % of the best recently seen (the same work with fewer requests waiting inside the worker).
 So a worker that serves N requests at once settles around N, and a fast worker gets as many
@@ -23,6 +25,7 @@ CEILING = 256
 """``auto`` never gives one worker more than this many requests at a time."""
 INITIAL = 16
 STEP = 1.25
+START_STEP = 2.0
 GAIN = 1.05
 MIN_WINDOW = 16
 MIN_WINDOW_S = 0.05
@@ -104,16 +107,22 @@ class Limiter:
         self._new_window(now)
 
     def _step(self, throughput: float) -> None:
+        overshot = False
         if self.throughput:
             if self.rising:
                 self.rising = throughput >= self.throughput * GAIN
+                overshot = not self.rising and not self.settled
                 self.settled = self.settled or not self.rising
             else:
                 self.rising = throughput * GAIN < self.best
         self.throughput = throughput
         self.best = max(self.best * FORGET, throughput)
-        if self.rising:
-            grown = max(self.limit + 1, math.floor(self.limit * STEP))
+        if overshot:
+            # The slow start's last doubling did not pay: back to the limit before it.
+            self.limit = max(FLOOR, math.ceil(self.limit / START_STEP))
+        elif self.rising:
+            step = STEP if self.settled else START_STEP
+            grown = max(self.limit + 1, math.floor(self.limit * step))
             self.limit = min(self.ceiling, grown)
             self.settled = self.settled or self.limit >= self.ceiling
         else:
