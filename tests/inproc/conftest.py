@@ -15,14 +15,17 @@ import pytest
 
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.dispatch.dispatcher import Dispatcher, SenderFactory
+from hookgate.dispatch.hooks import delivery_hooks
 from hookgate.domain.deliveries import Delivery, Request, State, new_id
 from hookgate.domain.flows import Flow, spec_from_object
 from hookgate.domain.routing import Router
+from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.memory import App, MemoryRuntime, Network
 from hookgate.store.base import DeliveryFilter
 from hookgate.store.memory import MemoryStore
+from hookgate.tracing import Tracing
 from hookgate.transport.memory import MemoryTransport
 
 BIG = 10**12
@@ -71,7 +74,7 @@ class Rig:
             store=self.store,
             runtime=self.runtime,
             transport=self.transport,
-            metrics=Metrics(),
+            hooks=delivery_hooks(metrics=Metrics(), events=EventHub(), tracing=Tracing()),
             senders=senders,
         )
         self.registry.subscribe(self.dispatcher.flow_changed)
