@@ -60,12 +60,7 @@ class Seen(DeliveryHook):
         self._note(delivery, f"judged {outcome.value}")
 
     def recorded(
-        self,
-        lane: DeliveringLane,
-        delivery: Delivery,
-        reply: Reply,
-        outcome: Verdict,
-        attempt: Attempt,
+        self, lane: DeliveringLane, delivery: Delivery, outcome: Verdict, attempt: Attempt
     ) -> None:
         self._note(delivery, f"recorded {outcome.value} {attempt.status_code}")
 

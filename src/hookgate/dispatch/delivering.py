@@ -152,12 +152,7 @@ class DeliveringLane(abc.ABC):
         try:
             await self.owner.store.filter_out(delivery, attempt)
         except StoreError as exc:
-            log.error(
-                "cannot record a filtered delivery; the lease will expire and it is judged again",
-                flow=self.flow.name,
-                delivery=delivery.id,
-                error=str(exc),
-            )
+            self._unrecorded("a filtered delivery", "judged again", delivery, exc)
             return
         if delivery.order_key is not None:
             self.notify()  # the next delivery of its key may go now
@@ -170,6 +165,15 @@ class DeliveringLane(abc.ABC):
         for hook in reversed(self.owner.send_hooks):
             send = functools.partial(hook.around_send, self, delivery, endpoint, send)
         return send()
+
+    def _unrecorded(self, what: str, then: str, delivery: Delivery, exc: StoreError) -> None:
+        """The store refused to record: the lease expires and the delivery comes back."""
+        log.error(
+            f"cannot record {what}; the lease will expire and it is {then}",
+            flow=self.flow.name,
+            delivery=delivery.id,
+            error=str(exc),
+        )
 
     async def _send(
         self, endpoint: Endpoint, delivery: Delivery, snapshot: bytes | None, keep_body: int
@@ -261,12 +265,7 @@ class DeliveringLane(abc.ABC):
             if delivery.order_key is not None and outcome is not Verdict.RETRY:
                 self.notify()  # the next delivery of its key may go now
         except StoreError as exc:
-            log.error(
-                "cannot record delivery outcome; the lease will expire and it is retried",
-                flow=self.flow.name,
-                delivery=delivery.id,
-                error=str(exc),
-            )
+            self._unrecorded("delivery outcome", "retried", delivery, exc)
         # Once the store has the outcome, so readers see it.
         for hook in hooks:
-            hook.recorded(self, delivery, reply, outcome, attempt)
+            hook.recorded(self, delivery, outcome, attempt)

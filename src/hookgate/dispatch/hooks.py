@@ -58,12 +58,7 @@ class DeliveryHook:
         """The verdict on an answer that took ``took`` seconds, before the store has it."""
 
     def recorded(
-        self,
-        lane: DeliveringLane,
-        delivery: Delivery,
-        reply: Reply,
-        outcome: Verdict,
-        attempt: Attempt,
+        self, lane: DeliveringLane, delivery: Delivery, outcome: Verdict, attempt: Attempt
     ) -> None:
         """The outcome is in the store (or the store refused it and the lease will expire)."""
 
@@ -92,12 +87,7 @@ class EventsHook(DeliveryHook):
         self.events = events
 
     def recorded(
-        self,
-        lane: DeliveringLane,
-        delivery: Delivery,
-        reply: Reply,
-        outcome: Verdict,
-        attempt: Attempt,
+        self, lane: DeliveringLane, delivery: Delivery, outcome: Verdict, attempt: Attempt
     ) -> None:
         self.events.publish(
             "delivery",
@@ -107,8 +97,8 @@ class EventsHook(DeliveryHook):
             deliveryId=delivery.id,
             requestId=delivery.request_id,
             attempt=delivery.attempts,
-            status=reply.status,
-            error=reply.error,
+            status=attempt.status_code,
+            error=attempt.error,
             outcome=outcome.value,
             ms=attempt.duration_ms,
             answer=attempt.response,
