@@ -26,6 +26,7 @@ from hookgate.config import TOKEN_FILE, Settings, admin_token, prepare_data_dir
 from hookgate.console import Console
 from hookgate.destinations.open import check_destination
 from hookgate.dispatch import Dispatcher
+from hookgate.dispatch.hooks import delivery_hooks
 from hookgate.dispatch.scheduler import Scheduler
 from hookgate.dispatch.waiters import Waiters
 from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
@@ -88,13 +89,11 @@ class Gateway:
         waiters = Waiters()
         self.dispatcher = Dispatcher(
             waiters=waiters,
-            events=self.events,
+            hooks=delivery_hooks(metrics=self.metrics, events=self.events, tracing=self.tracing),
             registry=self.registry,
             store=self.store,
             runtime=self.runtime,
             transport=self.transport,
-            metrics=self.metrics,
-            tracing=self.tracing,
         )
         self.scheduler = Scheduler(
             registry=self.registry, store=self.store, notify=self.dispatcher.notify

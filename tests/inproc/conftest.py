@@ -8,21 +8,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.dispatch.dispatcher import Dispatcher, SenderFactory
+from hookgate.dispatch.hooks import DeliveryHook, delivery_hooks
 from hookgate.domain.deliveries import Delivery, Request, State, new_id
 from hookgate.domain.flows import Flow, spec_from_object
 from hookgate.domain.routing import Router
+from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.memory import App, MemoryRuntime, Network
 from hookgate.store.base import DeliveryFilter
 from hookgate.store.memory import MemoryStore
+from hookgate.tracing import Tracing
 from hookgate.transport.memory import MemoryTransport
 
 BIG = 10**12
@@ -57,7 +60,12 @@ def worker_app(handler: Handler) -> App:
 class Rig:
     """The machinery one gateway builds, minus its listeners."""
 
-    def __init__(self, handler: Handler = ok, senders: SenderFactory | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler = ok,
+        senders: SenderFactory | None = None,
+        hooks: Sequence[DeliveryHook] = (),
+    ) -> None:
         self.handler = handler
         self.store = MemoryStore(max_queued_bytes=BIG)
         self.registry = FlowRegistry(self.store)
@@ -71,7 +79,10 @@ class Rig:
             store=self.store,
             runtime=self.runtime,
             transport=self.transport,
-            metrics=Metrics(),
+            hooks=(
+                *delivery_hooks(metrics=Metrics(), events=EventHub(), tracing=Tracing()),
+                *hooks,
+            ),
             senders=senders,
         )
         self.registry.subscribe(self.dispatcher.flow_changed)
@@ -123,8 +134,12 @@ class Rig:
 async def make_rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     rigs: list[Rig] = []
 
-    async def make(handler: Handler = ok, senders: SenderFactory | None = None) -> Rig:
-        rig = Rig(handler, senders)
+    async def make(
+        handler: Handler = ok,
+        senders: SenderFactory | None = None,
+        hooks: Sequence[DeliveryHook] = (),
+    ) -> Rig:
+        rig = Rig(handler, senders, hooks)
         await rig.store.open()
         await rig.registry.load()
         rigs.append(rig)

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hookgate import logs
 from hookgate.destinations.base import Sender
+from hookgate.dispatch.hooks import DeliveryHook
 from hookgate.dispatch.lane import Lane
 from hookgate.dispatch.sender_lane import SenderLane
 from hookgate.dispatch.waiters import Waiters
 from hookgate.domain.destinations import Destination
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import ConfigError, StoreError
-from hookgate.events import EventHub
-from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Endpoint, Runtime
 from hookgate.store.base import QueueStats, Store
-from hookgate.tracing import Tracing
 from hookgate.transport.base import WorkerTransport
 
 log = logs.get("hookgate.dispatch")
@@ -70,20 +68,19 @@ class Dispatcher:
         store: Store,
         runtime: Runtime,
         transport: WorkerTransport,
-        metrics: Metrics,
-        events: EventHub | None = None,
-        tracing: Tracing | None = None,
+        hooks: Sequence[DeliveryHook] = (),
         waiters: Waiters | None = None,
         senders: SenderFactory | None = None,
     ) -> None:
-        self.events = events or EventHub()
+        self.hooks = tuple(hooks)
+        """What the lanes tell at each step of a delivery (``dispatch.hooks``)."""
+        self.send_hooks = tuple(hook for hook in self.hooks if hook.wraps_sends)
+        """Those that wrap each send: while there is one, no delivery is sent in a group."""
         self.waiters = waiters or Waiters()
-        self.tracing = tracing or Tracing()
         self.registry = registry
         self.store = store
         self.runtime = runtime
         self.transport = transport
-        self.metrics = metrics
         self.flows: dict[str, dict[str, Lane]] = {}
         """Per flow id, its lanes by destination name."""
         self.senders = senders or _open_sender

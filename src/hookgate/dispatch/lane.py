@@ -5,9 +5,9 @@
 worker (a pinned number, or the limit ``domain.concurrency`` finds by measuring), and scales
 to zero after ``idle_timeout`` without work. ``SenderLane`` (``dispatch.sender_lane``) sends
 to a URL or a broker through a ``Sender``, with the same limiter on one virtual endpoint.
-What an answer means (done, retry when, dead) is decided by the pure rules in
-``domain.backoff``; a destination's ``rate_limit`` is a token bucket in the store
-(``domain.pacing``), its ``Retry-After`` pauses are the lane's.
+Leasing and pacing are here; sending and recording are ``dispatch.delivering``'s. A
+destination's ``rate_limit`` is a token bucket in the store (``domain.pacing``), its
+``Retry-After`` pauses are the lane's.
 """
 
 from __future__ import annotations
@@ -19,22 +19,14 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from hookgate import logs
-from hookgate.domain.answers import answer_of
-from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verdict
-from hookgate.domain.concurrency import Slots
-from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
-from hookgate.domain.destinations import Destination, RetryPolicy
-from hookgate.domain.filters import Filter
+from hookgate.dispatch.delivering import DeliveringLane
+from hookgate.domain.deliveries import Delivery
+from hookgate.domain.destinations import Destination
 from hookgate.domain.flows import Flow, Mode
-from hookgate.domain.forwarding import Reply, outbound
-from hookgate.domain.routing import filters, unmet
-from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of
+from hookgate.domain.forwarding import Reply
 from hookgate.errors import StoreError
 from hookgate.runtime.base import Endpoint
-from hookgate.tracing import TRACE_HEADERS, Attributes
 
 if TYPE_CHECKING:
     from hookgate.dispatch.dispatcher import Dispatcher
@@ -48,44 +40,18 @@ RESYNC = 2.0
 STORE_BACKOFF = 1.0
 
 
-def overloaded(reply: Reply) -> bool:
-    """A worker that says it has too much, or does not answer in time."""
-    return reply.status in (429, 503) or reply.timed_out
-
-
-def _trace_headers(delivery: Delivery) -> list[tuple[bytes, bytes]]:
-    """The stored request's ``traceparent``: the request span it was accepted under."""
-    pairs = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in delivery.headers]
-    return [(k, v) for k, v in pairs if k in TRACE_HEADERS]
-
-
-def _span_attributes(flow: Flow, delivery: Delivery, endpoint: Endpoint) -> Attributes:
-    """Built only when tracing is on: the drain path does not pay for it otherwise."""
-    return {
-        "hookgate.flow": flow.name,
-        "hookgate.delivery_id": delivery.id,
-        "hookgate.attempt": delivery.attempts,
-        "server.address": endpoint.host,
-        "server.port": endpoint.port,
-    }
-
-
-class Lane:
+class Lane(DeliveringLane):
     """The delivery loop of one destination: the flow's own workers."""
 
     def __init__(self, owner: Dispatcher, flow: Flow, destination: Destination) -> None:
-        self.owner = owner
-        self.flow = flow
-        self.destination = destination
+        super().__init__(owner, flow, destination)
         self.paused_until = 0.0
         """This gateway's pause on the destination (``Retry-After``); the rate is the store's."""
         self.bucket = f"{flow.id}/{destination.name}"
-        self.wake = asyncio.Event()
         self.pending = False
         self.timers: list[float] = []
         """When work falls due (a heap): every retry's time is kept, not only the earliest,
         or a later one would be forgotten once the earliest fired."""
-        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
         self.tasks: set[asyncio.Task[None]] = set()
         self.idle_since = time.monotonic()
         self.wanted = 0
@@ -113,10 +79,6 @@ class Lane:
     @property
     def busy(self) -> int:
         return self.slots.busy
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self.destination.retry or self.flow.spec.retry
 
     def endpoints(self) -> list[Endpoint]:
         """Where deliveries can go now: the flow's ready workers."""
@@ -258,42 +220,6 @@ class Lane:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _plain(self, delivery: Delivery) -> bool:
-        """A delivery that may share a pipelined write with others (to a worker that answers
-        fast, ``WorkerTransport.pipelining``): no poll run, no caller waiting for its answer,
-        no span to record, no filter to judge first."""
-        return (
-            delivery.source != POLL_SOURCE
-            and delivery.status_token is None
-            and not self.owner.tracing.enabled
-            and self.flow.spec.filter is None
-            and self.destination.filter is None
-        )
-
-    async def _deliver_many(self, endpoint: Endpoint, group: list[tuple[Delivery, bool]]) -> None:
-        """Plain deliveries to one endpoint in one pipelined exchange (``send_many``). Their
-        slots are free once the worker has answered: the outcomes are written (together, in
-        one store frame) while the next batch is already on its way, instead of every slot
-        waiting for a commit."""
-        started, clock = time.time(), time.perf_counter()
-        spec = self.flow.spec
-        try:
-            requests = [outbound(delivery, spec.delivery) for delivery, _ in group]
-            replies = await self.owner.transport.send_many(endpoint, requests, timeout=spec.timeout)
-            for (_, busy), reply in zip(group, replies, strict=True):
-                self._measured(endpoint, reply, busy)
-        finally:
-            for _ in group:
-                self.slots.release(endpoint)
-            self.wake.set()
-        took = time.perf_counter() - clock
-        await asyncio.gather(
-            *(
-                self._record(delivery, reply, started, took)
-                for (delivery, _), reply in zip(group, replies, strict=True)
-            )
-        )
-
     async def _allowed(self, free: int, now: float) -> int:
         """How many deliveries may start now: none while paused, else what the destination's
         rate limit (a bucket in the store, shared by every gateway) grants."""
@@ -341,191 +267,6 @@ class Lane:
             return
         for delivery in batch:
             await self._record(delivery, Reply(status=None, error=reason), now, 0.0)
-
-    async def _deliver(self, delivery: Delivery, endpoint: Endpoint, busy: bool) -> None:
-        owner, flow = self.owner, self.flow
-        poll = delivery.source == POLL_SOURCE
-        started, clock = time.time(), time.perf_counter()
-        held = True
-        try:
-            where = filters(flow.spec, self.destination)
-            if where and not poll and (unwanted := unmet(where, delivery)) is not None:
-                await self._filtered(delivery, unwanted, started)
-                return
-            snapshot = await owner.store.snapshot(flow.id) if poll else None
-            traced = owner.tracing.enabled
-            with owner.tracing.span(
-                "hookgate.deliver",
-                kind="client",
-                parent=_trace_headers(delivery) if traced else None,
-                attributes=_span_attributes(flow, delivery, endpoint) if traced else None,
-            ) as span:
-                keep = MAX_SNAPSHOT + 1 if poll else flow.spec.max_answer + 1
-                reply = await self._send(
-                    endpoint, delivery, snapshot, keep if poll or delivery.status_token else 0
-                )
-                if reply.status is not None:
-                    span.set("http.response.status_code", reply.status)
-                if reply.error is not None or (reply.status or 500) >= 400:
-                    span.fail(reply.error or f"the worker answered {reply.status}")
-            self._measured(endpoint, reply, busy)
-            took = time.perf_counter() - clock
-            if poll:
-                if reply.status is not None and 200 <= reply.status < 300:
-                    # Saved before the run counts as done, so the next run always gets it.
-                    await self._keep_snapshot(reply)
-            else:
-                # The destination has answered: its slot is free while the outcome is written
-                # (the lease still guards the delivery), as for a pipelined group.
-                held = False
-                self.slots.release(endpoint)
-                self.wake.set()
-            await self._record(delivery, reply, started, took)
-        except StoreError as exc:
-            log.warning(
-                "store unavailable for a poll run; it is retried", flow=flow.name, error=str(exc)
-            )
-        finally:
-            if held:
-                self.slots.release(endpoint)
-                self.wake.set()
-
-    async def _filtered(self, delivery: Delivery, unwanted: Filter, started: float) -> None:
-        """Recorded, not sent: the attempt says which filter did not hold (the verdict the
-        console and the API show)."""
-        attempt = Attempt(
-            number=delivery.attempts,
-            started_at=started,
-            duration_ms=0.0,
-            response=f"filtered: {unwanted.source} did not hold",
-        )
-        self.owner.metrics.filtered.labels(self.flow.name, self.destination.name).inc()
-        try:
-            await self.owner.store.filter_out(delivery, attempt)
-        except StoreError as exc:
-            log.error(
-                "cannot record a filtered delivery; the lease will expire and it is judged again",
-                flow=self.flow.name,
-                delivery=delivery.id,
-                error=str(exc),
-            )
-            return
-        if delivery.order_key is not None:
-            self.notify()  # the next delivery of its key may go now
-
-    async def _send(
-        self, endpoint: Endpoint, delivery: Delivery, snapshot: bytes | None, keep_body: int
-    ) -> Reply:
-        """To a worker: the request built here (with the trace context when tracing is on)."""
-        request = outbound(delivery, self.flow.spec.delivery, snapshot)
-        if self.owner.tracing.enabled:
-            request = msgspec.structs.replace(
-                request, headers=self.owner.tracing.propagate(request.headers)
-            )
-        return await self.owner.transport.send(
-            endpoint, request, timeout=self.flow.spec.timeout, keep_body=keep_body
-        )
-
-    def _measured(self, endpoint: Endpoint, reply: Reply, busy: bool) -> None:
-        """Feed the answer to the limiter: an overloaded worker lowers it at once, and a
-        ``Retry-After`` lowers it for every worker of the flow (the flow's backend is full)."""
-        self.slots.measured(
-            endpoint,
-            busy=busy,
-            overloaded=overloaded(reply),
-            everyone=reply.header("retry-after") is not None,
-            now=time.monotonic(),
-        )
-
-    async def _keep_snapshot(self, reply: Reply) -> None:
-        """A poll run's 2xx answer may carry the snapshot for the next run; garbage is ignored.
-
-        An empty answer (a 204: nothing new) is the usual idle run and is not logged.
-        """
-        snapshot = snapshot_of(reply.body)
-        if snapshot is None:
-            if reply.body:
-                log.info(
-                    "poll run returned no usable snapshot; the previous one is kept",
-                    flow=self.flow.name,
-                )
-            return
-        await self.owner.store.set_snapshot(self.flow.id, snapshot)
-
-    async def _record(self, delivery: Delivery, reply: Reply, started: float, took: float) -> None:
-        spec = self.flow.spec
-        policy = self.retry
-        attempt = Attempt(
-            number=delivery.attempts,
-            started_at=started,
-            duration_ms=round(took * 1000, 3),
-            status_code=reply.status,
-            error=reply.error,
-            response=reply.head.decode("utf-8", errors="replace"),
-        )
-        outcome = verdict(reply.status, attempt=delivery.attempts, policy=policy)
-        store, metrics = self.owner.store, self.owner.metrics
-        answer = None
-        if delivery.status_token is not None:
-            answer = answer_of(reply.status, reply.headers, reply.body, spec.max_answer)
-            # A waiting caller gets a final answer (done, or refused for good) at once.
-            self.owner.waiters.settle(delivery.id, None if outcome is Verdict.RETRY else answer)
-        name = self.destination.name
-        metrics.delivery_seconds.labels(self.flow.name, name).observe(took)
-        metrics.deliveries.labels(self.flow.name, name, outcome.value).inc()
-        try:
-            if outcome is Verdict.DONE:
-                if answer is not None:
-                    await store.keep_answer(delivery, answer.encode())
-                await store.complete(delivery, attempt)
-            else:
-                extra: dict[str, float] = {}
-                if outcome is Verdict.DEAD:
-                    await store.bury(delivery, attempt)
-                else:
-                    now = time.time()
-                    retry_after = parse_retry_after(reply.header("retry-after"), now=now)
-                    self._pause(reply, retry_after, now)
-                    delay = next_delay(
-                        attempt=delivery.attempts, policy=policy, retry_after=retry_after
-                    )
-                    await store.retry(delivery, attempt, next_at=now + delay)
-                    self.notify(now + delay)
-                    extra["retry_in"] = round(delay, 3)
-                (log.warning if outcome is Verdict.DEAD else log.info)(
-                    f"delivery {outcome.value}",
-                    flow=self.flow.name,
-                    destination=name,
-                    delivery=delivery.id,
-                    attempt=delivery.attempts,
-                    status=reply.status,
-                    error=reply.error,
-                    **extra,
-                )
-            if delivery.order_key is not None and outcome is not Verdict.RETRY:
-                self.notify()  # the next delivery of its key may go now
-        except StoreError as exc:
-            log.error(
-                "cannot record delivery outcome; the lease will expire and it is retried",
-                flow=self.flow.name,
-                delivery=delivery.id,
-                error=str(exc),
-            )
-        # Published once the store has the outcome, so readers see it.
-        self.owner.events.publish(
-            "delivery",
-            flowId=self.flow.id,
-            flow=self.flow.name,
-            destination=name,
-            deliveryId=delivery.id,
-            requestId=delivery.request_id,
-            attempt=delivery.attempts,
-            status=reply.status,
-            error=reply.error,
-            outcome=outcome.value,
-            ms=attempt.duration_ms,
-            answer=attempt.response,
-        )
 
     def _pause(self, reply: Reply, retry_after: float | None, now: float) -> None:
         """The flow's workers: ``Retry-After`` lowers the limit (``_measured``) and delays
