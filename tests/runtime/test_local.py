@@ -18,7 +18,8 @@ import pytest
 from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.flows import MAX_WORKERS, spec_from_object
 from hookgate.errors import ConfigError
-from hookgate.runtime.local import START_BATCH, validate_flow
+from hookgate.runtime.local import START_BATCH
+from hookgate.runtime.processes import validate_flow
 
 from .conftest import local
 from .test_contract import assert_answers, observe, ready
