@@ -16,7 +16,8 @@ import msgspec
 import pytest
 
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import MAX_WORKERS, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import MAX_WORKERS
 from hookgate.errors import ConfigError
 from hookgate.runtime.local import START_BATCH
 from hookgate.runtime.processes import validate_flow

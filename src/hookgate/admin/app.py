@@ -31,7 +31,8 @@ from hookgate.admin.schedule import Handler, ScheduleAPI
 from hookgate.admin.views import delivery_view, flow_view
 from hookgate.domain import redaction
 from hookgate.domain.deliveries import State
-from hookgate.domain.flows import Flow, FlowSpec, Status, spec_from_object, to_builtins
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow, FlowSpec, Status, to_builtins
 from hookgate.errors import (
     ConfigError,
     DeliveryNotFound,
