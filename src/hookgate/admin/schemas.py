@@ -18,24 +18,29 @@ def schema_ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_UNITS: dict[type, tuple[str, str, str]] = {
+    Duration: (
+        "number",
+        r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+        "seconds, or a duration like '30s', '5m', '1h30m'",
+    ),
+    ByteSize: (
+        "integer",
+        r"^\d+(\.\d+)?\s*([kKmMgG][iI]?[bB]|[bB])?$",
+        "bytes, or a size like '10MB', '512KiB'",
+    ),
+}
+"""The types msgspec cannot describe: a plain number, or a text with a unit."""
+
+
 def _schema_hook(type_: type) -> dict[str, Any]:
-    if type_ is Duration:
-        return {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-            ],
-            "description": "seconds, or a duration like '30s', '5m', '1h30m'",
-        }
-    if type_ is ByteSize:
-        return {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([kKmMgG][iI]?[bB]|[bB])?$"},
-            ],
-            "description": "bytes, or a size like '10MB', '512KiB'",
-        }
-    raise NotImplementedError
+    if type_ not in _UNITS:
+        raise NotImplementedError
+    number, pattern, description = _UNITS[type_]
+    return {
+        "anyOf": [{"type": number, "minimum": 0}, {"type": "string", "pattern": pattern}],
+        "description": description,
+    }
 
 
 SECRET_REF = {"anyOf": [{"type": "string", "pattern": "^(env|file):.+"}, {"const": MASK}]}
