@@ -1,6 +1,4 @@
-"""The admin listener's HTTP edges: the bearer check, errors as JSON, one route per path;
-apart from ``app`` so the handlers there read as what the API does.
-"""
+"""The admin listener's HTTP edges: the bearer check, errors as JSON, one route per path."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""The admin API's component schemas (flows from the msgspec models, tightened; deliveries,
-errors): apart from ``openapi``, whose paths refer to them.
-"""
+"""The admin API's component schemas: the flow spec's from its msgspec model, tightened."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""Reading flows: a flow file or one decoded object to ``FlowSpec``s, and msgspec's errors to
-messages that name the flow, the field (with a suggestion) and the file's line.
-"""
+"""Reading flows: a flow file or object to ``FlowSpec``s; errors name flow, field and line."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""``qs.parse`` as the Open Integration Hub webhooks service runs it (three qs versions), for
-``delivery: envelope``'s query strings, form bodies and multipart fields; apart from ``oih``'s other
-parsers because its key nesting and array merging are a port of their own.
-"""
+"""``qs.parse`` as OIH's Express and body-parser run it (query strings, forms, multipart)."""
 
 from __future__ import annotations
 

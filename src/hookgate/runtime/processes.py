@@ -1,7 +1,4 @@
-"""A worker process: who it runs as, how it is launched, signalled and seen to listen.
-
-Apart from ``local``, whose reconciliation decides when workers start and stop.
-"""
+"""A worker process: the user it runs as, how it is launched, signalled and seen to listen."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""One keep-alive HTTP/1.1 connection to a worker: the socket protocol and its httptools parser.
-
-Apart from the client so the wire (parsing, back-pressure, timeouts of one wait) reads on its own;
-``client`` decides what goes on which connection.
-"""
+"""One worker connection's wire: its socket protocol, httptools parser, back-pressure, timeouts."""
 
 from __future__ import annotations
 
