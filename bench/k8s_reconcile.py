@@ -14,7 +14,8 @@ from collections import Counter
 
 from tests.runtime.kubernetes.emulator import WRITES, Emulator, emulated
 
-from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow, new_flow_id
 from hookgate.runtime.kubernetes.client import kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 

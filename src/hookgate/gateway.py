@@ -29,7 +29,8 @@ from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.hooks import delivery_hooks
 from hookgate.dispatch.scheduler import Scheduler
 from hookgate.dispatch.waiters import Waiters
-from hookgate.domain.flows import FlowSpec, Mode, parse_flow_file
+from hookgate.domain.flowfile import parse_flow_file
+from hookgate.domain.flows import FlowSpec, Mode
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
 from hookgate.events import EventHub
 from hookgate.housekeeping import Housekeeping

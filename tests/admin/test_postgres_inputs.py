@@ -11,7 +11,7 @@ import psycopg
 from tests.admin.conftest import spec
 from tests.console.conftest import sign_in
 
-from hookgate.admin.app import STORE_DOWN
+from hookgate.admin.http import STORE_DOWN
 
 
 def test_a_nul_byte_is_a_4xx_that_names_no_database(gateway_factory: Any, pg_url: str) -> None:

@@ -15,7 +15,8 @@ from hookgate.domain.answers import (
     status_document,
 )
 from hookgate.domain.deliveries import Answer, Progress, State, new_status_token
-from hookgate.domain.flows import Accept, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Accept
 from hookgate.errors import ConfigError
 
 WORKER = {"command": ["w"]}

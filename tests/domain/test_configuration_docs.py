@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hookgate.domain.flows import parse_flow_file
+from hookgate.domain.flowfile import parse_flow_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"

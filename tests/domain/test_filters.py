@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hookgate.domain.deliveries import Request
 from hookgate.domain.filters import CelFilter, RequestView, compile_filter
-from hookgate.domain.flows import parse_flow_file, spec_from_object
+from hookgate.domain.flowfile import parse_flow_file, spec_from_object
 from hookgate.errors import ConfigError
 
 

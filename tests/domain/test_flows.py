@@ -9,16 +9,8 @@ import msgspec
 import pytest
 
 from hookgate.domain.auth import GithubAuth
-from hookgate.domain.flows import (
-    MAX_WORKERS,
-    Flow,
-    FlowSpec,
-    Mode,
-    Status,
-    new_flow_id,
-    parse_flow_file,
-    spec_from_object,
-)
+from hookgate.domain.flowfile import parse_flow_file, spec_from_object
+from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode, Status, new_flow_id
 from hookgate.domain.units import ByteSize, Duration, dec_hook
 from hookgate.errors import ConfigError
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hookgate.domain import oih
+from hookgate.domain import oih, qs
 
 
 @pytest.mark.parametrize(
@@ -24,12 +24,12 @@ from hookgate.domain import oih
     ],
 )
 def test_query_strings_parse_as_qs_does_for_express(query: str, parsed: dict[str, Any]) -> None:
-    assert oih.parse_qs(query) == parsed
+    assert qs.parse_qs(query) == parsed
 
 
 def test_a_form_body_has_no_depth_limit_and_a_larger_array_limit() -> None:
     body = "a[b][c][d][e][f][g][h]=1&l[99]=x"
-    assert oih.parse_qs(body, oih.form_options(body)) == {
+    assert qs.parse_qs(body, qs.form_options(body)) == {
         "a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": "1"}}}}}}},
         "l": ["x"],
     }
@@ -48,8 +48,8 @@ def test_a_form_body_parses_as_body_parsers_older_qs_does(
     body: str, query: dict[str, Any], form: dict[str, Any]
 ) -> None:
     """Express's qs 6.5 reads the query, body-parser 1.15's qs 6.2 the form body: they differ."""
-    assert oih.parse_qs(body) == query
-    assert oih.parse_qs(body, oih.form_options(body)) == form
+    assert qs.parse_qs(body) == query
+    assert qs.parse_qs(body, qs.form_options(body)) == form
 
 
 def test_multipart_fields_skip_prototype_names_and_replace_an_empty_first_value() -> None:
@@ -64,7 +64,7 @@ def test_multipart_fields_skip_prototype_names_and_replace_an_empty_first_value(
         ]
     )
     # qs 6.3 skips the [toString] segment, so "3" merges into b as a key set to true.
-    assert oih.parse_qs_fields(fields) == {"a": "x", "b": {"c": "2", "3": True}}
+    assert qs.parse_qs_fields(fields) == {"a": "x", "b": {"c": "2", "3": True}}
 
 
 @pytest.mark.parametrize(

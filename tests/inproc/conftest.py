@@ -17,7 +17,8 @@ from hookgate.asgi import Receive, Scope, Send
 from hookgate.dispatch.dispatcher import Dispatcher, SenderFactory
 from hookgate.dispatch.hooks import DeliveryHook, delivery_hooks
 from hookgate.domain.deliveries import Delivery, Request, State, new_id
-from hookgate.domain.flows import Flow, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow
 from hookgate.domain.routing import Router
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics

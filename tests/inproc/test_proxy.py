@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 
 from hookgate.asgi import Scope
-from hookgate.domain.flows import Flow, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow
 from hookgate.proxy.forward import SyncProxy
 from hookgate.runtime.memory import MemoryRuntime, Network
 from hookgate.transport.memory import MemoryTransport

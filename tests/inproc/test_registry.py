@@ -3,7 +3,8 @@ on one database; each hears of the other's changes when it refreshes, and only o
 
 from __future__ import annotations
 
-from hookgate.domain.flows import Status, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Status
 from hookgate.registry import FlowRegistry
 from hookgate.store.memory import MemoryStore, Tables
 

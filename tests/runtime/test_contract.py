@@ -16,7 +16,8 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow, new_flow_id
 from hookgate.errors import ConfigError
 from hookgate.runtime.base import Endpoint, WorkerStatus
 

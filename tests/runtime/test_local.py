@@ -16,9 +16,11 @@ import msgspec
 import pytest
 
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import MAX_WORKERS, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import MAX_WORKERS
 from hookgate.errors import ConfigError
-from hookgate.runtime.local import START_BATCH, validate_flow
+from hookgate.runtime.local import START_BATCH
+from hookgate.runtime.processes import validate_flow
 
 from .conftest import local
 from .test_contract import assert_answers, observe, ready

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,25 +20,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from hookgate import logs
 from hookgate.admin import inputs
+from hookgate.admin.http import Bearer, http_error, json_errors, resource
 from hookgate.admin.openapi import openapi_document
 from hookgate.admin.schedule import Handler, ScheduleAPI
 from hookgate.admin.views import delivery_view, flow_view
 from hookgate.domain import redaction
 from hookgate.domain.deliveries import State
-from hookgate.domain.flows import Flow, FlowSpec, Status, spec_from_object, to_builtins
-from hookgate.errors import (
-    ConfigError,
-    DeliveryNotFound,
-    FlowConflict,
-    FlowNotFound,
-    HookgateError,
-    StoreError,
-    StoreFull,
-)
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow, FlowSpec, Status, to_builtins
+from hookgate.errors import ConfigError, DeliveryNotFound, FlowNotFound
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
@@ -48,80 +39,6 @@ from hookgate.runtime.base import WorkerStatus
 from hookgate.store.base import MAX_CANDIDATES, DeliveryFilter, Store, ambiguity, look_up
 
 HEARTBEAT = 15.0
-STORE_DOWN = "the store cannot be used now; retry later (the gateway's log says why)"
-
-log = logs.get("hookgate.admin")
-
-
-class Bearer:
-    """Admit only ``Authorization: Bearer <token>``; the token is kept hashed, compared in
-    constant time, and a miss says nothing about why."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        token: str,
-        open_paths: frozenset[str],
-        open_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        self.app = app
-        self.digest = hashlib.sha256(token.encode()).digest()
-        self.open_paths = open_paths
-        self.open_prefixes = open_prefixes
-
-    def _open(self, path: str) -> bool:
-        return path in self.open_paths or any(
-            path == prefix or path.startswith(prefix + "/") for prefix in self.open_prefixes
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._open(scope["path"]):
-            presented = b""
-            for name, value in scope["headers"]:
-                if name == b"authorization" and value[:7].lower() == b"bearer ":
-                    presented = value[7:].strip()
-            if not hmac.compare_digest(hashlib.sha256(presented).digest(), self.digest):
-                response = JSONResponse(
-                    {"error": "missing or wrong admin token"},
-                    status_code=401,
-                    headers={"www-authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def _errors(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    """Map the error tree to HTTP: every error is JSON with a precise message."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ConfigError as exc:
-            return _error(422, str(exc))
-        except (FlowNotFound, DeliveryNotFound) as exc:
-            return _error(404, str(exc))
-        except FlowConflict as exc:
-            return _error(409, str(exc))
-        except StoreFull as exc:
-            return _error(503, str(exc))
-        except StoreError as exc:
-            # The driver's message names the database's host, port and name: log it only.
-            log.warning("admin request failed in the store", path=request.url.path, error=str(exc))
-            return _error(503, STORE_DOWN)
-        except ValueError as exc:
-            return _error(400, f"invalid request: {exc}")
-        except HookgateError as exc:
-            return _error(500, str(exc))
-
-    return wrapped
 
 
 class AdminAPI:
@@ -174,10 +91,10 @@ class AdminAPI:
         ]
         by_path: dict[str, dict[str, Handler]] = defaultdict(dict)
         for path, method, handler in operations:
-            by_path[path][method] = _errors(self._loaded(handler))
+            by_path[path][method] = json_errors(self._loaded(handler))
         return [
             Route("/api/v1/openapi.json", self.openapi),
-            *(_resource(path, handlers) for path, handlers in by_path.items()),
+            *(resource(path, handlers) for path, handlers in by_path.items()),
             Route("/metrics", self.prometheus),
         ]
 
@@ -415,26 +332,11 @@ class AdminAPI:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _resource(path: str, handlers: dict[str, Handler]) -> Route:
-    """One route per path, so a wrong method's 405 names every method of the path in Allow."""
-
-    async def dispatch(request: Request) -> Response:
-        return await handlers["GET" if request.method == "HEAD" else request.method](request)
-
-    return Route(path, dispatch, methods=list(handlers))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Unknown paths and wrong methods answer JSON too, like every other admin error."""
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
 def create_admin_app(
     api: AdminAPI, *, token: str, extra_routes: list[BaseRoute] | None = None
 ) -> ASGIApp:
     app = Starlette(
         routes=[*api.routes(), *(extra_routes or [])],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: http_error},
     )
     return Bearer(app, token=token, open_paths=frozenset(), open_prefixes=("/console",))

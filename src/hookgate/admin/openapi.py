@@ -5,38 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import msgspec
-
 from hookgate import __version__
 from hookgate.admin import inputs
-from hookgate.domain.flows import NAME, FlowSpec, Status
-from hookgate.domain.redaction import MASK
-from hookgate.domain.units import ByteSize, Duration
+from hookgate.admin.schemas import schema_ref, schemas
 from hookgate.store.base import MIN_PREFIX
-
-
-def _schema_hook(type_: type) -> dict[str, Any]:
-    if type_ is Duration:
-        return {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-            ],
-            "description": "seconds, or a duration like '30s', '5m', '1h30m'",
-        }
-    if type_ is ByteSize:
-        return {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([kKmMgG][iI]?[bB]|[bB])?$"},
-            ],
-            "description": "bytes, or a size like '10MB', '512KiB'",
-        }
-    raise NotImplementedError
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -59,15 +31,9 @@ NULL = {"type": "null", "description": "the same as leaving the field out"}
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: _json(_ref("Error"), STATUSES[code]) for code in ("401", *codes, "503")}
+    return {code: _json(schema_ref("Error"), STATUSES[code]) for code in ("401", *codes, "503")}
 
 
-SECRET_REF = {"anyOf": [{"type": "string", "pattern": "^(env|file):.+"}, {"const": MASK}]}
-SECRET_REFS = {
-    "anyOf": [SECRET_REF, {"type": "array", "minItems": 1, "items": SECRET_REF}],
-    "description": "a reference, never the secret: 'env:NAME' or 'file:PATH' (a list rotates);"
-    f" shown as {MASK!r}, which sent back keeps the stored reference",
-}
 FLOW_REF = {
     "name": "ref",
     "in": "path",
@@ -77,80 +43,10 @@ FLOW_REF = {
 }
 
 
-def _tightened(components: dict[str, Any], *, runtime: str) -> None:
-    """What the spec's own checks refuse, said in the schema, so a client can know it first."""
-    props = {name: schema.get("properties", {}) for name, schema in components.items()}
-    props["FlowSpec"]["name"].update(pattern=NAME.pattern)
-    if runtime == "local":
-        components["WorkerSpec"]["required"] = ["command"]
-        props["WorkerSpec"]["command"] = {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "string"},
-        }
-    else:
-        components["WorkerSpec"]["required"] = ["image"]
-        props["WorkerSpec"]["image"] = {"type": "string", "minLength": 1}
-    props["WorkerSpec"]["port"].update(minimum=1, maximum=65535)
-    props["WorkerSpec"]["readiness_path"]["anyOf"][0]["pattern"] = "^/"
-    props["RetryPolicy"]["max_attempts"]["minimum"] = 1
-    props["RateLimit"]["rate"]["exclusiveMinimum"] = 0
-    for schema in props.values():
-        for field in ("secret", "token", "password"):
-            if field in schema:
-                schema[field] = SECRET_REFS
-
-
 @functools.cache
 def openapi_document(runtime: str = "local") -> dict[str, Any]:
-    (spec,), components = msgspec.json.schema_components(
-        [FlowSpec], schema_hook=_schema_hook, ref_template="#/components/schemas/{name}"
-    )
-    _tightened(components, runtime=runtime)
-    components["Error"] = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    }
-    components["Ambiguous"] = {
-        "type": "object",
-        "required": ["error", "candidates"],
-        "properties": {
-            "error": {"type": "string"},
-            "candidates": {"type": "array", "items": _ref("Delivery")},
-        },
-    }
-    components["Flow"] = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "mode": {"enum": ["async", "sync"]},
-            "status": {"enum": [*(status.value for status in Status), "failing"]},
-            "url": {"type": "string"},
-            "createdAt": {"type": "number"},
-            "updatedAt": {"type": "number"},
-            "spec": spec,
-            "workers": {"type": "object"},
-        },
-    }
-    components["Delivery"] = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "requestId": {"type": "string"},
-            "flowId": {"type": "string"},
-            "status": {"enum": inputs.STATUSES},
-            "destination": {"type": ["string", "null"]},
-            "orderKey": {"type": ["string", "null"]},
-            "attempts": {"type": "integer"},
-            "body": {"type": "string"},
-            "bodyEncoding": {"enum": ["utf-8", "base64"]},
-            "headers": {"type": "array"},
-            "history": {"type": "array"},
-        },
-    }
-    flow_ok = _json(_ref("Flow"))
+    spec, components = schemas(runtime)
+    flow_ok = _json(schema_ref("Flow"))
     body = {"required": True, "content": {"application/json": {"schema": spec}}}
     delivery_id = {"type": "string", "pattern": inputs.DELIVERY_ID}
     ref = {
@@ -184,7 +80,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                     "200": _json(
                         {
                             "type": "object",
-                            "properties": {"items": {"type": "array", "items": _ref("Flow")}},
+                            "properties": {"items": {"type": "array", "items": schema_ref("Flow")}},
                         }
                     ),
                     **_errors(),
@@ -332,7 +228,7 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                         {
                             "type": "object",
                             "properties": {
-                                "items": {"type": "array", "items": _ref("Delivery")},
+                                "items": {"type": "array", "items": schema_ref("Delivery")},
                                 "cursor": {"type": ["string", "null"]},
                             },
                         }
@@ -346,14 +242,14 @@ def openapi_document(runtime: str = "local") -> dict[str, Any]:
                 "summary": "A delivery with its request and attempts, by any of its ids",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": ref}],
                 "responses": {
-                    "200": _json(_ref("Delivery")),
+                    "200": _json(schema_ref("Delivery")),
                     "409": _json(
-                        _ref("Ambiguous"),
+                        schema_ref("Ambiguous"),
                         "The id names several deliveries (a prefix, or a request id sent"
                         " twice): they are listed",
                     ),
                     "405": _json(
-                        _ref("Error"),
+                        schema_ref("Error"),
                         f"`{inputs.SIBLING}` is the path /api/v1/deliveries/{inputs.SIBLING}"
                         " (POST only), never an id",
                     ),

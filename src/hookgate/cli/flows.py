@@ -11,7 +11,8 @@ import click
 
 from hookgate.cli.client import AdminClient
 from hookgate.cli.output import console, emit, human, output_option, table, when
-from hookgate.domain.flows import Mode, parse_flow_file, settings_for, spec_from_object, to_builtins
+from hookgate.domain.flowfile import parse_flow_file, spec_from_object
+from hookgate.domain.flows import Mode, settings_for, to_builtins
 from hookgate.errors import ConfigError
 
 pass_client = click.make_pass_decorator(AdminClient)

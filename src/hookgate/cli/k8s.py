@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import yaml
 
-from hookgate.domain.flows import Flow, parse_flow_file
+from hookgate.domain.flowfile import parse_flow_file
+from hookgate.domain.flows import Flow
 from hookgate.errors import ConfigError
 
 

@@ -18,7 +18,7 @@ from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
 from hookgate.domain import redaction
-from hookgate.domain.deliveries import Attempt, Delivery, State, rounds
+from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
 from hookgate.registry import FlowRegistry
@@ -211,9 +211,9 @@ class Pages:
             flow=flow,
             headers=redaction.headers(delivery.headers),
             body=render.body(delivery.body, content_type=content_type),
-            attempts=_in_rounds(sorted(attempts, key=lambda a: a.started_at)),
-            verification=_verification(flow),
-            dedupe=_dedupe(flow, delivery.headers),
+            attempts=render.in_rounds(sorted(attempts, key=lambda a: a.started_at)),
+            verification=render.verification(flow),
+            dedupe=render.dedupe(flow, delivery.headers),
             notice=_notice(request),
         )
 
@@ -377,34 +377,3 @@ def _notice(request: Request) -> str:
         return ""
     count = params.get("n", "")
     return template.format(name=params.get("name", ""), n=count if count.isdigit() else "")
-
-
-def _verification(flow: Flow | None) -> str:
-    if flow is None:
-        return "unknown (the flow is gone)"
-    if not flow.spec.auth:
-        return "none configured: the flow accepts requests without checking them"
-    kinds = ", ".join(to_builtins(method)["type"] for method in flow.spec.auth)
-    return f"passed ({kinds}); requests that fail it are answered 401 and never stored"
-
-
-def _dedupe(flow: Flow | None, headers: list[tuple[str, str]]) -> str:
-    key = render.header(headers, "idempotency-key")
-    window = "" if flow is None else f" within {_duration(flow.spec.dedupe_window)}"
-    given = f"Idempotency-Key {key!r}; " if key else ""
-    return (
-        f"{given}first copy, stored; later copies with the same delivery id{window} get this "
-        "request's id and are not stored again"
-    )
-
-
-def _duration(seconds: float) -> str:
-    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= length and seconds % length == 0:
-            return f"{seconds / length:.0f}{unit}"
-    return f"{seconds:g}s"
-
-
-def _in_rounds(attempts: list[Attempt]) -> list[tuple[int, Attempt]]:
-    """Each attempt with its round: a replay starts a new one (numbered from 1 again)."""
-    return list(zip(rounds([a.number for a in attempts]), attempts, strict=True))

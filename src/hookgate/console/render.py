@@ -17,8 +17,9 @@ import msgspec
 import yaml
 
 from hookgate.domain import redaction
+from hookgate.domain.deliveries import Attempt, rounds
 from hookgate.domain.destinations import Destination
-from hookgate.domain.flows import FlowSpec
+from hookgate.domain.flows import Flow, FlowSpec, to_builtins
 
 SHOWN = 256 * 1024
 HEX_SHOWN = 16 * 1024
@@ -168,3 +169,36 @@ def size(count: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{count} B"
+
+
+def verification(flow: Flow | None) -> str:
+    """The delivery page's word on how its request was checked."""
+    if flow is None:
+        return "unknown (the flow is gone)"
+    if not flow.spec.auth:
+        return "none configured: the flow accepts requests without checking them"
+    kinds = ", ".join(to_builtins(method)["type"] for method in flow.spec.auth)
+    return f"passed ({kinds}); requests that fail it are answered 401 and never stored"
+
+
+def dedupe(flow: Flow | None, headers: list[tuple[str, str]]) -> str:
+    """The delivery page's word on what becomes of copies of its request."""
+    key = header(headers, "idempotency-key")
+    window = "" if flow is None else f" within {_duration(flow.spec.dedupe_window)}"
+    given = f"Idempotency-Key {key!r}; " if key else ""
+    return (
+        f"{given}first copy, stored; later copies with the same delivery id{window} get this "
+        "request's id and are not stored again"
+    )
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def in_rounds(attempts: list[Attempt]) -> list[tuple[int, Attempt]]:
+    """Each attempt with its round: a replay starts a new one (numbered from 1 again)."""
+    return list(zip(rounds([a.number for a in attempts]), attempts, strict=True))

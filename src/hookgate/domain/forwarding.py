@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from hookgate.domain import oih
+from hookgate.domain import oih, qs
 from hookgate.domain.deliveries import POLL_SOURCE, Delivery
 from hookgate.domain.schedule import with_snapshot
 
@@ -160,7 +160,7 @@ def envelope(delivery: Delivery) -> dict[str, Any]:
     Hookgate has already accepted it.
     """
     content_type = next((v for k, v in delivery.headers if k.lower() == "content-type"), "")
-    query = oih.parse_qs(delivery.query)
+    query = qs.parse_qs(delivery.query)
     data: Any = query
     attachments: dict[str, Any] = {}
     if delivery.method != "GET":
@@ -234,7 +234,7 @@ def _body(body: bytes, content_type: str) -> tuple[Any, dict[str, Any]]:
             return oih.parse_json(body), {}
         if kind == "application/x-www-form-urlencoded":
             text = body.decode("utf-8", "replace")
-            return oih.parse_qs(text, oih.form_options(text)), {}
+            return qs.parse_qs(text, qs.form_options(text)), {}
         if XML.match(content_type.split(";")[0]):
             return oih.parse_xml(body), {}
         if kind == "multipart/form-data":
@@ -243,7 +243,7 @@ def _body(body: bytes, content_type: str) -> tuple[Any, dict[str, Any]]:
                 part.filename or part.name: _attachment(part.data, part.content_type)
                 for part in oih.multipart_files(parts)
             }
-            return oih.parse_qs_fields(oih.multipart_fields(parts)), files
+            return qs.parse_qs_fields(oih.multipart_fields(parts)), files
     except ValueError:
         pass
     name = f"payload.{EXTENSIONS.get(kind, 'false')}"

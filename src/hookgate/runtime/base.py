@@ -9,13 +9,16 @@ pass ``tests/runtime/test_contract.py``.
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from hookgate.domain.flows import Flow, FlowSpec, Status
+from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode, Status
 
 
 class Endpoint(msgspec.Struct, frozen=True):
@@ -86,7 +89,14 @@ class Runtime(Protocol):
         cannot run (no command, no image); warnings for what may still be fixed here."""
 
 
-W = TypeVar("W")
+class Worker(Protocol):
+    """What ``FlowState`` needs of a runtime's worker to tell current ones from outdated."""
+
+    spec: FlowSpec
+    draining: bool
+
+
+W = TypeVar("W", bound=Worker)
 
 
 class FlowState(Generic[W]):
@@ -102,3 +112,59 @@ class FlowState(Generic[W]):
         self.not_before = 0.0
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+
+    def want(self, flow: Flow, workers: int) -> None:
+        """Take ``scale``'s flow and count (capped); a changed spec gets a start at once."""
+        if flow.mode is Mode.ASYNC:
+            workers = min(workers, flow.spec.max_workers)
+        workers = min(workers, MAX_WORKERS)  # a flow stored before the limit existed
+        if self.flow.spec != flow.spec:
+            self.failures = 0
+            self.not_before = 0.0
+        self.flow = flow
+        self.desired = workers
+        self.status.desired = workers
+        self.changed.set()
+
+    def current(self) -> list[W]:
+        """The workers of the flow's current spec that are not being retired."""
+        return [w for w in self.workers if w.spec == self.flow.spec and not w.draining]
+
+    async def settle(self) -> None:
+        """Between two reconcile steps: until the flow changes, its backoff ends or 1 s passed."""
+        delay = 1.0
+        if self.not_before > time.monotonic():
+            delay = min(delay, self.not_before - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.0)):
+                await self.changed.wait()
+
+    async def halt(self) -> None:
+        """End the reconcile task (the flow is being removed), waiting until it has."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class Reconciled(abc.ABC, Generic[W]):
+    """A runtime converging each flow by a task of its own (the local processes, the memory
+    twin): the flows it holds, ``scale`` and ``status``."""
+
+    def __init__(self) -> None:
+        self._flows: dict[str, FlowState[W]] = {}
+
+    async def scale(self, flow: Flow, workers: int) -> None:
+        state = self._flows.get(flow.id)
+        if state is None:
+            state = self._flows[flow.id] = FlowState(flow)
+            state.task = asyncio.create_task(self._reconcile(state), name=f"flow-{flow.name}")
+        state.want(flow, workers)
+
+    def status(self, flow_id: str) -> WorkerStatus:
+        state = self._flows.get(flow_id)
+        return state.status if state is not None else WorkerStatus()
+
+    @abc.abstractmethod
+    async def _reconcile(self, state: FlowState[W]) -> None:
+        """Converge the flow until ``remove`` halts it."""

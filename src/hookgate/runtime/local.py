@@ -11,130 +11,41 @@ no unexpected error stops it, so a fixed flow always recovers.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import os
-import pwd
 import shutil
 import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
-from hookgate import isolation, logs
+from hookgate import logs
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
+from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import ConfigError, WorkerStartFailed
-from hookgate.runtime.base import Endpoint, FlowState, WorkerStatus
+from hookgate.runtime.base import Endpoint, FlowState, Reconciled
+from hookgate.runtime.processes import (
+    Worker,
+    free_port,
+    interpreted,
+    launch,
+    probe,
+    signal_group,
+    validate_flow,
+)
 
 log = logs.get("hookgate.runtime")
 
-PYTHON_NAMES = ("python", "python3")
 START_TIMEOUT = 15.0
 STOP_GRACE = 5.0
 RESTART = RestartBackoff()
 # Workers of one flow started at the same time; the rest follow as these get ready.
 START_BATCH = 4
 POLL = 0.005
-# util-linux's setpriv starts every worker: so that it dies with the gateway, even on kill -9
-# (Linux parent-death signal), and as ``worker.user`` (the event loop cannot switch users).
-SETPRIV = shutil.which("setpriv")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Account(NamedTuple):
-    """The user a flow's workers run as (``worker.user``)."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: list[int]
-    home: str
-
-    def switch(self) -> list[str]:
-        """setpriv's options to become this user; none if the gateway is this user already."""
-        if self.uid == os.geteuid():
-            return []
-        groups = ",".join(str(gid) for gid in self.groups)
-        return [f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={groups}"]
-
-
-def account(user: str | int) -> Account:
-    """Look ``worker.user`` up; ConfigError if it is unknown or this process cannot become it."""
-    try:
-        numeric = isinstance(user, int) or user.isdigit()
-        entry = pwd.getpwuid(int(user)) if numeric else pwd.getpwnam(str(user))
-    except KeyError:
-        raise ConfigError(f"field worker.user: no user {user!r} on this machine") from None
-    if os.geteuid() not in (0, entry.pw_uid):
-        raise ConfigError(
-            f"field worker.user: starting workers as {entry.pw_name!r} needs a gateway "
-            f"running as root (it runs as uid {os.geteuid()})"
-        )
-    if SETPRIV is None and entry.pw_uid != os.geteuid():
-        raise ConfigError("field worker.user: switching users needs setpriv (util-linux)")
-    groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
-
-
-def validate_flow(spec: FlowSpec) -> list[str]:
-    """Refuse, when the flow is applied, what would make every start of its workers fail;
-    return warnings for what may still be fixed on this machine (a program not installed yet)."""
-    if spec.workload.user is not None:
-        try:
-            account(spec.workload.user)
-        except ConfigError as exc:
-            raise ConfigError(f"flow {spec.name!r}: {exc}") from None
-    command = interpreted(spec.workload.command)
-    if command and shutil.which(command[0]) is None:
-        return [
-            f"flow {spec.name!r}: worker command {command[0]!r} is not found on the gateway's "
-            "PATH; its workers cannot start until it is installed"
-        ]
-    return []
-
-
-def interpreted(command: list[str] | None) -> list[str]:
-    """``python`` and ``python3`` mean the gateway's own interpreter: a worker using the SDK
-    then finds it without an activated virtualenv (a pip-only install works as is)."""
-    if command and command[0] in PYTHON_NAMES:
-        return [sys.executable, *command[1:]]
-    return command or []
-
-
-class Worker:
-    """One process of a flow; ``ready`` once it accepts connections on its port."""
-
-    def __init__(self, *, flow: Flow, process: asyncio.subprocess.Process, port: int) -> None:
-        self.flow_id = flow.id
-        self.spec = flow.spec
-        self.process = process
-        self.port = port
-        self.ready = False
-        self.draining = False
-        self.started_at = time.monotonic()
-        self.endpoint = Endpoint("127.0.0.1", port, flow.spec.slots)
-        self.logs: list[asyncio.Task[None]] = []
-        self.tail: collections.deque[str] = collections.deque(maxlen=3)
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None
-
 
 _Flow = FlowState[Worker]
 
 
-class LocalRuntime:
+class LocalRuntime(Reconciled[Worker]):
     shares_cpu = True
 
     def __init__(
@@ -145,6 +56,7 @@ class LocalRuntime:
         stop_grace: float = STOP_GRACE,
         restart: RestartBackoff = RESTART,
     ) -> None:
+        super().__init__()
         self.pid_file = pid_file
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -154,7 +66,6 @@ class LocalRuntime:
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         # A worker could not start (as opposed to one that ran and exited).
         self.on_start_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
-        self._flows: dict[str, _Flow] = {}
 
     async def start(self) -> None:
         self._kill_orphans()
@@ -163,30 +74,11 @@ class LocalRuntime:
         flows = list(self._flows)
         await asyncio.gather(*(self.remove(flow_id) for flow_id in flows))
 
-    async def scale(self, flow: Flow, workers: int) -> None:
-        if flow.mode is Mode.ASYNC:
-            workers = min(workers, flow.spec.max_workers)
-        workers = min(workers, MAX_WORKERS)  # a flow stored before the limit existed
-        state = self._flows.get(flow.id)
-        if state is None:
-            state = self._flows[flow.id] = _Flow(flow)
-            state.task = asyncio.create_task(self._reconcile(state), name=f"flow-{flow.name}")
-        if state.flow.spec != flow.spec:
-            state.failures = 0
-            state.not_before = 0.0
-        state.flow = flow
-        state.desired = workers
-        state.status.desired = workers
-        state.changed.set()
-
     async def remove(self, flow_id: str) -> None:
         state = self._flows.pop(flow_id, None)
         if state is None:
             return
-        if state.task is not None:
-            state.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state.task
+        await state.halt()
         await asyncio.gather(*(self._stop(w) for w in state.workers))
         self._write_pids()
 
@@ -203,10 +95,6 @@ class LocalRuntime:
             )
         return validate_flow(spec)
 
-    def status(self, flow_id: str) -> WorkerStatus:
-        state = self._flows.get(flow_id)
-        return state.status if state is not None else WorkerStatus()
-
     # reconciliation ----------------------------------------------------------------------
     async def _reconcile(self, state: _Flow) -> None:
         """Converge until cancelled by ``remove``; an error is logged and retried with backoff."""
@@ -218,18 +106,13 @@ class LocalRuntime:
             except Exception as exc:
                 log.error("flow reconciliation failed", flow=state.flow.name, error=repr(exc))
                 self._failed(state, f"internal error: {exc!r}")
-            delay = 1.0
-            if state.not_before > time.monotonic():
-                delay = min(delay, state.not_before - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.0)):
-                    await state.changed.wait()
+            await state.settle()
 
     async def _step(self, state: _Flow) -> None:
         for worker in [w for w in state.workers if not w.alive]:
             state.workers.remove(worker)
             await self._exited(state, worker)
-        current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+        current = state.current()
         outdated = [w for w in state.workers if w not in current]
         missing = state.desired - len(current)
         if missing > 0 and time.monotonic() >= state.not_before:
@@ -237,7 +120,7 @@ class LocalRuntime:
             await asyncio.gather(*(self._start(state) for _ in range(batch)))
             if missing > batch:
                 state.changed.set()  # the next batch at once (unless one failed: backoff)
-            current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+            current = state.current()
         surplus = current[state.desired :] if len(current) > state.desired else []
         if sum(w.ready for w in current) >= state.desired or state.desired == 0:
             surplus += outdated
@@ -313,7 +196,7 @@ class LocalRuntime:
             raise WorkerStartFailed("the flow has no worker.command for the local runtime")
         if shutil.which(command[0]) is None:
             raise WorkerStartFailed(f"cannot start {command[0]!r}: no such executable")
-        env, launcher = _launcher(flow.spec)
+        env, launcher = launch(flow.spec)
         try:
             port = free_port()
             env |= {
@@ -370,7 +253,7 @@ class LocalRuntime:
                         f"worker exited with code {worker.process.returncode} before it was "
                         "ready" + said
                     )
-                if await _probe(worker.port, path):
+                if await probe(worker.port, path):
                     return
                 await asyncio.wait([exited], timeout=POLL)  # an exit ends the wait at once
         finally:
@@ -395,11 +278,11 @@ class LocalRuntime:
     async def _stop(self, worker: Worker) -> None:
         worker.draining = True
         if worker.alive:
-            _signal(worker.process.pid, signal.SIGTERM)
+            signal_group(worker.process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(worker.process.wait(), self.stop_grace)
             except TimeoutError:
-                _signal(worker.process.pid, signal.SIGKILL)
+                signal_group(worker.process.pid, signal.SIGKILL)
                 await worker.process.wait()
         await asyncio.gather(*worker.logs, return_exceptions=True)
 
@@ -422,22 +305,8 @@ class LocalRuntime:
             except OSError:
                 continue
             if b"HOOKGATE_FLOW_ID=" in environ:
-                _signal(pid, signal.SIGKILL)
+                signal_group(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
-
-
-def _launcher(spec: FlowSpec) -> tuple[dict[str, str], list[str]]:
-    """A worker's environment before ``worker.env``, and the setpriv prefix that starts it."""
-    env = isolation.inherited_environment()
-    switch: list[str] = []
-    if spec.workload.user is not None:
-        try:
-            user = account(spec.workload.user)
-        except ConfigError as exc:
-            raise WorkerStartFailed(str(exc)) from None
-        env |= {"HOME": user.home, "USER": user.name, "LOGNAME": user.name}
-        switch = user.switch()
-    return env, [SETPRIV, *switch, "--pdeathsig", "KILL", "--"] if SETPRIV else []
 
 
 def _call(hook: Callable[..., None], *args: object) -> None:
@@ -446,31 +315,3 @@ def _call(hook: Callable[..., None], *args: object) -> None:
         hook(*args)
     except Exception as exc:
         log.error("runtime hook failed", hook=getattr(hook, "__name__", "?"), error=repr(exc))
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-async def _probe(port: int, path: str | None) -> bool:
-    """True once the port accepts a connection (and ``path`` answers 2xx, when given)."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    try:
-        if path is None:
-            return True
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-        )
-        status_line = await asyncio.wait_for(reader.readline(), 2.0)
-        parts = status_line.split()
-        return len(parts) >= 2 and parts[1].startswith(b"2")
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()

@@ -21,9 +21,9 @@ from typing import Any
 from hookgate import logs
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
-from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode
+from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import WorkerStartFailed
-from hookgate.runtime.base import Endpoint, FlowState, WorkerStatus
+from hookgate.runtime.base import Endpoint, FlowState, Reconciled
 
 log = logs.get("hookgate.runtime")
 
@@ -116,7 +116,7 @@ class _Worker:
 _Flow = FlowState[_Worker]
 
 
-class MemoryRuntime:
+class MemoryRuntime(Reconciled[_Worker]):
     shares_cpu = False
 
     def __init__(
@@ -127,13 +127,13 @@ class MemoryRuntime:
         restart: RestartBackoff = RESTART,
         stop_grace: float = STOP_GRACE,
     ) -> None:
+        super().__init__()
         self.apps = apps
         self.network = network if network is not None else Network()
         self.restart = restart
         self.stop_grace = stop_grace
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
-        self._flows: dict[str, _Flow] = {}
 
     def validate(self, spec: FlowSpec) -> list[str]:
         """Any worker: ``apps`` makes one of every flow."""
@@ -145,29 +145,13 @@ class MemoryRuntime:
     async def close(self) -> None:
         await asyncio.gather(*(self.remove(flow_id) for flow_id in list(self._flows)))
 
-    async def scale(self, flow: Flow, workers: int) -> None:
-        if flow.mode is Mode.ASYNC:
-            workers = min(workers, flow.spec.max_workers)
-        workers = min(workers, MAX_WORKERS)
-        state = self._flows.get(flow.id)
-        if state is None:
-            state = self._flows[flow.id] = _Flow(flow)
-            state.task = asyncio.create_task(self._reconcile(state), name=f"flow-{flow.name}")
-        if state.flow.spec != flow.spec:
-            state.failures, state.not_before = 0, 0.0
-        state.flow, state.desired, state.status.desired = flow, workers, workers
-        state.changed.set()
-
     async def remove(self, flow_id: str) -> None:
         state = self._flows.pop(flow_id, None)
         if state is None:
             return
         for worker in state.workers:
             self._unlisten(worker)
-        if state.task is not None:
-            state.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await state.task
+        await state.halt()
         await asyncio.gather(*(w.stop(self.stop_grace) for w in state.workers))
 
     def endpoints(self, flow_id: str) -> list[Endpoint]:
@@ -176,22 +160,13 @@ class MemoryRuntime:
             return []
         return [w.endpoint for w in state.workers if w.endpoint is not None and w.serving]
 
-    def status(self, flow_id: str) -> WorkerStatus:
-        state = self._flows.get(flow_id)
-        return state.status if state is not None else WorkerStatus()
-
     # reconciliation ----------------------------------------------------------------------
     async def _reconcile(self, state: _Flow) -> None:
         while True:
             state.changed.clear()
             await self._step(state)
             self._report(state)
-            delay = 1.0
-            if state.not_before > time.monotonic():
-                delay = min(delay, state.not_before - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(delay, 0.0)):
-                    await state.changed.wait()
+            await state.settle()
 
     async def _step(self, state: _Flow) -> None:
         for worker in [w for w in state.workers if w.task.done() and w.ready.done()]:
@@ -203,12 +178,12 @@ class MemoryRuntime:
                 if time.monotonic() - worker.started_at >= self.restart.stable_after:
                     state.failures = 0
                 self._failed(state, "the worker's app ended")
-        current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+        current = state.current()
         outdated = [w for w in state.workers if w not in current]
         missing = state.desired - len(current)
         if missing > 0 and time.monotonic() >= state.not_before:
             await asyncio.gather(*(self._start(state) for _ in range(missing)))
-            current = [w for w in state.workers if w.spec == state.flow.spec and not w.draining]
+            current = state.current()
         surplus = current[state.desired :]
         if sum(w.serving for w in current) >= state.desired or state.desired == 0:
             surplus += outdated

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from kmock._internal import rendering
 
-from hookgate.domain.flows import Flow, new_flow_id, spec_from_object
+from hookgate.domain.flowfile import spec_from_object
+from hookgate.domain.flows import Flow, new_flow_id
 from hookgate.runtime.kubernetes.client import kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 
