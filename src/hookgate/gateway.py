@@ -29,6 +29,8 @@ from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.hooks import delivery_hooks
 from hookgate.dispatch.scheduler import Scheduler
 from hookgate.dispatch.waiters import Waiters
+from hookgate.domain.concurrency import Ledger
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flowfile import parse_flow_file
 from hookgate.domain.flows import FlowSpec, Mode
 from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
@@ -51,7 +53,7 @@ log = logs.get("hookgate")
 GC_THRESHOLD = 20_000
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, ledger: Ledger[Endpoint]) -> Runtime:
     if settings.runtime == "kubernetes":
         try:
             from hookgate.runtime.kubernetes.client import connect
@@ -68,7 +70,7 @@ def build_runtime(settings: Settings) -> Runtime:
             owner=settings.owner,
         )
         return runtime
-    return LocalRuntime(pid_file=settings.data_dir / "worker-pids")
+    return LocalRuntime(pid_file=settings.data_dir / "worker-pids", inflight=ledger.inflight)
 
 
 class Gateway:
@@ -83,13 +85,15 @@ class Gateway:
         )
         self.metrics.store_accepting.set_function(lambda: float(self.store.accepting))
         self.registry = FlowRegistry(self.store)
-        self.runtime = build_runtime(settings)
+        ledger: Ledger[Endpoint] = Ledger()
+        self.runtime = build_runtime(settings, ledger)
         self.transport = Http1Transport()
         self.events = EventHub()
         self.tracing = tracing.from_environment()
         waiters = Waiters()
         self.dispatcher = Dispatcher(
             waiters=waiters,
+            ledger=ledger,
             hooks=delivery_hooks(metrics=self.metrics, events=self.events, tracing=self.tracing),
             registry=self.registry,
             store=self.store,
@@ -103,6 +107,7 @@ class Gateway:
             runtime=self.runtime,
             transport=self.transport,
             max_waiting=settings.max_sync_waiters,
+            ledger=ledger,
         )
         self.housekeeping = Housekeeping(
             store=self.store,
@@ -169,9 +174,7 @@ class Gateway:
         await self._open_store()
         self.runtime.on_ready = self._worker_ready
         self.runtime.on_failed = self._worker_failed
-        if isinstance(self.runtime, LocalRuntime):
-            self.runtime.inflight = lambda e: self.dispatcher.inflight(e) + self.proxy.inflight(e)
-            self.runtime.on_start_failed = self.dispatcher.start_failed
+        self.runtime.on_start_failed = self.dispatcher.start_failed
         if isinstance(self.store, SQLiteStore):
             self.store.on_commit = self._committed
         await self.runtime.start()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 
 import pytest
 
-from hookgate.domain.concurrency import CEILING, FLOOR, INITIAL, Limiter
+from hookgate.domain.concurrency import CEILING, FLOOR, INITIAL, Ledger, Limiter, Slots
+from hookgate.domain.endpoints import Endpoint
 
 
 def drain(limiter: Limiter, *, parallel: int, service: float, requests: int) -> list[int]:
@@ -82,3 +84,20 @@ def test_the_ceiling_bounds_the_limit() -> None:
     assert limiter.limit == 4
     drain(limiter, parallel=10_000, service=0.01, requests=5_000)
     assert limiter.limit <= 4
+
+
+def test_the_ledger_counts_a_worker_s_requests_across_every_flow_and_mode() -> None:
+    """What a worker about to stop still holds: its async deliveries and sync requests."""
+    ledger: Ledger[Endpoint] = Ledger()
+    worker, other = Endpoint("127.0.0.1", 9001, 8), Endpoint("127.0.0.1", 9002, 8)
+    lane, line = Slots(pinned=False, ledger=ledger), Slots(pinned=False, ledger=ledger)
+    lane.take(worker)
+    lane.take(worker)
+    line.take(worker)
+    line.take(other)
+    assert (ledger.inflight(worker), ledger.inflight(other)) == (3, 1)
+    lane.release(worker)
+    assert ledger.inflight(worker) == 2
+    del line
+    gc.collect()
+    assert ledger.inflight(worker) == 1  # a flow that is gone holds nothing

@@ -87,6 +87,7 @@ class Rig:
             senders=senders,
         )
         self.registry.subscribe(self.dispatcher.flow_changed)
+        self.runtime.on_start_failed = self.dispatcher.start_failed
 
     async def flow(self, name: str = "orders", **fields: Any) -> Flow:
         obj = {"name": name, "mode": "async", "worker": {"command": ["app"]}, **fields}

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hookgate.asgi import Scope
+from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.destinations import Destination
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import Reply
+from hookgate.errors import WorkerStartFailed
 
 from .conftest import FAST_RETRY, Rig
 
@@ -64,6 +66,26 @@ async def test_out_of_attempts_or_refused_for_good_is_dead(make_rig: MakeRig) ->
     assert [a.status_code for a in await rig.store.attempts(permanent.id)] == [400]
     assert [a.status_code for a in await rig.store.attempts(transient.id)] == [500] * 3
     assert (await rig.store.get_delivery(transient.id)).last_error == "HTTP 500: down"
+
+
+async def test_a_worker_that_cannot_start_moves_deliveries_to_dead_letters(
+    make_rig: MakeRig,
+) -> None:
+    """The runtime's start failure reaches the dispatcher: each failed start is an attempt of
+    the delivery that waited longest, instead of every delivery waiting for a worker forever."""
+    rig = await make_rig()
+
+    def broken(flow: Flow, env: dict[str, str]) -> Any:
+        raise WorkerStartFailed("exec: no such file: ./worker")
+
+    rig.runtime.apps = broken
+    rig.runtime.restart = RestartBackoff(first=0.01, cap=0.02)
+    flow = await rig.flow(retry=FAST_RETRY)
+    request = await rig.accept(flow, {"n": 1})
+    [dead] = await rig.finished(flow, 1)
+    assert dead.state is State.DEAD
+    assert dead.last_error == "exec: no such file: ./worker"
+    assert len(await rig.store.attempts(request.id)) == 3
 
 
 async def test_a_delivery_whose_lease_expired_is_delivered_again(make_rig: MakeRig) -> None:

@@ -18,10 +18,10 @@ from hookgate.dispatch.hooks import (
 )
 from hookgate.domain.backoff import Verdict
 from hookgate.domain.deliveries import Attempt, Delivery, State
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.forwarding import Headers, Reply
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
-from hookgate.runtime.base import Endpoint
 from hookgate.tracing import Tracing
 
 from .conftest import FAST_RETRY, Rig

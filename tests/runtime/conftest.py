@@ -32,11 +32,12 @@ from tests.runtime.kubernetes.emulator import Emulator, emulated
 
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flowfile import spec_from_object
 from hookgate.domain.flows import Flow, new_flow_id
 from hookgate.domain.forwarding import Outbound
 from hookgate.errors import RuntimeFailure, WorkerStartFailed
-from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.runtime.base import Runtime
 from hookgate.runtime.kubernetes import names, reconciler
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime

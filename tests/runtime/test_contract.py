@@ -16,10 +16,11 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flowfile import spec_from_object
 from hookgate.domain.flows import Flow, new_flow_id
 from hookgate.errors import ConfigError
-from hookgate.runtime.base import Endpoint, WorkerStatus
+from hookgate.runtime.base import WorkerStatus
 
 from .conftest import VERSION, Fault, Harness
 

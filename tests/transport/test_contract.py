@@ -12,8 +12,8 @@ from typing import Any
 import h11
 import pytest
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
-from hookgate.runtime.base import Endpoint
 from hookgate.transport import client
 from hookgate.transport.base import Outbound, Upstream, WorkerTransport
 from hookgate.transport.client import Http1Transport

@@ -24,13 +24,13 @@ from hookgate.domain.backoff import Verdict, next_delay, parse_retry_after, verd
 from hookgate.domain.concurrency import Slots
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery
 from hookgate.domain.destinations import Destination, RetryPolicy
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.filters import Filter
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import Reply, outbound
 from hookgate.domain.routing import filters, unmet
 from hookgate.domain.schedule import MAX_SNAPSHOT, snapshot_of
 from hookgate.errors import StoreError
-from hookgate.runtime.base import Endpoint
 
 if TYPE_CHECKING:
     from hookgate.dispatch.dispatcher import Dispatcher
@@ -51,7 +51,7 @@ class DeliveringLane(abc.ABC):
         self.flow = flow
         self.destination = destination
         self.wake = asyncio.Event()
-        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
+        self.slots = Slots(pinned=flow.spec.pinned() is not None, ledger=owner.ledger)
 
     @abc.abstractmethod
     def notify(self, at: float | None = None) -> None:

@@ -17,11 +17,13 @@ from hookgate.dispatch.hooks import DeliveryHook
 from hookgate.dispatch.lane import Lane
 from hookgate.dispatch.sender_lane import SenderLane
 from hookgate.dispatch.waiters import Waiters
+from hookgate.domain.concurrency import Ledger
 from hookgate.domain.destinations import Destination
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import ConfigError, StoreError
 from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.runtime.base import Runtime
 from hookgate.store.base import QueueStats, Store
 from hookgate.transport.base import WorkerTransport
 
@@ -71,7 +73,9 @@ class Dispatcher:
         hooks: Sequence[DeliveryHook] = (),
         waiters: Waiters | None = None,
         senders: SenderFactory | None = None,
+        ledger: Ledger[Endpoint] | None = None,
     ) -> None:
+        self.ledger = ledger or Ledger()
         self.hooks = tuple(hooks)
         """What the lanes tell at each step of a delivery (``dispatch.hooks``)."""
         self.send_hooks = tuple(hook for hook in self.hooks if hook.wraps_sends)
@@ -170,13 +174,6 @@ class Dispatcher:
         """A worker of the flow could not start (see ``Lane.start_failed``)."""
         for lane in self.flows.get(flow_id, {}).values():
             lane.start_failed(reason)
-
-    def inflight(self, endpoint: Endpoint) -> int:
-        return sum(
-            lane.slots.inflight.get(endpoint, 0)
-            for lanes in self.flows.values()
-            for lane in lanes.values()
-        )
 
     def limit(self, flow_id: str) -> int | None:
         """The flow's concurrency limit now (over its lanes), None while it has none."""

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from hookgate.domain.backoff import Verdict
 from hookgate.domain.deliveries import Attempt, Delivery
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import Headers, Reply
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
-from hookgate.runtime.base import Endpoint
 from hookgate.tracing import TRACE_HEADERS, Attributes, Tracing
 
 if TYPE_CHECKING:

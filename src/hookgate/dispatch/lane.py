@@ -23,10 +23,10 @@ from hookgate import logs
 from hookgate.dispatch.delivering import DeliveringLane
 from hookgate.domain.deliveries import Delivery
 from hookgate.domain.destinations import Destination
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, Mode
 from hookgate.domain.forwarding import Reply
 from hookgate.errors import StoreError
-from hookgate.runtime.base import Endpoint
 
 if TYPE_CHECKING:
     from hookgate.dispatch.dispatcher import Dispatcher

@@ -10,9 +10,9 @@ from hookgate.dispatch.lane import Lane
 from hookgate.domain.concurrency import CEILING
 from hookgate.domain.deliveries import Delivery
 from hookgate.domain.destinations import Destination
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import Reply
-from hookgate.runtime.base import Endpoint
 
 if TYPE_CHECKING:
     from hookgate.dispatch.dispatcher import Dispatcher

@@ -17,6 +17,7 @@ once. Pure arithmetic on the caller's clock: no I/O, no timers.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Collection, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -147,15 +148,29 @@ class Target(Protocol):
 T = TypeVar("T", bound=Target)
 
 
+class Ledger(Generic[T]):
+    """Every :class:`Slots` of a gateway (the dispatcher's lanes, the proxy's lines): what a
+    worker still holds, across flows and modes, when it is to stop."""
+
+    def __init__(self) -> None:
+        self._slots: weakref.WeakSet[Slots[T]] = weakref.WeakSet()
+
+    def inflight(self, target: T) -> int:
+        return sum(slots.inflight.get(target, 0) for slots in self._slots)
+
+
 class Slots(Generic[T]):
     """One flow's requests in flight per endpoint, each against its own limiter.
 
-    The one ledger of the async dispatcher and the sync proxy. ``pinned`` flows give every
-    endpoint its ``capacity`` (the runtime's ready workers times the pinned number); ``auto`` flows
-    a :class:`Limiter` with ``capacity`` as its ceiling.
+    What the async dispatcher and the sync proxy count slots with, each entered in the
+    gateway's :class:`Ledger`. ``pinned`` flows give every endpoint its ``capacity`` (the
+    runtime's ready workers times the pinned number); ``auto`` flows a :class:`Limiter` with
+    ``capacity`` as its ceiling.
     """
 
-    def __init__(self, *, pinned: bool) -> None:
+    def __init__(self, *, pinned: bool, ledger: Ledger[T] | None = None) -> None:
+        if ledger is not None:
+            ledger._slots.add(self)
         self.pinned = pinned
         self.inflight: dict[T, int] = {}
         self.limiters: dict[T, Limiter] = {}

@@ -19,12 +19,14 @@ from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
 from hookgate.asgi import Body, BodyTooLarge, CallerGone, Receive, Scope, Send, SpooledBody, error
+from hookgate.domain.concurrency import Ledger
 from hookgate.domain.deliveries import new_id
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import HOP_BY_HOP, forward_headers
 from hookgate.errors import WorkerError, WorkerTimeout, WorkerUnreachable
 from hookgate.proxy.line import WaitLine
-from hookgate.runtime.base import Endpoint, Runtime
+from hookgate.runtime.base import Runtime
 from hookgate.tracing import Tracing
 from hookgate.transport.base import Upstream, WorkerTransport
 
@@ -36,15 +38,20 @@ _RETRY = [(b"retry-after", b"1")]
 
 
 class SyncProxy:
-    def __init__(self, *, runtime: Runtime, transport: WorkerTransport, max_waiting: int) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        transport: WorkerTransport,
+        max_waiting: int,
+        ledger: Ledger[Endpoint] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.transport = transport
         self.max_waiting = max_waiting
+        self.ledger = ledger or Ledger()
         self.waiting = 0
         self._lanes: dict[str, WaitLine] = {}
-
-    def inflight(self, endpoint: Endpoint) -> int:
-        return sum(lane.slots.inflight.get(endpoint, 0) for lane in self._lanes.values())
 
     def limit(self, flow_id: str) -> int | None:
         """The flow's concurrency limit now, None before its first request."""
@@ -133,7 +140,7 @@ class SyncProxy:
     def _lane(self, flow: Flow) -> WaitLine:
         lane = self._lanes.get(flow.id)
         if lane is None:
-            lane = self._lanes[flow.id] = WaitLine(flow)
+            lane = self._lanes[flow.id] = WaitLine(flow, self.ledger)
         elif lane.concurrency != flow.spec.concurrency:
             lane.concurrency = flow.spec.concurrency
             lane.slots.reset(pinned=flow.spec.pinned() is not None)

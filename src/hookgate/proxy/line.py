@@ -9,9 +9,9 @@ import asyncio
 import collections
 import time
 
-from hookgate.domain.concurrency import Slots
+from hookgate.domain.concurrency import Ledger, Slots
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow
-from hookgate.runtime.base import Endpoint
 
 
 class WaitLine:
@@ -24,8 +24,8 @@ class WaitLine:
     out: a timer per caller would cost one set and cancelled for nearly every request under load.
     """
 
-    def __init__(self, flow: Flow) -> None:
-        self.slots: Slots[Endpoint] = Slots(pinned=flow.spec.pinned() is not None)
+    def __init__(self, flow: Flow, ledger: Ledger[Endpoint]) -> None:
+        self.slots = Slots(pinned=flow.spec.pinned() is not None, ledger=ledger)
         self.concurrency = flow.spec.concurrency
         self.waiters: collections.OrderedDict[asyncio.Future[Endpoint | None], float] = (
             collections.OrderedDict()

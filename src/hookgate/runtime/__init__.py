@@ -1,5 +1,5 @@
 """Where flows' workers run: local processes, or Kubernetes. ``Runtime`` is the seam."""
 
-from hookgate.runtime.base import Endpoint, Runtime, WorkerStatus
+from hookgate.runtime.base import Runtime, WorkerStatus
 
-__all__ = ["Endpoint", "Runtime", "WorkerStatus"]
+__all__ = ["Runtime", "WorkerStatus"]

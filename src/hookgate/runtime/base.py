@@ -18,19 +18,8 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import MAX_WORKERS, Flow, FlowSpec, Mode, Status
-
-
-class Endpoint(msgspec.Struct, frozen=True):
-    """Where a ready worker (or a Service in front of several) accepts HTTP."""
-
-    host: str
-    port: int
-    capacity: int = 1
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
 
 class WorkerStatus(msgspec.Struct, kw_only=True):
@@ -66,6 +55,9 @@ class Runtime(Protocol):
     """Called with a flow id and the seconds from creation to ready, once per started worker."""
     on_failed: Callable[[str, str], None]
     """Called with a flow id and the reason each time a worker fails to start or crashes."""
+    on_start_failed: Callable[[str, str], None]
+    """Called as ``on_failed`` when a worker could not start at all (no worker of the flow
+    ran): the dispatcher then fails a delivery instead of letting it wait for one."""
 
     async def start(self) -> None: ...
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from hookgate import logs
 from hookgate.domain.backoff import RestartBackoff
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import ConfigError, WorkerStartFailed
-from hookgate.runtime.base import Endpoint, FlowState, Reconciled
+from hookgate.runtime.base import FlowState, Reconciled
 from hookgate.runtime.processes import (
     Worker,
     free_port,
@@ -55,13 +56,15 @@ class LocalRuntime(Reconciled[Worker]):
         start_timeout: float = START_TIMEOUT,
         stop_grace: float = STOP_GRACE,
         restart: RestartBackoff = RESTART,
+        inflight: Callable[[Endpoint], int] = lambda _endpoint: 0,
     ) -> None:
         super().__init__()
         self.pid_file = pid_file
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self.restart = restart
-        self.inflight: Callable[[Endpoint], int] = lambda _endpoint: 0
+        self.inflight = inflight
+        """Requests a worker still holds (``Ledger.inflight``): a worker to stop finishes them."""
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         # A worker could not start (as opposed to one that ran and exited).

@@ -21,9 +21,10 @@ from typing import Any
 from hookgate import logs
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.domain.backoff import RestartBackoff
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import WorkerStartFailed
-from hookgate.runtime.base import Endpoint, FlowState, Reconciled
+from hookgate.runtime.base import FlowState, Reconciled
 
 log = logs.get("hookgate.runtime")
 
@@ -134,6 +135,7 @@ class MemoryRuntime(Reconciled[_Worker]):
         self.stop_grace = stop_grace
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
+        self.on_start_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
 
     def validate(self, spec: FlowSpec) -> list[str]:
         """Any worker: ``apps`` makes one of every flow."""
@@ -205,7 +207,7 @@ class MemoryRuntime(Reconciled[_Worker]):
         try:
             worker = _Worker(flow, self.apps(flow, env))
         except WorkerStartFailed as exc:
-            self._failed(state, str(exc))
+            self._failed(state, str(exc), start=True)
             return
         state.workers.append(worker)
         self._report(state)
@@ -213,7 +215,7 @@ class MemoryRuntime(Reconciled[_Worker]):
         if failure is not None:
             state.workers.remove(worker)
             await worker.stop(self.stop_grace)
-            self._failed(state, failure)
+            self._failed(state, failure, start=True)
             return
         worker.endpoint = self.network.listen(flow.name, worker.app, capacity=flow.spec.slots)
         worker.task.add_done_callback(lambda _task: state.changed.set())
@@ -221,11 +223,13 @@ class MemoryRuntime(Reconciled[_Worker]):
         self._report(state)
         self.on_ready(flow.id, time.monotonic() - worker.started_at)
 
-    def _failed(self, state: _Flow, reason: str) -> None:
+    def _failed(self, state: _Flow, reason: str, *, start: bool = False) -> None:
         state.failures += 1
         state.not_before = time.monotonic() + self.restart.delay(state.failures)
         state.status.last_error, state.status.last_error_at = reason, time.time()
         self.on_failed(state.flow.id, reason)
+        if start:
+            self.on_start_failed(state.flow.id, reason)
         log.warning("worker failed", flow=state.flow.name, reason=reason)
 
     def _unlisten(self, worker: _Worker) -> None:

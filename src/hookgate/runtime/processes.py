@@ -15,9 +15,9 @@ import time
 from typing import NamedTuple
 
 from hookgate import isolation
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import ConfigError, WorkerStartFailed
-from hookgate.runtime.base import Endpoint
 
 PYTHON_NAMES = ("python", "python3")
 # util-linux's setpriv starts every worker: so that it dies with the gateway, even on kill -9

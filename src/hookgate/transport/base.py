@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Protocol
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
 from hookgate.errors import WorkerError
-from hookgate.runtime.base import Endpoint
 
 
 class Upstream(Protocol):

@@ -19,9 +19,9 @@ import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.forwarding import RESPONSE_HEAD, Outbound, Reply
 from hookgate.errors import WorkerError, WorkerFailed, WorkerTimeout
-from hookgate.runtime.base import Endpoint
 from hookgate.transport.base import send_whole
 from hookgate.transport.connection import Connection
 from hookgate.transport.pool import Pools

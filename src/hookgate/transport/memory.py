@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.forwarding import Outbound, Reply
 from hookgate.errors import WorkerFailed, WorkerTimeout, WorkerUnreachable
-from hookgate.runtime.base import Endpoint
 from hookgate.runtime.memory import App, Network
 from hookgate.transport.base import send_whole
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from hookgate.domain.endpoints import Endpoint
 from hookgate.errors import WorkerUnreachable
-from hookgate.runtime.base import Endpoint
 from hookgate.transport.connection import Connection
 
 CONNECT_TIMEOUT = 5.0

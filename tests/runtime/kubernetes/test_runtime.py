@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from hookgate.runtime.base import Endpoint
+from hookgate.domain.endpoints import Endpoint
 from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.client import Kube, kubeconfig_for
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime

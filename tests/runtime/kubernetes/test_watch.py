@@ -7,7 +7,7 @@ from typing import Any
 
 from kmock._internal import enums
 
-from hookgate.runtime.base import Endpoint
+from hookgate.domain.endpoints import Endpoint
 from hookgate.runtime.kubernetes import names
 from hookgate.runtime.kubernetes.runtime import KubernetesRuntime
 

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from lightkube import AsyncClient
 
 from hookgate import logs
+from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flows import Flow, FlowSpec
 from hookgate.errors import ConfigError, RuntimeFailure
-from hookgate.runtime.base import Endpoint, WorkerStatus
+from hookgate.runtime.base import WorkerStatus
 from hookgate.runtime.kubernetes import health, names, reconciler, specs
 from hookgate.runtime.kubernetes.client import Kube
 from hookgate.runtime.kubernetes.lease import LeaderElector
@@ -76,6 +77,7 @@ class KubernetesRuntime:
         )
         self.on_ready: Callable[[str, float], None] = lambda _flow_id, _seconds: None
         self.on_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
+        self.on_start_failed: Callable[[str, str], None] = lambda _flow_id, _reason: None
         self._starting: dict[str, float] = {}
         self.reconciler.on_pod = self._pod_changed
 
