@@ -44,6 +44,7 @@ from hookgate.proxy import SyncProxy, TracedProxy
 from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime
 from hookgate.runtime.local import LocalRuntime
+from hookgate.services import Services
 from hookgate.store.base import open_store
 from hookgate.store.sqlite import SQLiteStore
 from hookgate.transport.client import Http1Transport
@@ -284,29 +285,26 @@ class Gateway:
         self.metrics.store_commit_seconds.observe(seconds)
 
     def admin_app(self) -> Any:
-        api = AdminAPI(
+        services = Services(
             registry=self.registry,
             store=self.store,
             metrics=self.metrics,
-            public_url=self.settings.public_url,
+            events=self.events,
             workers=self.runtime.status,
             on_queued=self.dispatcher.notify,
+            public_url=self.settings.public_url,
+            stopping=self._stop,
+        )
+        api = AdminAPI(
+            services,
             validate=self.validate,
             next_ticks=self.scheduler.next_ticks,
-            events=self.events,
-            stopping=self._stop,
             runtime=self.settings.runtime,
         )
         console = Console(
+            services,
             token=self.token,
-            registry=self.registry,
-            store=self.store,
-            metrics=self.metrics,
-            public_url=self.settings.public_url,
-            workers=self.runtime.status,
-            on_queued=self.dispatcher.notify,
             live=api.events,
-            stopping=self._stop,
             trusted_proxies=self.settings.trusted_proxies,
         )
         self._console = console

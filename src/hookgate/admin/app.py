@@ -32,11 +32,8 @@ from hookgate.domain.deliveries import State
 from hookgate.domain.flowfile import spec_from_object
 from hookgate.domain.flows import Flow, FlowSpec, Status, to_builtins
 from hookgate.errors import ConfigError, DeliveryNotFound, FlowNotFound
-from hookgate.events import EventHub
-from hookgate.metrics import Metrics
-from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import WorkerStatus
-from hookgate.store.base import MAX_CANDIDATES, DeliveryFilter, Store, ambiguity, look_up
+from hookgate.services import Services
+from hookgate.store.base import MAX_CANDIDATES, DeliveryFilter, ambiguity, look_up
 
 HEARTBEAT = 15.0
 
@@ -44,31 +41,24 @@ HEARTBEAT = 15.0
 class AdminAPI:
     def __init__(
         self,
+        services: Services,
         *,
-        registry: FlowRegistry,
-        store: Store,
-        metrics: Metrics,
-        public_url: str,
-        workers: Callable[[str], WorkerStatus],
-        on_queued: Callable[[str], None],
         validate: Callable[[FlowSpec], list[str]],
-        events: EventHub,
-        stopping: asyncio.Event | None = None,
         next_ticks: Callable[[Flow], list[float]] = lambda _flow: [],
         runtime: str = "local",
     ) -> None:
         self.runtime = runtime
         self.next_ticks = next_ticks
-        self.schedules = ScheduleAPI(registry=registry, store=store, on_queued=on_queued)
-        self.hub = events
-        self.stopping = stopping or asyncio.Event()
-        self.registry = registry
-        self.store = store
-        self.metrics = metrics
-        self.public_url = public_url
-        self.workers = workers
-        self.on_queued = on_queued
         self.validate = validate
+        self.schedules = ScheduleAPI(services)
+        self.hub = services.events
+        self.stopping = services.stopping
+        self.registry = services.registry
+        self.store = services.store
+        self.metrics = services.metrics
+        self.public_url = services.public_url
+        self.workers = services.workers
+        self.on_queued = services.on_queued
 
     def routes(self) -> list[Route]:
         operations = [

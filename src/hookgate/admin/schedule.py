@@ -12,19 +12,16 @@ from starlette.responses import JSONResponse, Response
 from hookgate.domain.flows import Mode
 from hookgate.domain.schedule import MAX_SNAPSHOT, poll_request
 from hookgate.errors import ConfigError
-from hookgate.registry import FlowRegistry
-from hookgate.store.base import Store
+from hookgate.services import Services
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 class ScheduleAPI:
-    def __init__(
-        self, *, registry: FlowRegistry, store: Store, on_queued: Callable[[str], None]
-    ) -> None:
-        self.registry = registry
-        self.store = store
-        self.on_queued = on_queued
+    def __init__(self, services: Services) -> None:
+        self.registry = services.registry
+        self.store = services.store
+        self.on_queued = services.on_queued
 
     def operations(self) -> list[tuple[str, str, Handler]]:
         path = "/api/v1/flows/{ref}"

@@ -10,7 +10,6 @@ buttons.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import secrets
 import time
@@ -34,10 +33,7 @@ from hookgate.console.pages import Pages
 from hookgate.console.rates import Rates
 from hookgate.console.sessions import Session, Sessions, same
 from hookgate.errors import DeliveryNotFound, FlowNotFound, HookgateError, StoreError
-from hookgate.metrics import Metrics
-from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import WorkerStatus
-from hookgate.store.base import Store
+from hookgate.services import Services
 
 log = logs.get("hookgate.console")
 
@@ -78,25 +74,20 @@ class _Secured:
 class Console:
     def __init__(
         self,
+        services: Services,
         *,
         token: str,
-        registry: FlowRegistry,
-        store: Store,
-        metrics: Metrics,
-        public_url: str,
-        workers: Callable[[str], WorkerStatus],
-        on_queued: Callable[[str], None],
         live: Handler,
-        stopping: asyncio.Event | None = None,
         trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.trusted_proxies = trusted_proxies
         self.sessions = Sessions(token=token)
         self.history = History()
         self.rates = Rates(
-            metrics.registry, lambda registry, now: self.history.sample(registry, now=now)
+            services.metrics.registry,
+            lambda registry, now: self.history.sample(registry, now=now),
         )
-        self.stopping = stopping
+        self.stopping = services.stopping
         self.live = live
         env = jinja2.Environment(
             loader=jinja2.PackageLoader("hookgate.console", "templates"),
@@ -106,16 +97,7 @@ class Console:
         env.filters["when"] = render.when
         env.filters["size"] = render.size
         self.templates = Jinja2Templates(env=env)
-        self.pages = Pages(
-            render=self.page,
-            registry=registry,
-            store=store,
-            rates=self.rates,
-            history=self.history,
-            public_url=public_url,
-            workers=workers,
-            on_queued=on_queued,
-        )
+        self.pages = Pages(services, render=self.page, rates=self.rates, history=self.history)
 
     def start(self) -> None:
         """Start sampling request rates; needs the running event loop."""

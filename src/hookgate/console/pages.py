@@ -21,13 +21,12 @@ from hookgate.domain import redaction
 from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
-from hookgate.registry import FlowRegistry
-from hookgate.runtime.base import WorkerStatus, flow_state
+from hookgate.runtime.base import flow_state
+from hookgate.services import Services
 from hookgate.store.base import (
     MAX_CANDIDATES,
     DeliveryFilter,
     QueueStats,
-    Store,
     ambiguity,
     look_up,
 )
@@ -73,24 +72,20 @@ class Render(Protocol):
 class Pages:
     def __init__(
         self,
+        services: Services,
         *,
         render: Render,
-        registry: FlowRegistry,
-        store: Store,
         rates: Rates,
         history: History,
-        public_url: str,
-        workers: Callable[[str], WorkerStatus],
-        on_queued: Callable[[str], None],
     ) -> None:
         self.render = render
-        self.registry = registry
-        self.store = store
+        self.registry = services.registry
+        self.store = services.store
         self.rates = rates
         self.history = history
-        self.public_url = public_url
-        self.workers = workers
-        self.on_queued = on_queued
+        self.public_url = services.public_url
+        self.workers = services.workers
+        self.on_queued = services.on_queued
 
     # flows -------------------------------------------------------------------------------
     def _row(

@@ -1,0 +1,29 @@
+"""The parts of one gateway that its operator surfaces (admin API, console) are built from,
+named once instead of in two long keyword lists."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hookgate.events import EventHub
+from hookgate.metrics import Metrics
+from hookgate.registry import FlowRegistry
+from hookgate.runtime.base import WorkerStatus
+from hookgate.store.base import Store
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    registry: FlowRegistry
+    store: Store
+    metrics: Metrics
+    events: EventHub
+    workers: Callable[[str], WorkerStatus]
+    """A flow's workers now (``Runtime.status``)."""
+    on_queued: Callable[[str], None]
+    """Deliveries of the flow were queued again (replay, retry now): wake its lanes."""
+    public_url: str
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the gateway stops: live streams end so the listener can close."""
