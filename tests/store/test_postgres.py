@@ -14,8 +14,9 @@ from psycopg import sql
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
 from hookgate.store import postgres
-from hookgate.store.base import DeliveryFilter, open_store
-from hookgate.store.postgres import SCHEMA_VERSION, PostgresStore, list_query
+from hookgate.store.base import DeliveryFilter
+from hookgate.store.open import open_store
+from hookgate.store.postgres.store import SCHEMA_VERSION, PostgresStore, list_query
 
 from .conftest import PostgresBackend, attempt_for, make_request
 from .test_contract import make_flow

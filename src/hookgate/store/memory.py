@@ -29,17 +29,7 @@ from hookgate.errors import (
     StoreUnavailable,
 )
 from hookgate.store import rows as table
-from hookgate.store.base import (
-    Acceptance,
-    Accepted,
-    Claim,
-    DeliveryFilter,
-    DeliveryRecord,
-    Page,
-    QueuedBytes,
-    QueueStats,
-    prefix_bounds,
-)
+from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
 from hookgate.store.memory_tables import (
     LIVE,
     Dedupe,
@@ -54,6 +44,7 @@ from hookgate.store.memory_tables import (
     stored_flow,
     summary,
 )
+from hookgate.store.shared import Acceptance, QueuedBytes, prefix_bounds
 
 SCHEMA_VERSION = 0
 """No schema: nothing to migrate."""

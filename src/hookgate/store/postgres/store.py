@@ -45,20 +45,8 @@ from hookgate.errors import (
     StoreUnavailable,
 )
 from hookgate.store import rows as table
-from hookgate.store.base import (
-    Acceptance,
-    Accepted,
-    Claim,
-    DeliveryFilter,
-    DeliveryRecord,
-    Outcomes,
-    Page,
-    QueuedBytes,
-    QueueStats,
-    find_sql,
-    prefix_bounds,
-    settle,
-)
+from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.shared import Acceptance, Outcomes, QueuedBytes, find_sql, prefix_bounds, settle
 
 SCHEMA_VERSION = 5
 _FIND_EXACT = find_sql(table.SUMMARY, "{col} = %(low)s", "%(limit)s")
