@@ -215,9 +215,12 @@ reply_decoder = msgspec.msgpack.Decoder(Reply)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def frame(payload: object) -> bytes:
-    data = _encoder.encode(payload)
-    return HEADER.pack(len(data)) + data
+def frame(payload: object) -> bytearray:
+    """``payload`` encoded after its length, in one buffer (no copy to prepend the length)."""
+    buffer = bytearray(HEADER.size)
+    _encoder.encode_into(payload, buffer, HEADER.size)
+    HEADER.pack_into(buffer, 0, len(buffer) - HEADER.size)
+    return buffer
 
 
 def take_frame(buffer: bytearray) -> bytes | None:
