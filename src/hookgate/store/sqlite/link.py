@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -144,8 +144,8 @@ class Writer:
             raise StoreUnavailable("the SQLite writer process is restarting; retry")
         op_id = next(self._ids)
         future: asyncio.Future[R] = self._loop.create_future()
-        self._waiting[op_id] = future, p.result_decoder(type(write))
-        self._pending.append(p.Op(op_id, write))  # type: ignore[arg-type]
+        self._waiting[op_id] = future, p.RESULTS[type(write)]
+        self._pending.append(p.Op(op_id, cast(p.AnyWrite, write)))
         if len(self._pending) == 1:
             self._loop.call_soon(self._flush)
         return future

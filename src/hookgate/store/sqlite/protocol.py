@@ -1,19 +1,18 @@
 """The messages between ``SQLiteStore`` and its writer process, typed both ways.
 
 Frames are a 4-byte big-endian length and a msgpack document. The gateway sends lists of
-:class:`Op`: an id and one :data:`Write`, a tagged struct per kind of write. The writer answers
-each group with a :class:`Reply`: how many ops it committed, how long that took, and per op id
-its result, or a :class:`Failure`. Each write names its result type (``Write[R]``), and the
-gateway decodes a result with that type (:func:`result_decoder`), so nothing crosses the socket
-untyped and no name is looked up at run time.
+:class:`Op`: an id and one :data:`AnyWrite`, a tagged struct per kind of write. The writer
+answers each group with a :class:`Reply`: how many ops it committed, how long that took, and per
+op id its result, or a :class:`Failure`. Each write names its result type (``Write[R]``), and
+the gateway decodes a result with that type (:data:`RESULTS`), so nothing crosses the socket
+untyped and no write is looked up by name.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
 import typing
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -202,14 +201,17 @@ class Reply(msgspec.Struct, array_like=True, frozen=True):
     results: list[tuple[int, msgspec.Raw]]
 
 
-@functools.cache
-def result_decoder(kind: type[Write[R]]) -> msgspec.msgpack.Decoder[R | Failure]:
+def _result_decoder(kind: type[Write[Any]]) -> msgspec.msgpack.Decoder[Any]:
     """The decoder of a kind of write's answer: its ``R``, or a ``Failure``."""
     (base,) = kind.__orig_bases__  # type: ignore[attr-defined]
     (result,) = typing.get_args(base)
     return msgspec.msgpack.Decoder(result | Failure)
 
 
+RESULTS: dict[type[Write[Any]], msgspec.msgpack.Decoder[Any]] = {
+    kind: _result_decoder(kind) for kind in typing.get_args(AnyWrite)
+}
+"""Each kind of write's result decoder, made once at import (a lookup per write)."""
 ops_decoder = msgspec.msgpack.Decoder(list[Op])
 reply_decoder = msgspec.msgpack.Decoder(Reply)
 _encoder = msgspec.msgpack.Encoder()
