@@ -1,4 +1,4 @@
-"""What only the SQLite store does: its lease query's plan, and its schema guard."""
+"""What only the SQLite store does: its lease query's plan, its schema guard, its writer."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ import contextlib
 import os
 import signal
 import sqlite3
+import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.conftest import fill
 
-from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
+from hookgate.errors import (
+    DeliveryNotFound,
+    FlowConflict,
+    SchemaMismatch,
+    StoreFull,
+    StoreUnavailable,
+)
 from hookgate.store import columns
 from hookgate.store.base import Accepted
 from hookgate.store.sqlite import protocol, reads, schema, writes
@@ -201,3 +209,19 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     with contextlib.closing(sqlite3.connect(path)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"deliveries_request_id", "dedupe_key"} <= names
+
+
+def test_every_write_crosses_to_the_writer_typed_and_its_result_back() -> None:
+    """Each kind of write has a runner in the writer and a result decoder here; a failure
+    comes back as the error it was, anything unexpected as a RuntimeError."""
+    kinds = set(typing.get_args(protocol.AnyWrite))
+    assert kinds == {*writes.WRITES, protocol.Insert, protocol.Finish} == set(protocol.RESULTS)
+    op = protocol.Op(7, protocol.Lease("f", "worker", 3, 30.0, NOW))
+    assert protocol.ops_decoder.decode(protocol.frame([op])[4:]) == [op]
+    flows = protocol.RESULTS[protocol.CreateFlow]
+    failure = flows.decode(msgspec.msgpack.encode(protocol.Failure.of(FlowConflict("taken"))))
+    assert isinstance(failure, protocol.Failure)
+    assert type(failure.error()) is FlowConflict and str(failure.error()) == "taken"
+    assert type(protocol.Failure("KeyError", "x").error()) is RuntimeError
+    with pytest.raises(msgspec.ValidationError):
+        protocol.RESULTS[protocol.Finish].decode(msgspec.msgpack.encode("yes"))

@@ -76,6 +76,7 @@ def _moved_id(move: p.Move) -> str:
 
 # the other writes, one per message ---------------------------------------------------------
 def create_flow(conn: sqlite3.Connection, m: p.CreateFlow) -> None:
+    _flow_id, name, *_ = m.row
     try:
         conn.execute(
             "INSERT INTO flows (id, name, spec, status, created_at, updated_at)"
@@ -83,7 +84,7 @@ def create_flow(conn: sqlite3.Connection, m: p.CreateFlow) -> None:
             m.row,
         )
     except sqlite3.IntegrityError:
-        raise FlowConflict(f"a flow named {m.row[1]!r} exists already") from None
+        raise FlowConflict(f"a flow named {name!r} exists already") from None
 
 
 def update_flow(conn: sqlite3.Connection, m: p.UpdateFlow) -> None:
