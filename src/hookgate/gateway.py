@@ -45,8 +45,8 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime
 from hookgate.runtime.local import LocalRuntime
 from hookgate.services import Services
-from hookgate.store.base import open_store
-from hookgate.store.sqlite import SQLiteStore
+from hookgate.store.open import open_store
+from hookgate.store.sqlite.store import SQLiteStore
 from hookgate.transport.client import Http1Transport
 
 log = logs.get("hookgate")

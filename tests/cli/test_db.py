@@ -17,10 +17,10 @@ from hookgate.cli.main import cli
 from hookgate.domain.deliveries import Attempt, Delivery, Request, State, new_id
 from hookgate.domain.flows import Flow, FlowSpec, Mode, Status, WorkerSpec, new_flow_id
 from hookgate.store.base import DeliveryFilter, Store
-from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
-from hookgate.store.postgres import PostgresStore
-from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
-from hookgate.store.sqlite import SQLiteStore
+from hookgate.store.postgres.store import SCHEMA_VERSION as PG_SCHEMA
+from hookgate.store.postgres.store import PostgresStore
+from hookgate.store.sqlite.store import SCHEMA_VERSION as SQLITE_SCHEMA
+from hookgate.store.sqlite.store import SQLiteStore
 
 NOW = 1_700_000_000.0
 

@@ -81,7 +81,7 @@ def assert_kept_out(report: dict[str, Any], gateway: GatewayProcess) -> None:
     assert report["parent"] == gateway.process.pid
     processes = report["processes"]
     assert str(gateway.process.pid) in processes
-    assert any("hookgate.store.sqlite_writer" in p["cmdline"] for p in processes.values())
+    assert any("hookgate.store.sqlite.writer" in p["cmdline"] for p in processes.values())
     for pid, seen in processes.items():
         assert seen["environ"] == "denied: Permission denied", (pid, seen)
         assert seen["mem"] == "denied: Permission denied", (pid, seen)

@@ -17,8 +17,8 @@ from tests.conftest import fresh_database
 from hookgate.domain.deliveries import Attempt, Delivery, Request, new_id
 from hookgate.store.base import Store
 from hookgate.store.memory import MemoryStore, Tables
-from hookgate.store.postgres import PostgresStore
-from hookgate.store.sqlite import SQLiteStore
+from hookgate.store.postgres.store import PostgresStore
+from hookgate.store.sqlite.store import SQLiteStore
 
 BIG = 10**12
 

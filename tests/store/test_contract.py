@@ -22,9 +22,9 @@ from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreF
 from hookgate.store.base import DeliveryFilter, Store
 from hookgate.store.columns import ROW_OVERHEAD
 from hookgate.store.memory import SCHEMA_VERSION as MEMORY_SCHEMA
-from hookgate.store.postgres import SCHEMA_VERSION as PG_SCHEMA
+from hookgate.store.postgres.store import SCHEMA_VERSION as PG_SCHEMA
 from hookgate.store.rows import queued_size
-from hookgate.store.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA
+from hookgate.store.sqlite.store import SCHEMA_VERSION as SQLITE_SCHEMA
 
 from .conftest import Backend, attempt_for, make_request
 

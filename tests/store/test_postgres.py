@@ -13,9 +13,11 @@ from psycopg import sql
 
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
-from hookgate.store import postgres
-from hookgate.store.base import DeliveryFilter, open_store
-from hookgate.store.postgres import SCHEMA_VERSION, PostgresStore, list_query
+from hookgate.store.base import DeliveryFilter
+from hookgate.store.open import open_store
+from hookgate.store.postgres.schema import SCHEMA_VERSION
+from hookgate.store.postgres.statements import FIND_EXACT, FIND_PREFIX, list_query
+from hookgate.store.postgres.store import PostgresStore
 
 from .conftest import PostgresBackend, attempt_for, make_request
 from .test_contract import make_flow
@@ -179,7 +181,7 @@ async def test_finding_by_any_id_or_prefix_walks_indexes(
         conn.execute("ANALYZE deliveries")
         conn.execute("ANALYZE dedupe")
         conn.execute("SET enable_seqscan = off")
-        for query in (postgres._FIND_EXACT, postgres._FIND_PREFIX):
+        for query in (FIND_EXACT, FIND_PREFIX):
             plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {query}", params))
             assert "Seq Scan" not in plan, plan
             for index in ("deliveries_id", "deliveries_request_id", "dedupe_key"):

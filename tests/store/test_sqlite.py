@@ -1,4 +1,4 @@
-"""What only the SQLite store does: its lease query's plan, and its schema guard."""
+"""What only the SQLite store does: its lease query's plan, its schema guard, its writer."""
 
 from __future__ import annotations
 
@@ -7,15 +7,24 @@ import contextlib
 import os
 import signal
 import sqlite3
+import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.conftest import fill
 
-from hookgate.errors import DeliveryNotFound, SchemaMismatch, StoreFull, StoreUnavailable
-from hookgate.store import columns, sqlite, sqlite_writer
+from hookgate.errors import (
+    DeliveryNotFound,
+    FlowConflict,
+    SchemaMismatch,
+    StoreFull,
+    StoreUnavailable,
+)
+from hookgate.store import columns
 from hookgate.store.base import Accepted
-from hookgate.store.sqlite import SQLiteStore
+from hookgate.store.sqlite import protocol, reads, schema, writes
+from hookgate.store.sqlite.store import SQLiteStore
 
 from .conftest import make_request
 
@@ -32,9 +41,9 @@ async def test_lease_walks_the_partial_indexes(tmp_path: Path) -> None:
         await store.close()
 
     statements: list[str] = []
-    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
+    with contextlib.closing(schema.connect(str(tmp_path / "q.db"), "FULL")) as conn:
         conn.set_trace_callback(statements.append)
-        assert len(sqlite_writer.lease(conn, "f1", "worker", 3, 30, NOW + 1)) == 3
+        assert len(writes.lease(conn, protocol.Lease("f1", "worker", 3, 30, NOW + 1))) == 3
         conn.set_trace_callback(None)
         [lease] = [s for s in statements if s.startswith("UPDATE deliveries SET state = 1")]
         plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {lease}")]
@@ -52,7 +61,7 @@ async def test_a_status_url_is_looked_up_through_its_partial_index(tmp_path: Pat
     store = SQLiteStore(str(tmp_path / "s.db"), max_queued_bytes=10**9)
     await store.open()
     await store.close()
-    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "s.db"), "FULL")) as conn:
+    with contextlib.closing(schema.connect(str(tmp_path / "s.db"), "FULL")) as conn:
         plan = [
             row[3]
             for row in conn.execute(
@@ -110,7 +119,7 @@ async def test_closing_waits_for_the_writer_to_commit_and_exit(tmp_path: Path) -
     path = str(tmp_path / "c.db")
     store = SQLiteStore(path, max_queued_bytes=10**9)
     await store.open()
-    process = store._process
+    process = store._writer.process
     assert process is not None
     await asyncio.gather(*(store.enqueue(make_request("f")) for _ in range(300)))
     await store.close()
@@ -158,10 +167,10 @@ async def test_a_full_disk_refuses_and_the_first_write_after_space_is_back_succe
 
 
 def test_finding_by_any_id_or_prefix_walks_indexes(tmp_path: Path) -> None:
-    with contextlib.closing(sqlite_writer.connect(str(tmp_path / "q.db"), "FULL")) as conn:
-        sqlite_writer.migrate(conn, "q.db")
+    with contextlib.closing(schema.connect(str(tmp_path / "q.db"), "FULL")) as conn:
+        schema.migrate(conn, "q.db")
         params = {"low": "01234567", "high": "01234568", "limit": 11}
-        for query in (sqlite._FIND_EXACT, sqlite._FIND_PREFIX):
+        for query in (reads._FIND_EXACT, reads._FIND_PREFIX):
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params)]
             scans = [step for step in plan if step.startswith("SCAN")]
             assert scans == ["SCAN m0", "SCAN m1", "SCAN m2"], plan  # the bounded matches only
@@ -192,7 +201,7 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     store = SQLiteStore(str(path), max_queued_bytes=10**9)
     await store.open()
     try:
-        assert await store.schema_version() == sqlite_writer.SCHEMA_VERSION
+        assert await store.schema_version() == schema.SCHEMA_VERSION
         for ref in (request.request_id, "evt_old"):
             assert [d.id for d in await store.find_deliveries(ref, limit=5)] == [request.id]
     finally:
@@ -200,3 +209,19 @@ async def test_a_store_from_before_the_lookup_indexes_gets_them_and_keeps_its_da
     with contextlib.closing(sqlite3.connect(path)) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"deliveries_request_id", "dedupe_key"} <= names
+
+
+def test_every_write_crosses_to_the_writer_typed_and_its_result_back() -> None:
+    """Each kind of write has a runner in the writer and a result decoder here; a failure
+    comes back as the error it was, anything unexpected as a RuntimeError."""
+    kinds = set(typing.get_args(protocol.AnyWrite))
+    assert kinds == {*writes.WRITES, protocol.Insert, protocol.Finish} == set(protocol.RESULTS)
+    op = protocol.Op(7, protocol.Lease("f", "worker", 3, 30.0, NOW))
+    assert protocol.ops_decoder.decode(protocol.frame([op])[4:]) == [op]
+    flows = protocol.RESULTS[protocol.CreateFlow]
+    failure = flows.decode(msgspec.msgpack.encode(protocol.Failure.of(FlowConflict("taken"))))
+    assert isinstance(failure, protocol.Failure)
+    assert type(failure.error()) is FlowConflict and str(failure.error()) == "taken"
+    assert type(protocol.Failure("KeyError", "x").error()) is RuntimeError
+    with pytest.raises(msgspec.ValidationError):
+        protocol.RESULTS[protocol.Finish].decode(msgspec.msgpack.encode("yes"))

@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hookgate.cli.output import console, emit, output_option, table
 from hookgate.domain.deliveries import State
 from hookgate.errors import HookgateError
-from hookgate.store.base import Store, open_store
+from hookgate.store.base import Store
 from hookgate.store.copy import copy_store
+from hookgate.store.open import open_store
 
 T = TypeVar("T")
 SQLITE = "sqlite://"
@@ -223,10 +224,10 @@ async def _summary(store: Store, url: str) -> dict[str, Any]:
 def _code_version(url: str) -> int:
     """The schema version this Hookgate writes, for the backend of ``url``."""
     if url.startswith(POSTGRES):
-        from hookgate.store.postgres import SCHEMA_VERSION as postgres_version
+        from hookgate.store.postgres.store import SCHEMA_VERSION as postgres_version
 
         return postgres_version
-    from hookgate.store.sqlite import SCHEMA_VERSION as sqlite_version
+    from hookgate.store.sqlite.store import SCHEMA_VERSION as sqlite_version
 
     return sqlite_version
 

@@ -1,5 +1,14 @@
-"""Column lists, in the one order every statement of both stores uses (no imports: the
-SQLite writer process needs them and nothing else of the gateway)."""
+"""Column lists, in the one order every statement of both stores uses, and the delivery states
+as SQL reads them (the SQLite writer process needs these and little else of the gateway)."""
+
+from hookgate.domain.deliveries import State
+
+QUEUED, LEASED, DONE, DEAD, FILTERED = (
+    int(s) for s in (State.QUEUED, State.LEASED, State.DONE, State.DEAD, State.FILTERED)
+)
+"""The states as SQL compares them, interpolated into statements once, at import."""
+LIVE = f"({QUEUED}, {LEASED})"
+"""``state IN LIVE``: in the queue, counted against its bounds."""
 
 SUMMARY = (
     "id, request_id, flow_id, state, attempts, next_at, received_at, lease_until,"
@@ -13,7 +22,9 @@ INSERTED = (
 INSERTED_COUNT = INSERTED.count(",") + 1
 FULL_COUNT = FULL.count(",") + 1
 
-PROGRESS = "request_id, flow_id, state, attempts, last_error, CASE WHEN state = 2 THEN answer END"
+PROGRESS = (
+    f"request_id, flow_id, state, attempts, last_error, CASE WHEN state = {DONE} THEN answer END"
+)
 """What a status URL shows; the answer only once done (a replay runs the delivery again)."""
 
 ATTEMPT = "number, started_at, duration_ms, status_code, error, response"

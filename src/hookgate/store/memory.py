@@ -14,32 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Sequence
 
 from hookgate.domain.deliveries import POLL_SOURCE, Attempt, Delivery, Progress, Request, State
 from hookgate.domain.destinations import WORKERS, DeliveryRate
-from hookgate.domain.flows import Flow, encode
+from hookgate.domain.flows import Flow
 from hookgate.domain.pacing import TokenBucket
 from hookgate.errors import (
     DeliveryNotFound,
-    FlowConflict,
-    FlowNotFound,
     StoreFull,
     StoreUnavailable,
 )
 from hookgate.store import rows as table
-from hookgate.store.base import (
-    Acceptance,
-    Accepted,
-    Claim,
-    DeliveryFilter,
-    DeliveryRecord,
-    Page,
-    QueuedBytes,
-    QueueStats,
-    prefix_bounds,
-)
+from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
 from hookgate.store.memory_tables import (
     LIVE,
     Dedupe,
@@ -50,10 +37,9 @@ from hookgate.store.memory_tables import (
     full,
     matches,
     new_deliveries,
-    queue_stats_of,
-    stored_flow,
     summary,
 )
+from hookgate.store.shared import Acceptance, QueuedBytes, prefix_bounds
 
 SCHEMA_VERSION = 0
 """No schema: nothing to migrate."""
@@ -93,43 +79,23 @@ class MemoryStore:
 
     # flows -------------------------------------------------------------------------------
     async def create_flow(self, flow: Flow) -> None:
-        t = await self._turn()
-        if flow.id in t.flows or any(f[0] == flow.name for f in t.flows.values()):
-            raise FlowConflict(f"a flow named {flow.name!r} exists already")
-        t.flows[flow.id] = self._flow_row(flow)
+        (await self._turn()).add_flow(flow)
 
     async def update_flow(self, flow: Flow) -> None:
-        t = await self._turn()
-        if any(f[0] == flow.name and i != flow.id for i, f in t.flows.items()):
-            raise FlowConflict(f"a flow named {flow.name!r} exists already")
-        if flow.id not in t.flows:
-            raise FlowNotFound(f"no flow with id {flow.id}")
-        created_at = t.flows[flow.id][3]  # as in SQL, an update keeps the creation time
-        t.flows[flow.id] = (*self._flow_row(flow)[:3], created_at, flow.updated_at)
-
-    @staticmethod
-    def _flow_row(flow: Flow) -> tuple[str, bytes, str, float, float]:
-        return flow.name, encode(flow.spec), flow.status.value, flow.created_at, flow.updated_at
+        (await self._turn()).replace_flow(flow)
 
     async def delete_flow(self, flow_id: str) -> None:
-        t = await self._turn()
-        if t.flows.pop(flow_id, None) is None:
-            raise FlowNotFound(f"no flow with id {flow_id}")
-        for row in [r for r in t.rows.values() if r.delivery.flow_id == flow_id]:
-            t.remove(row)
-        for key in [k for k in t.dedupe if k[0] == flow_id]:
-            del t.dedupe[key]
-        t.schedules.pop(flow_id, None)
+        (await self._turn()).drop_flow(flow_id)
         self.queued.forget(flow_id)
 
     async def list_flows(self) -> list[Flow]:
         t = await self._turn()
-        return [stored_flow(i, f) for i, f in sorted(t.flows.items(), key=lambda item: item[1][0])]
+        return [f.flow(i) for i, f in sorted(t.flows.items(), key=lambda item: item[1].name)]
 
     async def get_flow(self, flow_id: str) -> Flow | None:
         t = await self._turn()
         found = t.flows.get(flow_id)
-        return None if found is None else stored_flow(flow_id, found)
+        return None if found is None else found.flow(flow_id)
 
     # ingest ------------------------------------------------------------------------------
     async def enqueue(
@@ -285,19 +251,7 @@ class MemoryStore:
         return [] if row is None else [copy_attempt(a) for a in row.tried]
 
     async def progress(self, status_token: str) -> Progress | None:
-        t = await self._turn()
-        found = t.tokens.get(status_token)
-        if found is None:
-            return None
-        d = t.rows[found].delivery
-        return Progress(
-            request_id=d.request_id,
-            flow_id=d.flow_id,
-            state=d.state,
-            attempts=d.attempts,
-            last_error=d.last_error,
-            answer=t.rows[found].answer if d.state is State.DONE else None,
-        )
+        return (await self._turn()).progress(status_token)
 
     async def find_deliveries(self, ref: str, *, limit: int) -> list[Delivery]:
         t = await self._turn()
@@ -312,45 +266,14 @@ class MemoryStore:
     async def list_deliveries(
         self, where: DeliveryFilter, *, limit: int, cursor: str | None
     ) -> Page:
-        t = await self._turn()
-        match, before = matches(where), int(cursor) if cursor is not None else None
-        rows: list[Row] = []
-        for row in reversed(t.rows.values()):
-            if (before is None or row.seq < before) and match(row.delivery):
-                rows.append(row)
-                if len(rows) > limit:
-                    break
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            [summary(r.delivery) for r in rows], str(rows[-1].seq) if more and rows else None
-        )
+        return (await self._turn()).page(where, limit=limit, cursor=cursor)
 
     async def queue_stats(self) -> dict[str, QueueStats]:
-        t = await self._turn()
-        counted: dict[str, list[Delivery]] = {}
-        for lane in t.live.values():
-            for row in lane.values():
-                counted.setdefault(row.delivery.flow_id, []).append(row.delivery)
-        return {flow_id: queue_stats_of(ds) for flow_id, ds in counted.items()}
+        return (await self._turn()).queue_stats()
 
     # hygiene -----------------------------------------------------------------------------
     async def purge(self, *, flow_id: str, done_before: float, limit: int = 1000) -> int:
-        t = await self._turn()
-        over = (State.DONE, State.FILTERED)
-        rows = [
-            r
-            for r in t.rows.values()
-            if r.delivery.flow_id == flow_id
-            and r.delivery.state in over
-            and r.delivery.updated_at < done_before
-        ][:limit]
-        for row in rows:
-            t.remove(row)
-        wall = time.time()
-        for key in [k for k, v in t.dedupe.items() if k[0] == flow_id and v.expires_at < wall]:
-            del t.dedupe[key]
-        return len(rows)
+        return (await self._turn()).purge(flow_id, done_before, limit)
 
     # moving between stores ---------------------------------------------------------------
     async def count_deliveries(self) -> dict[str, dict[State, int]]:

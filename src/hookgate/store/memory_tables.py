@@ -5,16 +5,18 @@ what it got never changes the store)."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
-from hookgate.domain.deliveries import Attempt, Delivery, Request, State
-from hookgate.domain.flows import Flow
+from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
+from hookgate.domain.flows import Flow, encode
 from hookgate.domain.pacing import TokenBucket
+from hookgate.errors import FlowConflict, FlowNotFound
 from hookgate.store import rows as table
-from hookgate.store.base import DeliveryFilter, QueueStats
+from hookgate.store.base import DeliveryFilter, Page, QueueStats
 
 LIVE = (State.QUEUED, State.LEASED)
 
@@ -37,6 +39,24 @@ class Dedupe(msgspec.Struct):
     expires_at: float
 
 
+class StoredFlow(msgspec.Struct):
+    """A flow as the ``flows`` table holds it: the spec encoded, as SQL stores it."""
+
+    name: str
+    spec: bytes
+    status: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, flow: Flow) -> StoredFlow:
+        spec, status = encode(flow.spec), flow.status.value
+        return cls(flow.name, spec, status, flow.created_at, flow.updated_at)
+
+    def flow(self, flow_id: str) -> Flow:
+        return table.flow((flow_id, self.spec, self.status, self.created_at, self.updated_at))
+
+
 class Schedule(msgspec.Struct):
     last_tick: float | None = None
     snapshot: bytes | None = None
@@ -46,7 +66,7 @@ class Tables:
     """What a memory database holds. Deliveries are kept in insertion (``seq``) order."""
 
     def __init__(self) -> None:
-        self.flows: dict[str, tuple[str, bytes, str, float, float]] = {}
+        self.flows: dict[str, StoredFlow] = {}
         self.rows: dict[str, Row] = {}
         self.live: dict[tuple[str, str], dict[str, Row]] = {}
         """Queued and leased rows per (flow, destination): what leasing looks at."""
@@ -56,6 +76,30 @@ class Tables:
         self.buckets: dict[str, TokenBucket] = {}
         """Delivery rate limits, per ``flow id/destination`` (``Store.take_tokens``)."""
         self.seq = itertools.count(1)
+
+    def add_flow(self, flow: Flow) -> None:
+        if flow.id in self.flows or any(f.name == flow.name for f in self.flows.values()):
+            raise FlowConflict(f"a flow named {flow.name!r} exists already")
+        self.flows[flow.id] = StoredFlow.of(flow)
+
+    def replace_flow(self, flow: Flow) -> None:
+        if any(f.name == flow.name and i != flow.id for i, f in self.flows.items()):
+            raise FlowConflict(f"a flow named {flow.name!r} exists already")
+        if flow.id not in self.flows:
+            raise FlowNotFound(f"no flow with id {flow.id}")
+        stored = StoredFlow.of(flow)
+        stored.created_at = self.flows[flow.id].created_at  # as in SQL, an update keeps it
+        self.flows[flow.id] = stored
+
+    def drop_flow(self, flow_id: str) -> None:
+        """The flow and everything it holds."""
+        if self.flows.pop(flow_id, None) is None:
+            raise FlowNotFound(f"no flow with id {flow_id}")
+        for row in [r for r in self.rows.values() if r.delivery.flow_id == flow_id]:
+            self.remove(row)
+        for key in [k for k in self.dedupe if k[0] == flow_id]:
+            del self.dedupe[key]
+        self.schedules.pop(flow_id, None)
 
     def insert(self, delivery: Delivery, attempts: Iterable[Attempt] = ()) -> Row:
         row = Row(next(self.seq), delivery, None, [copy_attempt(a) for a in attempts])
@@ -111,6 +155,59 @@ class Tables:
             if match(key) and (row := self.rows.get(seen.delivery_id)) is not None:
                 rows[row.delivery.id] = row
         return list(rows.values())
+
+    def progress(self, status_token: str) -> Progress | None:
+        found = self.tokens.get(status_token)
+        if found is None:
+            return None
+        row = self.rows[found]
+        d = row.delivery
+        return Progress(
+            request_id=d.request_id,
+            flow_id=d.flow_id,
+            state=d.state,
+            attempts=d.attempts,
+            last_error=d.last_error,
+            answer=row.answer if d.state is State.DONE else None,
+        )
+
+    def page(self, where: DeliveryFilter, *, limit: int, cursor: str | None) -> Page:
+        """Newest first, continuing below the cursor (a ``seq``)."""
+        match, before = matches(where), int(cursor) if cursor is not None else None
+        rows: list[Row] = []
+        for row in reversed(self.rows.values()):
+            if (before is None or row.seq < before) and match(row.delivery):
+                rows.append(row)
+                if len(rows) > limit:
+                    break
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            [summary(r.delivery) for r in rows], str(rows[-1].seq) if more and rows else None
+        )
+
+    def queue_stats(self) -> dict[str, QueueStats]:
+        counted: dict[str, list[Delivery]] = {}
+        for lane in self.live.values():
+            for row in lane.values():
+                counted.setdefault(row.delivery.flow_id, []).append(row.delivery)
+        return {flow_id: queue_stats_of(ds) for flow_id, ds in counted.items()}
+
+    def purge(self, flow_id: str, done_before: float, limit: int) -> int:
+        over = (State.DONE, State.FILTERED)
+        rows = [
+            r
+            for r in self.rows.values()
+            if r.delivery.flow_id == flow_id
+            and r.delivery.state in over
+            and r.delivery.updated_at < done_before
+        ][:limit]
+        for row in rows:
+            self.remove(row)
+        wall = time.time()
+        for key in [k for k, v in self.dedupe.items() if k[0] == flow_id and v.expires_at < wall]:
+            del self.dedupe[key]
+        return len(rows)
 
     def queued_sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -174,11 +271,6 @@ def matches(where: DeliveryFilter) -> Callable[[Delivery], bool]:
         )
 
     return match
-
-
-def stored_flow(flow_id: str, row: tuple[str, bytes, str, float, float]) -> Flow:
-    _, spec, status, created_at, updated_at = row
-    return table.flow((flow_id, spec, status, created_at, updated_at))
 
 
 def queue_stats_of(deliveries: list[Delivery]) -> QueueStats:

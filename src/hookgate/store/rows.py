@@ -47,33 +47,53 @@ _spec = msgspec.json.Decoder(FlowSpec, dec_hook=dec_hook)
 
 
 def summary(row: Sequence[Any]) -> Delivery:
-    """A delivery from the ``SUMMARY`` columns (no headers, no body)."""
+    """A delivery from the ``SUMMARY`` columns (no headers, no body), or the first of more."""
+    (
+        delivery_id,
+        request_id,
+        flow_id,
+        state,
+        attempts,
+        next_at,
+        received_at,
+        lease_until,
+        last_error,
+        updated_at,
+        method,
+        path,
+        query,
+        source,
+        destination,
+        order_key,
+        *_,
+    ) = row
     return Delivery(
-        id=row[0],
-        request_id=row[1],
-        flow_id=row[2],
-        state=State(row[3]),
-        attempts=row[4],
-        next_at=row[5],
-        received_at=row[6],
-        lease_until=row[7],
-        last_error=row[8],
-        updated_at=row[9],
-        method=row[10],
-        path=row[11],
-        query=row[12],
-        source=row[13],
-        destination=row[14],
-        order_key=row[15],
+        id=delivery_id,
+        request_id=request_id,
+        flow_id=flow_id,
+        state=State(state),
+        attempts=attempts,
+        next_at=next_at,
+        received_at=received_at,
+        lease_until=lease_until,
+        last_error=last_error,
+        updated_at=updated_at,
+        method=method,
+        path=path,
+        query=query,
+        source=source,
+        destination=destination,
+        order_key=order_key,
     )
 
 
 def full(row: Sequence[Any]) -> Delivery:
     """A delivery from the ``FULL`` columns."""
     delivery = summary(row)
-    delivery.headers = _headers.decode(row[16])
-    delivery.body = bytes(row[17])
-    delivery.status_token = row[18]
+    *_, headers, body, status_token = row
+    delivery.headers = _headers.decode(headers)
+    delivery.body = bytes(body)
+    delivery.status_token = status_token
     return delivery
 
 
@@ -126,36 +146,39 @@ def inserted_rows(request: Request) -> list[tuple[Any, ...]]:
 
 def progress(row: Sequence[Any]) -> Progress:
     """A status URL's delivery from the ``PROGRESS`` columns."""
+    request_id, flow_id, state, attempts, last_error, answer = row
     return Progress(
-        request_id=row[0],
-        flow_id=row[1],
-        state=State(row[2]),
-        attempts=row[3],
-        last_error=row[4],
-        answer=None if row[5] is None else bytes(row[5]),
+        request_id=request_id,
+        flow_id=flow_id,
+        state=State(state),
+        attempts=attempts,
+        last_error=last_error,
+        answer=None if answer is None else bytes(answer),
     )
 
 
 def flow(row: Sequence[Any]) -> Flow:
     """A flow from ``id, spec, status, created_at, updated_at``."""
+    flow_id, spec, status, created_at, updated_at = row
     return Flow(
-        id=row[0],
-        spec=_spec.decode(row[1]),
-        status=Status(row[2]),
-        created_at=row[3],
-        updated_at=row[4],
+        id=flow_id,
+        spec=_spec.decode(spec),
+        status=Status(status),
+        created_at=created_at,
+        updated_at=updated_at,
     )
 
 
 def attempt(row: Sequence[Any]) -> Attempt:
     """An attempt from the ``ATTEMPT`` columns."""
+    number, started_at, duration_ms, status_code, error, response = row
     return Attempt(
-        number=row[0],
-        started_at=row[1],
-        duration_ms=row[2],
-        status_code=row[3],
-        error=row[4],
-        response=row[5],
+        number=number,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status_code=status_code,
+        error=error,
+        response=response,
     )
 
 

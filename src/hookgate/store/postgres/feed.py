@@ -1,0 +1,23 @@
+"""The change feed: ``pg_notify`` inside each changing transaction, ``LISTEN`` here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+
+from hookgate.store.postgres.statements import FLOW_CHANNEL, QUEUE_CHANNEL
+
+
+async def events(
+    conn: psycopg.AsyncConnection[Any], closing: Callable[[], bool]
+) -> AsyncIterator[tuple[str, str]]:
+    """``("listening", "")`` once listening, then ``("flow", id)`` or ``("queue", id)`` per
+    notification, until ``closing()``."""
+    await conn.execute(f"LISTEN {FLOW_CHANNEL}")
+    await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
+    yield ("listening", "")
+    while not closing():
+        async for note in conn.notifies(timeout=1.0):
+            yield (note.channel.removeprefix("hookgate_"), note.payload)
