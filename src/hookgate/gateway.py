@@ -29,11 +29,12 @@ from hookgate.dispatch import Dispatcher
 from hookgate.dispatch.hooks import delivery_hooks
 from hookgate.dispatch.scheduler import Scheduler
 from hookgate.dispatch.waiters import Waiters
+from hookgate.dispatch.wakeups import Wakeups
 from hookgate.domain.concurrency import Ledger
 from hookgate.domain.endpoints import Endpoint
 from hookgate.domain.flowfile import parse_flow_file
 from hookgate.domain.flows import FlowSpec, Mode
-from hookgate.errors import ConfigError, SchemaMismatch, StoreError, StoreUnavailable
+from hookgate.errors import ConfigError, SchemaMismatch, StoreUnavailable
 from hookgate.events import EventHub
 from hookgate.housekeeping import Housekeeping
 from hookgate.ingress import Ingress
@@ -45,8 +46,8 @@ from hookgate.registry import FlowRegistry
 from hookgate.runtime.base import Runtime
 from hookgate.runtime.local import LocalRuntime
 from hookgate.services import Services
+from hookgate.store.changes import Change, Committed
 from hookgate.store.open import open_store
-from hookgate.store.sqlite.store import SQLiteStore
 from hookgate.transport.client import Http1Transport
 
 log = logs.get("hookgate")
@@ -101,9 +102,7 @@ class Gateway:
             runtime=self.runtime,
             transport=self.transport,
         )
-        self.scheduler = Scheduler(
-            registry=self.registry, store=self.store, notify=self.dispatcher.notify
-        )
+        self.scheduler = Scheduler(registry=self.registry, store=self.store)
         self.proxy = SyncProxy(
             runtime=self.runtime,
             transport=self.transport,
@@ -130,7 +129,6 @@ class Gateway:
             bodies=BodyReader(
                 budget=BodyBudget(settings.limits.body_memory), spool_dir=settings.data_dir
             ),
-            on_accepted=self.dispatcher.notify,
             ready=lambda: self.ready,
             waiters=waiters,
         )
@@ -173,11 +171,11 @@ class Gateway:
         Until this is done ``/readyz`` is false and ``/hook/*`` answers 503, never 404.
         """
         await self._open_store()
+        self.store.changes.subscribe(Wakeups(dispatcher=self.dispatcher, registry=self.registry))
+        self.store.changes.subscribe(self._committed)
         self.runtime.on_ready = self._worker_ready
         self.runtime.on_failed = self._worker_failed
         self.runtime.on_start_failed = self.dispatcher.start_failed
-        if isinstance(self.store, SQLiteStore):
-            self.store.on_commit = self._committed
         await self.runtime.start()
         await self.registry.load()
         self.registry.subscribe(self._flow_changed)
@@ -194,7 +192,6 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self.housekeeping.stats(lambda: self._edges)),
             asyncio.create_task(self.housekeeping.purge()),
-            asyncio.create_task(self._watch()),
         ]
         # Start-up objects (flows, modules) never die: keep them out of every collection, and
         # collect the young generation less often (each request allocates a few hundred objects).
@@ -216,24 +213,6 @@ class Gateway:
                 log.warning("database unavailable; retrying", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-
-    async def _watch(self) -> None:
-        """Changes made by other gateways on the same database (PostgreSQL LISTEN/NOTIFY)."""
-        watch = getattr(self.store, "watch", None)
-        if watch is None:
-            return
-        while True:
-            try:
-                async for kind, subject in watch():
-                    if kind == "listening":
-                        await self.registry.load()  # whatever changed while not listening
-                    elif kind == "flow":
-                        await self.registry.refresh(subject)
-                    elif kind == "queue":
-                        self.dispatcher.notify(subject)
-            except StoreError as exc:
-                log.warning("lost the database's change feed; reconnecting", error=str(exc))
-            await asyncio.sleep(1.0)
 
     @staticmethod
     async def _read_flow_file(path: Path) -> list[FlowSpec]:
@@ -280,9 +259,10 @@ class Gateway:
         if flow is not None:
             self.metrics.worker_starts.labels(flow.name, "failed").inc()
 
-    def _committed(self, operations: int, seconds: float) -> None:
-        self.metrics.store_commit_batch.observe(operations)
-        self.metrics.store_commit_seconds.observe(seconds)
+    def _committed(self, change: Change) -> None:
+        if isinstance(change, Committed):
+            self.metrics.store_commit_batch.observe(change.operations)
+            self.metrics.store_commit_seconds.observe(change.seconds)
 
     def admin_app(self) -> Any:
         services = Services(
@@ -291,7 +271,6 @@ class Gateway:
             metrics=self.metrics,
             events=self.events,
             workers=self.runtime.status,
-            on_queued=self.dispatcher.notify,
             public_url=self.settings.public_url,
             stopping=self._stop,
         )

@@ -22,8 +22,6 @@ class Services:
     events: EventHub
     workers: Callable[[str], WorkerStatus]
     """A flow's workers now (``Runtime.status``)."""
-    on_queued: Callable[[str], None]
-    """Deliveries of the flow were queued again (replay, retry now): wake its lanes."""
     public_url: str
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the gateway stops: live streams end so the listener can close."""

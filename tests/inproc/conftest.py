@@ -16,6 +16,7 @@ import pytest
 from hookgate.asgi import Receive, Scope, Send
 from hookgate.dispatch.dispatcher import Dispatcher, SenderFactory
 from hookgate.dispatch.hooks import DeliveryHook, delivery_hooks
+from hookgate.dispatch.wakeups import Wakeups
 from hookgate.domain.deliveries import Delivery, Request, State, new_id
 from hookgate.domain.flowfile import spec_from_object
 from hookgate.domain.flows import Flow
@@ -88,13 +89,17 @@ class Rig:
         )
         self.registry.subscribe(self.dispatcher.flow_changed)
         self.runtime.on_start_failed = self.dispatcher.start_failed
+        wakeups = Wakeups(dispatcher=self.dispatcher, registry=self.registry)
+        self.waking = True
+        self.store.changes.subscribe(lambda change: wakeups(change) if self.waking else None)
 
     async def flow(self, name: str = "orders", **fields: Any) -> Flow:
         obj = {"name": name, "mode": "async", "worker": {"command": ["app"]}, **fields}
         return await self.registry.create(spec_from_object(obj))
 
     async def accept(self, flow: Flow, payload: Any = None, *, notify: bool = True) -> Request:
-        """What the ingress stores for a JSON body, then the wake-up it sends."""
+        """What the ingress stores for a JSON body; the store's change wakes the flow's lanes
+        unless ``notify`` is false (a wake-up another gateway got)."""
         request = Request(
             id=new_id(),
             request_id=new_id(),
@@ -108,9 +113,11 @@ class Rig:
             received_at=time.time(),
         )
         request.routes = Router(flow.spec).routes(request)
-        await self.store.enqueue(request)
-        if notify:
-            self.dispatcher.notify(flow.id)
+        self.waking = notify
+        try:
+            await self.store.enqueue(request)
+        finally:
+            self.waking = True
         return request
 
     async def finished(self, flow: Flow, count: int, timeout: float = 5.0) -> list[Delivery]:

@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from hookgate.domain.deliveries import Answer, Attempt, Delivery, Request, State, new_status_token
+from hookgate.domain.deliveries import (
+    Answer,
+    Attempt,
+    Delivery,
+    Request,
+    Route,
+    State,
+    new_id,
+    new_status_token,
+)
 from hookgate.domain.flows import (
     Flow,
     FlowSpec,
@@ -20,9 +29,11 @@ from hookgate.domain.flows import (
 from hookgate.domain.schedule import poll_request
 from hookgate.errors import DeliveryNotFound, FlowConflict, FlowNotFound, StoreFull
 from hookgate.store.base import DeliveryFilter, Store
+from hookgate.store.changes import Change, Queued
 from hookgate.store.columns import ROW_OVERHEAD
 from hookgate.store.memory import SCHEMA_VERSION as MEMORY_SCHEMA
 from hookgate.store.postgres.store import SCHEMA_VERSION as PG_SCHEMA
+from hookgate.store.postgres.store import PostgresStore
 from hookgate.store.rows import queued_size
 from hookgate.store.sqlite.store import SCHEMA_VERSION as SQLITE_SCHEMA
 
@@ -763,3 +774,34 @@ async def test_an_exact_id_wins_over_ids_it_is_a_prefix_of(store: Store) -> None
     assert exact.id == "e" * 32
     named_twice = await store.find_deliveries("order-12345", limit=10)
     assert [d.id for d in named_twice] == ["9" * 32, "f" * 32]
+
+
+# changes -----------------------------------------------------------------------------------
+async def test_a_store_announces_the_work_it_commits(store: Store) -> None:
+    """What wakes the dispatcher: new work due now, a delayed route at its due time, replayed
+    deliveries, a poll run; a duplicate is no new work."""
+    heard: list[Change] = []
+    store.changes.subscribe(heard.append)
+    fan_out = make_request("f1", received_at=NOW)
+    fan_out.routes = [Route(fan_out.id, "worker", NOW), Route(new_id(), "audit", NOW + 30)]
+    await store.enqueue(fan_out, dedupe_key="k", dedupe_until=NOW + 60)
+    assert {Queued("f1"), Queued("f1", NOW + 30)} <= set(heard)
+
+    if not isinstance(store, PostgresStore):  # which also hears its own NOTIFYs, later
+        heard.clear()
+        again = make_request("f1", received_at=NOW + 1)
+        assert (await store.enqueue(again, dedupe_key="k", dedupe_until=NOW + 60)).duplicate
+        assert [change for change in heard if isinstance(change, Queued)] == []
+
+    heard.clear()
+    [delivery] = await store.lease("f1", limit=1, lease_for=LEASE, now=NOW + 2)
+    assert await store.bury(delivery, attempt_for(delivery, at=NOW + 2, status=400))
+    assert await store.replay([delivery.id], now=NOW + 3) == 1
+    assert Queued("f1") in heard
+
+    heard.clear()
+    flow = make_flow("polled", schedule={"every": 60})
+    await store.create_flow(flow)
+    run = poll_request(flow, scheduled_at=NOW)
+    assert await store.claim_tick(flow.id, tick=NOW, request=run, exclusive=False) == "claimed"
+    assert Queued(flow.id) in heard

@@ -14,6 +14,7 @@ from psycopg import sql
 from hookgate.domain.deliveries import State
 from hookgate.errors import SchemaMismatch, StoreUnavailable
 from hookgate.store.base import DeliveryFilter
+from hookgate.store.changes import FlowChanged, Queued, Resynced
 from hookgate.store.open import open_store
 from hookgate.store.postgres.schema import SCHEMA_VERSION
 from hookgate.store.postgres.statements import FIND_EXACT, FIND_PREFIX, list_query
@@ -102,7 +103,7 @@ async def test_watch_hears_flow_changes_and_work_from_another_replica(
     await other.open()
     try:
         async with contextlib.aclosing(listener.watch()) as events:
-            assert await anext(events) == ("listening", "")
+            assert await anext(events) == Resynced()
             flow = make_flow("orders")
             await other.create_flow(flow)
             await other.enqueue(make_request(flow.id))
@@ -110,8 +111,12 @@ async def test_watch_hears_flow_changes_and_work_from_another_replica(
             await other.retry(leased, attempt_for(leased, at=4e9, status=503), next_at=4e9)
             await other.delete_flow(flow.id)
             heard = [await asyncio.wait_for(anext(events), 5) for _ in range(4)]
-        kinds = ["flow", "queue", "queue", "flow"]
-        assert heard == [(kind, flow.id) for kind in kinds]
+        assert heard == [
+            FlowChanged(flow.id),
+            Queued(flow.id),
+            Queued(flow.id),
+            FlowChanged(flow.id),
+        ]
     finally:
         await other.close()
         await listener.close()
@@ -119,7 +124,7 @@ async def test_watch_hears_flow_changes_and_work_from_another_replica(
 
 async def test_watch_ends_when_the_store_closes(store: PostgresStore) -> None:
     events = store.watch()
-    assert await anext(events) == ("listening", "")
+    assert await anext(events) == Resynced()
     waiting = asyncio.ensure_future(anext(events))
     await store.close()
     with pytest.raises(StopAsyncIteration):

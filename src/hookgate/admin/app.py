@@ -58,7 +58,6 @@ class AdminAPI:
         self.metrics = services.metrics
         self.public_url = services.public_url
         self.workers = services.workers
-        self.on_queued = services.on_queued
 
     def routes(self) -> list[Route]:
         operations = [
@@ -273,10 +272,6 @@ class AdminAPI:
             count = await self.store.replay(inputs.replay_ids(body.ids), now=now)
         else:
             count = await self.store.replay_matching(where, now=now)
-        # Wake only the flows that now have work: waking every flow would start a delivery
-        # loop for each of them.
-        for flow_id in await self.store.queue_stats():
-            self.on_queued(flow_id)
         return JSONResponse({"replayed": count})
 
     # live events ------------------------------------------------------------------------

@@ -21,7 +21,6 @@ class ScheduleAPI:
     def __init__(self, services: Services) -> None:
         self.registry = services.registry
         self.store = services.store
-        self.on_queued = services.on_queued
 
     def operations(self) -> list[tuple[str, str, Handler]]:
         path = "/api/v1/flows/{ref}"
@@ -78,5 +77,4 @@ class ScheduleAPI:
             poll_request(flow, scheduled_at=time.time(), snapshot=snapshot),
             max_queued=flow.spec.max_queued,
         )
-        self.on_queued(flow.id)
         return JSONResponse({"deliveryId": accepted.delivery_id}, status_code=202)

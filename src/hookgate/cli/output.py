@@ -96,9 +96,7 @@ def fit(columns: Sequence[str], rows: Sequence[Sequence[str]], limit: int | None
         return widths
     excess = sum(widths) + len(GAP) * (len(widths) - 1) - limit
     while excess > 0:
-        candidates = [
-            i for i, c in enumerate(columns) if c not in KEPT and widths[i] > MIN_WIDTH
-        ]
+        candidates = [i for i, c in enumerate(columns) if c not in KEPT and widths[i] > MIN_WIDTH]
         if not candidates:
             break
         widest = max(candidates, key=lambda i: widths[i])

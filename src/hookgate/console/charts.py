@@ -141,9 +141,7 @@ class Chart(msgspec.Struct, frozen=True):
     top: str
 
 
-def chart(
-    title: str, values: Sequence[float | None], *, unit: str = "", width: int = 320
-) -> Chart:
+def chart(title: str, values: Sequence[float | None], *, unit: str = "", width: int = 320) -> Chart:
     height, pad = 80, 4
     known = [v for v in values if v is not None]
     top = max(known, default=0.0) or 1.0

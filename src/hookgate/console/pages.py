@@ -85,7 +85,6 @@ class Pages:
         self.history = history
         self.public_url = services.public_url
         self.workers = services.workers
-        self.on_queued = services.on_queued
 
     # flows -------------------------------------------------------------------------------
     def _row(
@@ -267,7 +266,6 @@ class Pages:
                 f"delivery {delivery_id} is {delivery.state.label}: only dead or done "
                 "deliveries can be replayed"
             )
-        await self._notify()
         return _done(request, {"done": "replayed", "n": "1"}, f"/console/deliveries/{delivery_id}")
 
     async def delete_one(self, request: Request, session: Session) -> Response:
@@ -307,7 +305,6 @@ class Pages:
             count = await self.store.replay_matching(self._filter(form.get), now=now)
         else:
             count = await self.store.replay(_ids(form), now=now)
-        await self._notify()
         return _done(request, {"done": "replayed", "n": str(count)}, _back(form))
 
     async def delete_many(self, request: Request, session: Session) -> Response:
@@ -323,11 +320,6 @@ class Pages:
             since=_moment(get("since"), "since"),
             until=_moment(get("until"), "until"),
         )
-
-    async def _notify(self) -> None:
-        """Wake the delivery loops of the flows that now have work (not every flow)."""
-        for flow_id in await self.store.queue_stats():
-            self.on_queued(flow_id)
 
 
 def _sentence(text: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 
 from hookgate import logs
 from hookgate.domain.flows import Flow
@@ -27,10 +26,9 @@ BUSY_RETRY = 1.0
 
 
 class Scheduler:
-    def __init__(self, *, registry: FlowRegistry, store: Store, notify: Callable[[str], None]):
+    def __init__(self, *, registry: FlowRegistry, store: Store):
         self.registry = registry
         self.store = store
-        self.notify = notify
         self._last: dict[str, float] = {}
         self._waiting: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -106,8 +104,6 @@ class Scheduler:
                     "schedule: previous run still going; tick skipped", flow=flow.name, tick=tick
                 )
                 await self.store.claim_tick(flow.id, tick=tick, request=None, exclusive=False)
-            elif outcome == "claimed":
-                self.notify(flow.id)
             self._last[flow.id] = tick
         if newest > self._last[flow.id]:
             # Ticks that ``missed`` dropped are handled too, so they are not due again.

@@ -127,9 +127,7 @@ def delivery_headers(delivery: Delivery) -> Headers:
     ]
 
 
-def outbound(
-    delivery: Delivery, shape: str = "raw", snapshot: bytes | None = None
-) -> Outbound:
+def outbound(delivery: Delivery, shape: str = "raw", snapshot: bytes | None = None) -> Outbound:
     """What a delivery sends: the stored request as it came (``raw``), the OIH envelope as
     JSON (``envelope``), or a poll run's body with the last snapshot."""
     headers = delivery_headers(delivery)

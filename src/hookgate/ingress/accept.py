@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import msgspec
 
@@ -51,14 +50,12 @@ class Acceptor:
         guards: Guards,
         tracing: Tracing,
         waiters: Waiters,
-        on_accepted: Callable[[str, float | None], None],
     ) -> None:
         self.registry = registry
         self.store = store
         self.guards = guards
         self.tracing = tracing
         self.waiters = waiters
-        self.on_accepted = on_accepted
         # Each flow's ``accept:`` answer, built once per spec.
         self._accepts: dict[str, tuple[Accept, AcceptAnswer]] = {}
 
@@ -126,10 +123,6 @@ class Acceptor:
         except asyncio.CancelledError:
             self.waiters.forget(delivery_id)
             raise
-        if not accepted.duplicate:
-            # A delayed delivery wakes its lane when it is due (a timer per due time).
-            for at in {None} if request.routes is None else {r.due_at for r in request.routes}:
-                self.on_accepted(flow.id, at)
         origin = guard.allowed_origin(scope["headers"])
         if answered is not None:
             answer = await self._waited(answered, delivery_id, wait, duplicate=accepted.duplicate)

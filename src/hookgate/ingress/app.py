@@ -77,7 +77,6 @@ class Ingress:
         metrics: Metrics,
         guards: Guards,
         forwarder: Forwarder | None = None,
-        on_accepted: Callable[[str, float | None], None] = lambda _flow_id, _at: None,
         ready: Callable[[], bool] = lambda: True,
         events: EventHub | None = None,
         tracing: Tracing | None = None,
@@ -99,7 +98,6 @@ class Ingress:
             guards=guards,
             tracing=self.tracing,
             waiters=waiters or Waiters(),
-            on_accepted=on_accepted,
         )
         # Metric children by flow, mode and status: ``labels()`` takes a lock per call.
         self._measures: dict[tuple[str, Mode, int], tuple[Any, Any]] = {}

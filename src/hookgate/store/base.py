@@ -18,6 +18,7 @@ from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, Sta
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow
 from hookgate.errors import DeliveryNotFound
+from hookgate.store.changes import Changes
 
 MIN_PREFIX = 8
 """The shortest prefix that finds a delivery: shorter ones name too many to be of use."""
@@ -70,6 +71,9 @@ class DeliveryRecord(msgspec.Struct, frozen=True):
 
 
 class Store(Protocol):
+    changes: Changes
+    """What this store commits (and, on PostgreSQL, what other gateways do) is announced here."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -27,6 +27,7 @@ from hookgate.errors import (
 )
 from hookgate.store import rows as table
 from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.changes import Changes
 from hookgate.store.memory_tables import (
     LIVE,
     Dedupe,
@@ -49,6 +50,7 @@ class MemoryStore:
     def __init__(self, *, max_queued_bytes: int, tables: Tables | None = None) -> None:
         self.tables = tables if tables is not None else Tables()
         self.queued = QueuedBytes(max_queued_bytes)
+        self.changes = Changes()
         self.acceptance = Acceptance("memory")
         """Always accepting, unless a test stops it (``acceptance.stop(reason)``)."""
         self._open = False
@@ -125,6 +127,7 @@ class MemoryStore:
             for delivery in made:
                 t.insert(delivery)
             self.queued.add(request.flow_id, size)
+            self.changes.accepted(request)
         token = None
         if status_token is not None:
             row = t.rows.get(made[0].id if seen is None else seen.delivery_id)
@@ -213,7 +216,7 @@ class MemoryStore:
         return self._replay(t, [r for r in t.rows.values() if match(r.delivery)], now)
 
     def _replay(self, t: Tables, rows: list[Row], now: float) -> int:
-        count = 0
+        flows: list[str] = []
         for row in rows:
             d = row.delivery
             if d.state not in (State.DONE, State.DEAD):
@@ -227,8 +230,9 @@ class MemoryStore:
             )
             t.moved(row)
             self.queued.add(d.flow_id, table.queued_size(d))
-            count += 1
-        return count
+            flows.append(d.flow_id)
+        self.changes.requeued(flows)
+        return len(flows)
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
         t = await self._turn()
@@ -330,15 +334,14 @@ class MemoryStore:
             for delivery in new_deliveries(request):
                 t.insert(delivery)
             self.queued.add(flow_id, table.queued_size(request))
+            self.changes.accepted(request)
         return "claimed"
 
     async def snapshot(self, flow_id: str) -> bytes | None:
         schedule = (await self._turn()).schedules.get(flow_id)
         return None if schedule is None else schedule.snapshot
 
-    async def take_tokens(
-        self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float
-    ) -> int:
+    async def take_tokens(self, bucket: str, wanted: int, *, rate: DeliveryRate, now: float) -> int:
         pace = self.tables.buckets.get(bucket)
         if pace is None:
             pace = self.tables.buckets[bucket] = TokenBucket.of(rate)

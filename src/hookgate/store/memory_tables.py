@@ -256,8 +256,7 @@ def new_deliveries(request: Request) -> list[Delivery]:
         )
 
     return [
-        made(r.id, r.due_at, r.destination, r.order_key, State.QUEUED)
-        for r in request.deliveries()
+        made(r.id, r.due_at, r.destination, r.order_key, State.QUEUED) for r in request.deliveries()
     ]
 
 

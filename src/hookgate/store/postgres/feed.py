@@ -7,17 +7,21 @@ from typing import Any
 
 import psycopg
 
+from hookgate.store.changes import Change, FlowChanged, Queued, Resynced
 from hookgate.store.postgres.statements import FLOW_CHANNEL, QUEUE_CHANNEL
 
 
 async def events(
     conn: psycopg.AsyncConnection[Any], closing: Callable[[], bool]
-) -> AsyncIterator[tuple[str, str]]:
-    """``("listening", "")`` once listening, then ``("flow", id)`` or ``("queue", id)`` per
-    notification, until ``closing()``."""
+) -> AsyncIterator[Change]:
+    """``Resynced`` once listening, then ``FlowChanged`` or ``Queued`` per notification,
+    until ``closing()``."""
     await conn.execute(f"LISTEN {FLOW_CHANNEL}")
     await conn.execute(f"LISTEN {QUEUE_CHANNEL}")
-    yield ("listening", "")
+    yield Resynced()
     while not closing():
         async for note in conn.notifies(timeout=1.0):
-            yield (note.channel.removeprefix("hookgate_"), note.payload)
+            if note.channel == FLOW_CHANNEL:
+                yield FlowChanged(note.payload)
+            else:
+                yield Queued(note.payload)

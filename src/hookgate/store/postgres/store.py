@@ -21,12 +21,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, Progress, Request, State
 from hookgate.domain.destinations import WORKERS, DeliveryRate
 from hookgate.domain.flows import Flow
 from hookgate.errors import StoreError, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.changes import Change, Changes
 from hookgate.store.postgres import feed, reads, schema, statements, writes
 from hookgate.store.postgres.database import Database
 from hookgate.store.postgres.groups import (
@@ -43,6 +45,7 @@ from hookgate.store.shared import Acceptance, Outcomes, QueuedBytes, prefix_boun
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 _RECOUNT_EVERY = 5.0
+log = logs.get("hookgate.store")
 
 
 class PostgresStore(Outcomes):
@@ -62,6 +65,7 @@ class PostgresStore(Outcomes):
             statement_timeout=statement_timeout,
         )
         self.queued = QueuedBytes(max_queued_bytes)
+        self.changes = Changes()
         self._health = Acceptance("postgresql")
         self._ingest: Groups[Pending] | None = None
         self._finishes: Groups[Finishing] | None = None
@@ -83,6 +87,7 @@ class PostgresStore(Outcomes):
         self._tasks = [
             asyncio.create_task(self._recounter()),
             asyncio.create_task(self.db.probe(probe, self._health)),
+            asyncio.create_task(self._follow()),
         ]
 
     async def close(self) -> None:
@@ -183,6 +188,7 @@ class PostgresStore(Outcomes):
         result = await item.future
         if not result.duplicate:
             self.queued.add(request.flow_id, size)
+            self.changes.accepted(request)
         return result
 
     # the queue ---------------------------------------------------------------------------
@@ -245,6 +251,7 @@ class PostgresStore(Outcomes):
         async with self.db.conn() as conn:
             sizes = await writes.replay(conn, clause, params, now)
         self.queued.add_all(sizes)
+        self.changes.requeued(flow_id for flow_id, _ in sizes)
         return len(sizes)
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
@@ -316,6 +323,7 @@ class PostgresStore(Outcomes):
             claim = await writes.claim_tick(conn, flow_id, tick, request, exclusive)
         if claim == "claimed" and request is not None:
             self.queued.add(flow_id, table.queued_size(request))
+            self.changes.accepted(request)
         return claim
 
     async def snapshot(self, flow_id: str) -> bytes | None:
@@ -330,12 +338,24 @@ class PostgresStore(Outcomes):
         async with self.db.conn() as conn:
             await writes.set_snapshot(conn, flow_id, snapshot)
 
-    async def watch(self) -> AsyncGenerator[tuple[str, str], None]:
-        """``("flow", id)`` when any gateway changed a flow, ``("queue", id)`` when work arrived.
+    async def _follow(self) -> None:
+        """Announce what every gateway changes (``watch``), listening again when the feed is
+        lost: ``Resynced`` then says that changes may have been missed meanwhile."""
+        while not self._closing:
+            try:
+                async for change in self.watch():
+                    self.changes.publish(change)
+            except StoreError as exc:
+                log.warning("lost the database's change feed; reconnecting", error=str(exc))
+            await asyncio.sleep(1.0)
 
-        The first event is ``("listening", "")``: from then on nothing is missed, so that is the
+    async def watch(self) -> AsyncGenerator[Change, None]:
+        """``FlowChanged`` when any gateway changed a flow, ``Queued`` when work arrived.
+
+        The first change is ``Resynced``: from then on nothing is missed, so that is the
         moment to reload caches. Ends when the store closes; raises ``StoreUnavailable`` when the
-        connection is lost: events may have been missed, so watch again and reload on "listening".
+        connection is lost: changes may have been missed, so watch again and reload on
+        ``Resynced``.
         """
         async with await self.db.connect() as conn:
             try:

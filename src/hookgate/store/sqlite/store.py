@@ -31,6 +31,7 @@ from hookgate.domain.pacing import TokenBucket
 from hookgate.errors import StoreFull, StoreUnavailable
 from hookgate.store import rows as table
 from hookgate.store.base import Accepted, Claim, DeliveryFilter, DeliveryRecord, Page, QueueStats
+from hookgate.store.changes import Changes, Committed
 from hookgate.store.shared import Acceptance, Outcomes, QueuedBytes, prefix_bounds
 from hookgate.store.sqlite import protocol as p
 from hookgate.store.sqlite import reads
@@ -66,20 +67,13 @@ class SQLiteStore(Outcomes):
         self._margin = max(disk_reserve // 16, MIN_MARGIN)
         """Room above the reserve below which the store counts as full, and resumes above."""
         self._space_timer: asyncio.TimerHandle | None = None
+        self.changes = Changes()
         self._writer = Writer(self.path, self.synchronous, disk_reserve, self._health.stop)
+        self._writer.on_commit = lambda ops, seconds: self.changes.publish(Committed(ops, seconds))
         self._closing = False
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookgate-sqlite-read")
         self._read_conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def on_commit(self) -> Callable[[int, float], None]:
-        """Called after each commit with (operations, seconds spent in the writer)."""
-        return self._writer.on_commit
-
-    @on_commit.setter
-    def on_commit(self, hook: Callable[[int, float], None]) -> None:
-        self._writer.on_commit = hook
 
     # lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -219,12 +213,14 @@ class SQLiteStore(Outcomes):
             if seen:
                 return Accepted(*seen, duplicate=True, status_token=token)
             self.queued.add(request.flow_id, size)
+            self.changes.accepted(request)
             return Accepted(request.request_id, request.id, status_token=token)
         if dedupe_key is None:
             await self._writer.write(p.Insert(rows))
         elif seen := await self._writer.write(p.DedupeInsert(rows, dedupe_key, dedupe_until)):
             return Accepted(*seen, duplicate=True)
         self.queued.add(request.flow_id, size)
+        self.changes.accepted(request)
         return Accepted(request.request_id, request.id)
 
     # the queue ---------------------------------------------------------------------------
@@ -262,6 +258,7 @@ class SQLiteStore(Outcomes):
     async def _replay(self, clause: str, params: list[Any], now: float) -> int:
         count, sizes = await self._writer.write(p.Replay(clause, params, now))
         self.queued.add_all(sizes)
+        self.changes.requeued(flow_id for flow_id, _ in sizes)
         return count
 
     async def delete_deliveries(self, ids: Sequence[str]) -> int:
@@ -326,6 +323,7 @@ class SQLiteStore(Outcomes):
         claim = await self._writer.write(p.ClaimTick(flow_id, tick, rows, exclusive))
         if claim == "claimed" and request is not None:
             self.queued.add(flow_id, table.queued_size(request))
+            self.changes.accepted(request)
         return claim
 
     async def snapshot(self, flow_id: str) -> bytes | None:
