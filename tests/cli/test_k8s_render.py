@@ -54,7 +54,8 @@ def test_render_needs_no_cluster_client(tmp_path: Path) -> None:
 def test_the_kubernetes_runtime_without_its_client_names_the_extra(tmp_path: Path) -> None:
     done = run_blocked(
         "from hookgate.gateway import build_runtime; from hookgate.config import load_settings;"
-        f" build_runtime(load_settings(data_dir={str(tmp_path)!r}, runtime='kubernetes'))"
+        " from hookgate.domain.concurrency import Ledger;"
+        f" build_runtime(load_settings(data_dir={str(tmp_path)!r}, runtime='kubernetes'), Ledger())"
     )
     assert done.returncode != 0
     assert "pip install 'hookgate[kubernetes]'" in done.stderr
