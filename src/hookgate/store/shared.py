@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hookgate import logs
 from hookgate.domain.deliveries import Attempt, Delivery, State
 from hookgate.errors import StoreFull
 from hookgate.store import rows
-from hookgate.store.base import MIN_PREFIX
+from hookgate.store.base import MIN_PREFIX, Page
 
 T = TypeVar("T")
 FLOW_SHARE = 4
@@ -116,6 +116,17 @@ class Acceptance:
         if self.reason is not None:
             log.info("store accepting requests again", store=self.store)
         self.reason = None
+
+
+def summary_page(found: Sequence[Sequence[Any]], limit: int) -> Page:
+    """A page of ``(seq, *summary)`` rows, read with one row more than ``limit`` to tell
+    whether another page follows (its cursor: the last seq of this one)."""
+    page = found[:limit]
+    last_seq = page[-1][0] if page else None
+    return Page(
+        [rows.summary(summary) for _seq, *summary in page],
+        str(last_seq) if len(found) > limit and last_seq is not None else None,
+    )
 
 
 def prefix_bounds(ref: str) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from hookgate.store import rows as table
 from hookgate.store.base import DeliveryFilter, DeliveryRecord, Page, QueueStats
 from hookgate.store.columns import LEASED, LIVE, QUEUED
 from hookgate.store.postgres.statements import FIND_EXACT, FIND_PREFIX, list_query
+from hookgate.store.shared import summary_page
 
 Conn = AsyncConnection[Any]
 _FLOW = "SELECT id, spec::text, status, created_at, updated_at FROM flows"
@@ -84,13 +85,7 @@ async def list_deliveries(
     query, params = list_query(where, limit=limit, cursor=cursor)
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last_seq = rows[-1][0] if rows else None
-    return Page(
-        [table.summary(summary) for _seq, *summary in rows],
-        str(last_seq) if more and last_seq is not None else None,
-    )
+    return summary_page(rows, limit)
 
 
 async def queue_stats(conn: Conn) -> dict[str, QueueStats]:

@@ -12,7 +12,7 @@ from hookgate.errors import DeliveryNotFound
 from hookgate.store import rows as table
 from hookgate.store.base import DeliveryFilter, DeliveryRecord, Page, QueueStats
 from hookgate.store.columns import DONE, LEASED, LIVE, QUEUED
-from hookgate.store.shared import find_sql
+from hookgate.store.shared import find_sql, summary_page
 
 _FIND_EXACT = find_sql(table.SUMMARY, "{col} = :low", ":limit")
 _FIND_PREFIX = find_sql(table.SUMMARY, "{col} >= :low AND {col} < :high", ":limit")
@@ -84,13 +84,7 @@ def list_deliveries(
         f"SELECT seq, {table.SUMMARY} FROM deliveries WHERE {clause} ORDER BY seq DESC LIMIT ?",
         [*params, limit + 1],
     ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last_seq = rows[-1][0] if rows else None
-    return Page(
-        [table.summary(summary) for _seq, *summary in rows],
-        str(last_seq) if more and last_seq is not None else None,
-    )
+    return summary_page(rows, limit)
 
 
 def queue_stats(conn: sqlite3.Connection) -> dict[str, QueueStats]:
