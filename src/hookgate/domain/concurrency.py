@@ -4,8 +4,9 @@
 factor of 1.25, at least 1) after three windows of completed requests (each at least 16
 requests, at least the limit, and at least 50 ms; the best of the three counts, since a stall
 only ever lowers a window's figure), and keeps its direction while that pays off. Until it
-first stops paying off, each step doubles instead (a slow start, as TCP's), and the doubling
-that did not pay is undone: a fast worker reaches 128 in three steps, not in ten. Going up
+first stops paying off, each step doubles after a single window instead (a slow start, as
+TCP's), and the doubling that did not pay is undone: a fast worker reaches 128 in three
+windows, not in thirty. Going up
 pays off when throughput grows by ≥ 5 %; going down pays off while throughput stays within
 5 % of the best recently seen (the same work with fewer requests waiting inside the worker).
 So a worker that serves N requests at once settles around N, and a fast worker gets as many
@@ -90,7 +91,7 @@ class Limiter:
             # the limit's throughput is the best of HOLD windows.
             self.peak = max(self.peak, self.completed / elapsed)
             self.held += 1
-            if self.held >= HOLD:
+            if self.held >= HOLD or not self.settled:
                 self._step(self.peak)
                 self.peak = 0.0
                 self.held = 0
