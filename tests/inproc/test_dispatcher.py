@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hookgate.asgi import Scope
+from hookgate.dispatch.lane import LEASE_BATCH
 from hookgate.domain.backoff import RestartBackoff
 from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.destinations import Destination
@@ -167,3 +168,26 @@ async def test_keys_are_delivered_in_parallel(make_rig: MakeRig) -> None:
     for customer in ["a", "a", "b"]:
         await rig.accept(flow, {"customer": customer})
     assert [d.state for d in await rig.finished(flow, 3)] == [State.DONE] * 3
+
+
+async def test_a_backlog_is_leased_in_bounded_batches_however_many_slots_are_free(
+    make_rig: MakeRig,
+) -> None:
+    """One flow's lease never takes more than ``LEASE_BATCH`` deliveries, even with 256 slots
+    free: a batch is worked through in event-loop turns that every other flow waits for."""
+    rig = await make_rig()
+    asked: list[int] = []
+    lease = rig.store.lease
+
+    async def counted(flow_id: str, **kwargs: Any) -> list[Delivery]:
+        asked.append(kwargs["limit"])
+        return await lease(flow_id, **kwargs)
+
+    rig.store.lease = counted  # type: ignore[method-assign]
+    flow = await rig.flow(concurrency=256)
+    for i in range(300):
+        await rig.accept(flow, {"n": i}, notify=False)
+    rig.dispatcher.notify(flow.id)
+    assert len(await rig.finished(flow, 300, timeout=20)) == 300
+    assert max(asked) == LEASE_BATCH
+    assert sum(asked) >= 300

@@ -35,6 +35,11 @@ log = logs.get("hookgate.dispatch")
 
 LEASE_MARGIN = 5.0
 PIPELINE = 4
+LEASE_BATCH = 64
+"""The most deliveries one lease takes. Each batch is worked through in a few event-loop turns,
+and every other flow waits for those turns: batches of 256 held the loop for up to 50 ms and
+put ~100 ms on another flow's deliveries while one flow drained a backlog (fairness scenario,
+BENCHMARKS.md); 64 kept the drain rate and cut that to ~25 ms; 32 cost a fifth of it."""
 """Plain deliveries to one worker sent as one exchange: the transport may pipeline them."""
 RESYNC = 2.0
 STORE_BACKOFF = 1.0
@@ -166,7 +171,8 @@ class Lane(DeliveringLane):
     async def _lease(self, endpoints: list[Endpoint], free: int, now: float) -> None:
         spec = self.flow.spec
         generation = self.generation
-        granted = await self._allowed(free, now)
+        wanted = min(free, LEASE_BATCH)
+        granted = await self._allowed(wanted, now)
         if not granted:
             self.pending = False
             self.notify(self._next_try(now))
@@ -186,7 +192,7 @@ class Lane(DeliveringLane):
             self.notify(time.time() + STORE_BACKOFF)
             return
         await self._give_back(granted - len(batch))
-        if self.destination.rate_limit and len(batch) == granted < free:
+        if self.destination.rate_limit and len(batch) == granted < wanted:
             # The bucket, not the queue, ran out: look again when the next token is in.
             self.notify(self._next_try(time.time()))
         elif len(batch) < granted and generation == self.generation:
@@ -194,7 +200,7 @@ class Lane(DeliveringLane):
         elif self._may_grow(endpoints) and self._ready(endpoints) >= self.wanted:
             await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
         # A full batch means more work waits: the limit, not the demand, decides the pace.
-        limited = len(batch) >= free
+        limited = len(batch) >= wanted
         groups: dict[Endpoint, list[tuple[Delivery, bool]]] = {}
         pipelining = self.owner.transport.pipelining
         for delivery in batch:
