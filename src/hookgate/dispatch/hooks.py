@@ -16,7 +16,7 @@ never awaits, except around the send it wraps.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hookgate.domain.backoff import Verdict
 from hookgate.domain.deliveries import Attempt, Delivery
@@ -68,6 +68,8 @@ class MetricsHook(DeliveryHook):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # Metric children by flow, destination and outcome: ``labels()`` takes a lock per call.
+        self._children: dict[tuple[str, str, Verdict], tuple[Any, Any]] = {}
 
     def filtered(self, lane: DeliveringLane, delivery: Delivery) -> None:
         self.metrics.filtered.labels(lane.flow.name, lane.destination.name).inc()
@@ -75,9 +77,15 @@ class MetricsHook(DeliveryHook):
     def judged(
         self, lane: DeliveringLane, delivery: Delivery, outcome: Verdict, took: float
     ) -> None:
-        flow, name = lane.flow.name, lane.destination.name
-        self.metrics.delivery_seconds.labels(flow, name).observe(took)
-        self.metrics.deliveries.labels(flow, name, outcome.value).inc()
+        key = (lane.flow.name, lane.destination.name, outcome)
+        if (children := self._children.get(key)) is None:
+            flow, name = key[0], key[1]
+            children = self._children[key] = (
+                self.metrics.delivery_seconds.labels(flow, name),
+                self.metrics.deliveries.labels(flow, name, outcome.value),
+            )
+        children[0].observe(took)
+        children[1].inc()
 
 
 class EventsHook(DeliveryHook):
