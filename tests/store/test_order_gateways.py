@@ -31,7 +31,8 @@ async def gateway(
     """Lease, judge each delivery at random (done 60 %, retry 30 %, dead 10 %), until idle.
 
     ``held`` is what the two gateways hold, by key: a key found held when leased is a second
-    lease at once unless the other holder's delivery is already done or dead."""
+    lease at once unless the other holder's delivery is already done or dead, or is this very
+    delivery (the other gateway retried it and has not yet let go here)."""
     idle = 0
     while idle < 20:
         batch = await store.lease("f", limit=3, lease_for=LEASE, now=time.time())
@@ -43,7 +44,7 @@ async def gateway(
         for delivery in batch:
             key = delivery.order_key
             assert key is not None
-            if (other := held.get(key)) is not None:
+            if (other := held.get(key)) is not None and other != delivery.id:
                 # The other gateway may have finished it and not yet let go here.
                 finished = (await store.get_delivery(other)).state
                 assert finished in (State.DONE, State.DEAD), f"key {key} leased twice at once"
