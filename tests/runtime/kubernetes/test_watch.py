@@ -90,6 +90,29 @@ async def test_cold_starts_and_crashes_are_reported(
     assert len(started) == 1  # a pod is timed once, from first sight to its first ready
 
 
+async def test_a_pod_that_never_starts_fails_a_delivery_but_a_crash_after_ready_does_not(
+    runtime: KubernetesRuntime, cluster: Emulator
+) -> None:
+    """A bad image is a start failure (the dispatcher spends an attempt on it, as for a local
+    command that is missing); a worker that was ready and crashed is only reported."""
+    never: list[tuple[str, str]] = []
+    runtime.on_start_failed = lambda flow_id, reason: never.append((flow_id, reason))
+    flow = make_flow("images", "async")
+    await runtime.scale(flow, 1)
+    await add_pod(runtime, flow, "images-a", ready=False)
+    pull = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "nope:1"'}
+    await add_pod(runtime, flow, "images-a", ready=False, waiting=pull)
+    await eventually(lambda: never)
+    assert never[0][0] == flow.id and "ImagePullBackOff" in never[0][1]
+
+    await add_pod(runtime, flow, "images-b", ready=False)
+    await add_pod(runtime, flow, "images-b", ready=True)
+    crash = {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}
+    await add_pod(runtime, flow, "images-b", ready=False, waiting=crash, restarts=1)
+    await eventually(lambda: runtime.status(flow.id).restarts >= 1)
+    assert len(never) == 1
+
+
 async def test_terminating_pods_count_as_stopping(
     runtime: KubernetesRuntime, cluster: Emulator
 ) -> None:

@@ -194,6 +194,11 @@ class KubernetesRuntime:
         failure = health.start_failure(before, pod)
         if failure is not None:
             self.on_failed(flow_id, failure)
+            if name in self._starting and self.leading():
+                # Never ready (a bad image, a crash while starting): one delivery takes the
+                # failure as an attempt. Only the leader tells, so two replicas do not each
+                # spend an attempt on the same failed start.
+                self.on_start_failed(flow_id, failure)
 
     def _leadership_changed(self, leading: bool) -> None:
         if leading:
