@@ -26,6 +26,8 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON = (b"content-type", b"application/json")
 CHUNK = 64 * 1024
+RETRY_SOON = [(b"retry-after", b"1")]
+"""A ``503``'s ``Retry-After`` when the gateway itself is briefly unable (store, slots)."""
 _encode = msgspec.json.encode
 
 

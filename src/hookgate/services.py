@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hookgate.events import EventHub
 from hookgate.metrics import Metrics
@@ -23,5 +23,5 @@ class Services:
     workers: Callable[[str], WorkerStatus]
     """A flow's workers now (``Runtime.status``)."""
     public_url: str
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event
     """Set when the gateway stops: live streams end so the listener can close."""

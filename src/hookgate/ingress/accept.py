@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from hookgate.asgi import Scope, Send
+from hookgate.asgi import RETRY_SOON, Scope, Send
 from hookgate.asgi import error as _error
 from hookgate.asgi import respond as _respond
 from hookgate.dispatch.waiters import Waiters
@@ -33,8 +33,6 @@ from hookgate.registry import FlowRegistry
 from hookgate.store.base import Store
 from hookgate.tracing import Tracing
 
-RETRY_AFTER_STORE = b"1"
-RETRY = [(b"retry-after", RETRY_AFTER_STORE)]
 _NO_STORE = [(b"cache-control", b"no-store")]
 _encode = msgspec.json.encode
 
@@ -117,7 +115,7 @@ class Acceptor:
                 503,
                 "cannot store the request now, retry later",
                 request.request_id,
-                RETRY,
+                RETRY_SOON,
             )
             return 503
         except asyncio.CancelledError:
@@ -189,7 +187,7 @@ class Acceptor:
                 progress = await self.store.progress(token)
             except StoreError:
                 await _error(
-                    send, 503, "cannot read the status now, retry later", request_id, RETRY
+                    send, 503, "cannot read the status now, retry later", request_id, RETRY_SOON
                 )
                 return
         flow = None if progress is None else self.registry.get(progress.flow_id)

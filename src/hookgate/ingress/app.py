@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from hookgate import logs
 from hookgate.asgi import (
+    RETRY_SOON,
     Body,
     BodyBudget,
     BodyReader,
@@ -39,7 +40,7 @@ from hookgate.domain.deliveries import new_id
 from hookgate.domain.flows import Flow, Mode
 from hookgate.errors import WorkerTimeout
 from hookgate.events import EventHub
-from hookgate.ingress.accept import RETRY, Acceptor
+from hookgate.ingress.accept import Acceptor
 from hookgate.ingress.guards import FlowGuard, Guards, Limited, Refused, handshaken
 from hookgate.metrics import Metrics
 from hookgate.registry import FlowRegistry
@@ -132,7 +133,7 @@ class Ingress:
                 503,
                 "starting or stopping, retry later",
                 request_id,
-                RETRY,
+                RETRY_SOON,
             )
             return
         flow = self.registry.get(flow_id)
@@ -257,7 +258,7 @@ class Ingress:
         except OSError as exc:
             log.error("cannot buffer a request body", flow=flow.name, error=str(exc))
             return await _error(
-                send, 503, "cannot take the request now, retry later", request_id, RETRY
+                send, 503, "cannot take the request now, retry later", request_id, RETRY_SOON
             )
         try:
             return await self._admitted(

@@ -18,7 +18,17 @@ import asyncio
 from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
-from hookgate.asgi import Body, BodyTooLarge, CallerGone, Receive, Scope, Send, SpooledBody, error
+from hookgate.asgi import (
+    RETRY_SOON,
+    Body,
+    BodyTooLarge,
+    CallerGone,
+    Receive,
+    Scope,
+    Send,
+    SpooledBody,
+    error,
+)
 from hookgate.domain.concurrency import Ledger
 from hookgate.domain.deliveries import new_id
 from hookgate.domain.endpoints import Endpoint
@@ -34,7 +44,6 @@ log = logs.get("hookgate.proxy")
 
 RECHECK = 0.25
 SMALL_ANSWER = 256 * 1024
-_RETRY = [(b"retry-after", b"1")]
 
 
 class SyncProxy:
@@ -354,4 +363,4 @@ async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
 async def _fail(
     send: Send, status: int, message: str, request_id: str, *, retry_after: bool = False
 ) -> int:
-    return await error(send, status, message, request_id, _RETRY if retry_after else None)
+    return await error(send, status, message, request_id, RETRY_SOON if retry_after else None)
