@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hookgate.domain.deliveries import Attempt, Request, Route, State
+from hookgate.domain.deliveries import Attempt, Request, Route, State, new_id
 from hookgate.domain.destinations import DeliveryRate
 from hookgate.store.base import DeliveryFilter, Store
 from hookgate.store.rows import queued_size
@@ -22,7 +22,7 @@ LEASE = 30.0
 def routed(flow_id: str, *routes: tuple[str, float, str | None], at: float = NOW) -> Request:
     request = make_request(flow_id, received_at=at)
     request.routes = [
-        Route(request.id if i == 0 else f"{request.id[:-2]}{i:02d}", name, at + delay, key)
+        Route(request.id if i == 0 else new_id(), name, at + delay, key)
         for i, (name, delay, key) in enumerate(routes)
     ]
     return request
