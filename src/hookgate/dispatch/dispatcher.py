@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from hookgate import logs
 from hookgate.destinations.base import Sender
+from hookgate.dispatch.cpu import CpuGauge
 from hookgate.dispatch.hooks import DeliveryHook
 from hookgate.dispatch.lane import Lane
 from hookgate.dispatch.sender_lane import SenderLane
@@ -40,26 +41,6 @@ def _open_sender(flow: Flow, destination: Destination) -> Sender:
 
 
 STATS_TTL = 0.1
-CPU_WINDOW = 0.5
-SATURATED = 0.85
-MIN_IDLE = 0.15
-
-
-def machine_idle() -> tuple[float, float] | None:
-    """Linux: the machine's idle and total CPU time so far (``/proc/stat``), else None."""
-    try:
-        with open("/proc/stat", "rb") as stat:
-            fields = [float(x) for x in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields)
-
-
-def _share(now: tuple[float, float] | None, before: tuple[float, float] | None) -> float | None:
-    """The idle share of the machine's CPU between two ``machine_idle`` readings."""
-    if now is None or before is None or now[1] <= before[1]:
-        return None
-    return (now[0] - before[0]) / (now[1] - before[1])
 
 
 class Dispatcher:
@@ -88,25 +69,9 @@ class Dispatcher:
         self.flows: dict[str, dict[str, Lane]] = {}
         """Per flow id, its lanes by destination name."""
         self.senders = senders or _open_sender
-        self._cpu = (time.process_time(), time.monotonic())
-        self._machine = machine_idle()
-        self._busy = 0.0
-        self._idle: float | None = None
+        self.cpu = CpuGauge(shares_cpu=runtime.shares_cpu)
         self._stats: asyncio.Task[dict[str, QueueStats]] | None = None
         self._stats_at = 0.0
-
-    def saturated(self) -> bool:
-        """Whether another worker would only compete for CPU: this process used most of a
-        core over the last half second, or (workers on this machine) the machine had little
-        idle CPU left."""
-        wall = time.monotonic()
-        if wall - self._cpu[1] >= CPU_WINDOW:
-            cpu, idle = time.process_time(), machine_idle()
-            self._busy = (cpu - self._cpu[0]) / (wall - self._cpu[1])
-            self._idle = _share(idle, self._machine)
-            self._cpu, self._machine = (cpu, wall), idle
-        spare = self._idle is None or self._idle >= MIN_IDLE or not self.runtime.shares_cpu
-        return self._busy >= SATURATED or not spare
 
     async def has_work(self, flow_id: str) -> bool:
         """Whether the store holds due work for the flow, before a worker is started for it.
@@ -222,6 +187,7 @@ class Dispatcher:
         lanes = [lane for flow in self.flows.values() for lane in flow.values()]
         await asyncio.gather(*(lane.stop(grace=grace) for lane in lanes))
         self.flows.clear()
+        self.cpu.close()
 
 
 def _target(destination: Destination | None) -> tuple[object, ...] | None:

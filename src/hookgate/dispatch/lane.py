@@ -153,7 +153,7 @@ class Lane(DeliveringLane):
         return (
             self.wanted < self.flow.spec.max_workers
             and self.slots.settled(endpoints)
-            and not self.owner.saturated()
+            and not self.owner.cpu.saturated()
         )
 
     def _ready(self, endpoints: list[Endpoint]) -> int:
