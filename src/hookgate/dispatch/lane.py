@@ -106,7 +106,7 @@ class Lane(DeliveringLane):
                 if free > 0 and (self.busy == 0 or free * 4 >= capacity):
                     await self._lease(endpoints, free, now)
                 elif free <= 0 and self._may_grow(endpoints):
-                    await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
+                    await self._want(min(spec.max_workers, len(endpoints) + 1))
             elif due:
                 if self.wanted or await self.owner.has_work(self.flow.id):
                     await self._want(max(self.wanted, 1))
@@ -156,10 +156,6 @@ class Lane(DeliveringLane):
             and not self.owner.cpu.saturated()
         )
 
-    def _ready(self, endpoints: list[Endpoint]) -> int:
-        """Ready workers, whether each has its endpoint (local) or share one (a Service)."""
-        return sum(e.capacity for e in endpoints) // self.flow.spec.slots
-
     async def _want(self, workers: int) -> None:
         if self.flow.mode is Mode.SYNC:
             return  # its workers run at all times (``replicas``): deliveries share them
@@ -197,8 +193,8 @@ class Lane(DeliveringLane):
             self.notify(self._next_try(time.time()))
         elif len(batch) < granted and generation == self.generation:
             self.pending = False
-        elif self._may_grow(endpoints) and self._ready(endpoints) >= self.wanted:
-            await self._want(min(spec.max_workers, self._ready(endpoints) + 1))
+        elif self._may_grow(endpoints) and len(endpoints) >= self.wanted:
+            await self._want(min(spec.max_workers, len(endpoints) + 1))
         # A full batch means more work waits: the limit, not the demand, decides the pace.
         limited = len(batch) >= wanted
         groups: dict[Endpoint, list[tuple[Delivery, bool]]] = {}

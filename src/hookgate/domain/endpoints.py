@@ -7,8 +7,8 @@ import msgspec
 
 
 class Endpoint(msgspec.Struct, frozen=True):
-    """A ready worker (or a Service in front of several): its address, and ``capacity``, the
-    most requests it may be given at a time."""
+    """A ready worker (a local process, a pod) or a destination's lane: its address, and
+    ``capacity``, the most requests it may be given at a time."""
 
     host: str
     port: int
