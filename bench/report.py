@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -70,7 +71,7 @@ def markdown(runs: dict[str, Run], order: list[str]) -> str:
             f"{' (quick)' if run.quick else ''} — {machine.get('cpu')}, "
             f"{machine.get('usable_cores') or machine.get('cores')} cores, "
             f"Linux {machine.get('kernel')}, Python {machine.get('python')}"
-            f"{_ceiling(run)}\n",
+            f"{_ceiling(run)}{_flow_settings(run)}\n",
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "|".join("---" if c in ("case", "note") else "---:" for c in COLUMNS) + "|",
             *("| " + " | ".join(c.replace("|", "\\|") for c in cells(r)) + " |" for r in run.rows),
@@ -83,6 +84,33 @@ def _ceiling(run: Run) -> str:
     if run.ceiling_rps is None or run.scenario == "ceiling":
         return ""
     return f"; ceiling in the same run {run.ceiling_rps:,.0f} req/s"
+
+
+FLOW_IDENTITY = ("name", "mode", "worker")
+"""What every flow of a scenario sets; anything else is a setting a user would not have."""
+
+
+def _flow_settings(run: Run) -> str:
+    """The flows' settings beyond the defaults, so a tuned figure is never read as one a user
+    gets (the headline figures use the defaults)."""
+    flows = [spec for value in run.settings.values() for spec in _flows(value)]
+    if not flows:
+        return ""
+    tuned = sorted(
+        {f"`{key}: {value}`" for spec in flows for key, value in spec.items()}
+        - {f"`{key}: {spec.get(key)}`" for spec in flows for key in FLOW_IDENTITY}
+    )
+    if not tuned:
+        return "; flow settings: the defaults"
+    return "; flow settings beyond the defaults: " + ", ".join(tuned)
+
+
+def _flows(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value] if "name" in value and "worker" in value else []
+    if isinstance(value, list):
+        return [spec for item in value for spec in _flows(item)]
+    return []
 
 
 def rewrite(path: Path, runs: dict[str, Run], order: list[str]) -> None:

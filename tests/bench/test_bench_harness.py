@@ -120,6 +120,23 @@ def test_summary_rewrites_only_the_marked_section(tmp_path: Path) -> None:
     assert "| c | 1,234 req/s |" in text
 
 
+def test_summary_names_the_flow_settings_beyond_the_defaults(tmp_path: Path) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"{report.START}\n{report.END}\n")
+    worker = {"command": ["worker"]}
+    plain = _run("e2e", "2026-01-02T00:00:00+00:00", 1.0)
+    plain.settings = {"flow": {"name": "e2e", "mode": "async", "worker": worker}}
+    tuned = _run("sync", "2026-01-02T00:00:00+00:00", 2.0)
+    tuned.settings = {
+        "flows": [{"name": "a", "mode": "sync", "worker": worker, "replicas": 2}],
+        "flow": {"name": "b", "mode": "sync", "worker": worker, "concurrency": 32},
+    }
+    report.rewrite(doc, {"e2e": plain, "sync": tuned}, order=["e2e", "sync"])
+    e2e, sync = doc.read_text().split("### sync")
+    assert "; flow settings: the defaults" in e2e
+    assert "; flow settings beyond the defaults: `concurrency: 32`, `replicas: 2`" in sync
+
+
 def test_summary_refuses_a_document_without_markers(tmp_path: Path) -> None:
     doc = tmp_path / "BENCHMARKS.md"
     doc.write_text("# nothing to rewrite\n")
