@@ -271,6 +271,7 @@ class Gateway:
             metrics=self.metrics,
             events=self.events,
             workers=self.runtime.status,
+            concurrency_limit=self.housekeeping.concurrency_limit,
             public_url=self.settings.public_url,
             stopping=self._stop,
         )

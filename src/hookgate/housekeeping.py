@@ -41,6 +41,11 @@ class Housekeeping:
         self.proxy = proxy
         self.metrics = metrics
 
+    def concurrency_limit(self, flow_id: str) -> int | None:
+        """The flow's limit now (its async lanes', else its sync lane's), None before it has
+        one: what the gauge, the admin API and the console show."""
+        return self.dispatcher.limit(flow_id) or self.proxy.limit(flow_id)
+
     async def stats(self, edges: Callable[[], Sequence[Edge]]) -> None:
         """Queue and worker gauges, and a safety net that wakes flows with due work.
 
@@ -68,7 +73,7 @@ class Housekeeping:
                     _report(self.metrics, flow.name, workers, s, now)
                     failing = flow_state(flow, workers) == "failing"
                     self.metrics.flow_failing.labels(flow.name).set(failing)
-                    limit = self.dispatcher.limit(flow_id) or self.proxy.limit(flow_id)
+                    limit = self.concurrency_limit(flow_id)
                     if limit is not None:
                         self.metrics.concurrency_limit.labels(flow.name).set(limit)
                 reported = set(watched)

@@ -22,6 +22,9 @@ class Services:
     events: EventHub
     workers: Callable[[str], WorkerStatus]
     """A flow's workers now (``Runtime.status``)."""
+    concurrency_limit: Callable[[str], int | None]
+    """A flow's concurrency limit now, over its ready workers (and, async, its destinations);
+    None before it has one (no ready worker or no traffic yet)."""
     public_url: str
     stopping: asyncio.Event
     """Set when the gateway stops: live streams end so the listener can close."""

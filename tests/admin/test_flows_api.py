@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import httpx
 import pytest
 from tests.admin.conftest import spec
-from tests.conftest import TOKEN, GatewayProcess
+from tests.conftest import ROOT, TOKEN, GatewayProcess
+from tests.e2e.helpers import eventually
+
+FLAKY = [sys.executable, str(ROOT / "tests" / "workers" / "flaky.py")]
 
 
 def error(response: httpx.Response, status: int) -> str:
@@ -35,6 +39,40 @@ def test_create_returns_the_flow_with_id_url_and_defaults(
     assert flow["spec"]["retry"] == {"max_attempts": 10, "backoff": 1, "max_backoff": 3600}
     assert flow["createdAt"] == flow["updatedAt"]
     assert httpx.post(flow["url"], content=b"{}").status_code == 202
+
+
+def test_the_flow_view_says_the_concurrency_limit_in_force(
+    gateway: GatewayProcess, name: str
+) -> None:
+    """Null before any traffic; after deliveries, what ``auto`` found, or the pinned number."""
+    pinned = f"{name}-pinned"
+    worker = {"command": FLAKY}
+    urls = [
+        gateway.admin("POST", "/api/v1/flows", json=body).json()["url"]
+        for body in (
+            spec(name, worker=worker, idle_timeout="2m"),
+            spec(pinned, worker=worker, idle_timeout="2m", concurrency=5, max_workers=1),
+        )
+    ]
+    assert gateway.flow(name)["concurrencyLimit"] is None
+    assert gateway.flow(pinned)["concurrencyLimit"] is None
+    for url in urls:
+        for _ in range(10):
+            assert httpx.post(url, content=b"{}").status_code == 202
+
+    def delivered(flow: str) -> bool:
+        items = gateway.admin("GET", "/api/v1/deliveries", params={"flow": flow}).json()["items"]
+        return len(items) == 10 and all(d["status"] == "done" for d in items)
+
+    eventually(lambda: delivered(name) and delivered(pinned), timeout=30)
+    found = gateway.flow(name)["concurrencyLimit"]
+    assert isinstance(found, int) and found >= 1
+    assert gateway.flow(pinned)["concurrencyLimit"] == 5
+    listed = gateway.admin("GET", "/api/v1/flows").json()["items"]
+    assert {f["name"]: f["concurrencyLimit"] for f in listed if f["name"] in (name, pinned)} == {
+        name: found,
+        pinned: 5,
+    }
 
 
 def test_get_by_name_and_by_id_and_list(gateway: GatewayProcess, name: str) -> None:

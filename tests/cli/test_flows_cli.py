@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import httpx
 from tests.cli.conftest import Cli, entry, flow_file
-from tests.conftest import GatewayProcess
+from tests.conftest import ROOT, GatewayProcess
+from tests.e2e.helpers import eventually
 
 from hookgate import __version__
 
@@ -82,6 +85,24 @@ def test_show_by_name_and_by_id(
     assert orders in text
     assert flow["url"] in text
     assert "running" in text
+
+
+def test_show_says_the_concurrency_limit_in_force_next_to_the_setting(
+    cli: Cli, gateway: GatewayProcess, tmp_path: Path, names: tuple[str, str]
+) -> None:
+    orders, _ = names
+    worker = f"[{sys.executable}, {ROOT / 'tests' / 'workers' / 'flaky.py'}]"
+    path = flow_file(
+        tmp_path / "f.yaml", entry(orders, command=worker, extra="    idle_timeout: 2m\n")
+    )
+    cli.ok("flows", "apply", "-f", str(path))
+    assert re.search(r"concurrency +auto \(no worker in use\)", cli.ok("flows", "show", orders))
+    assert cli.json("flows", "show", orders)["concurrencyLimit"] is None
+
+    assert httpx.post(gateway.flow(orders)["url"], content=b"{}").status_code == 202
+    limit = eventually(lambda: gateway.flow(orders)["concurrencyLimit"])
+    assert cli.json("flows", "show", orders)["concurrencyLimit"] == limit
+    assert re.search(rf"concurrency +auto \(now {limit}\)", cli.ok("flows", "show", orders))
 
 
 def test_stop_start_delete_by_name_and_by_id(

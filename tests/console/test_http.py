@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import TOKEN, GatewayProcess
-from tests.console.conftest import csrf_of, post_order, sign_in
+from tests.console.conftest import FLAKY, csrf_of, post_order, sign_in
 from tests.e2e.helpers import eventually
 
 
@@ -313,6 +314,22 @@ def test_pause_resume_and_confirmations_on_the_flow_page(
     refused = browser_client.post("/console/flows/quotes/pause", data={"csrf": csrf})
     assert refused.status_code == 400
     assert "stop it instead" in refused.text
+
+
+def test_the_flow_page_shows_the_concurrency_limit_in_force(
+    gateway: GatewayProcess, browser_client: httpx.Client
+) -> None:
+    spec = {"name": "limited", "mode": "sync", "worker": {"command": [sys.executable, str(FLAKY)]}}
+    url = gateway.admin("POST", "/api/v1/flows", json=spec).json()["url"]
+    page = browser_client.get("/console/flows/limited").text
+    assert '<dd data-field="concurrency"' in page and ">auto (no worker in use)</dd>" in page
+
+    assert httpx.post(url, content=b"{}", timeout=20).status_code == 200
+    limit = gateway.flow("limited")["concurrencyLimit"]
+    assert isinstance(limit, int) and limit >= 1
+    assert f">auto (now {limit})</dd>" in browser_client.get("/console/flows/limited").text
+    rows = browser_client.get("/console/flows/stats").json()["items"]
+    assert [r["concurrency"] for r in rows if r["name"] == "limited"] == [f"auto (now {limit})"]
 
 
 def test_a_flow_is_deleted_from_the_console(

@@ -58,6 +58,7 @@ class AdminAPI:
         self.metrics = services.metrics
         self.public_url = services.public_url
         self.workers = services.workers
+        self.concurrency_limit = services.concurrency_limit
 
     def routes(self) -> list[Route]:
         operations = [
@@ -106,7 +107,12 @@ class AdminAPI:
 
     def _view(self, flow_id: str) -> dict[str, Any]:
         flow = self.registry.find(flow_id)
-        view = flow_view(flow, public_url=self.public_url, workers=self.workers(flow.id))
+        view = flow_view(
+            flow,
+            public_url=self.public_url,
+            workers=self.workers(flow.id),
+            concurrency_limit=self.concurrency_limit(flow.id),
+        )
         if flow.spec.schedule is not None:
             view["schedule"] = {"next": self.next_ticks(flow)}
         return view

@@ -104,6 +104,13 @@ def schemas(runtime: str) -> tuple[dict[str, Any], dict[str, Any]]:
             "updatedAt": {"type": "number"},
             "spec": spec,
             "workers": {"type": "object"},
+            "concurrencyLimit": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "Requests in flight the flow allows now, over its ready"
+                " workers: found by measuring (`concurrency: auto`) or pinned. Null before"
+                " it has one (no worker ready, no traffic since the gateway started).",
+            },
         },
     }
     components["Delivery"] = {

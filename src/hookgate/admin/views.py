@@ -13,8 +13,14 @@ from hookgate.runtime.base import WorkerStatus, flow_state
 
 
 def flow_view(
-    flow: Flow, *, public_url: str, workers: WorkerStatus | None = None
+    flow: Flow,
+    *,
+    public_url: str,
+    workers: WorkerStatus | None = None,
+    concurrency_limit: int | None = None,
 ) -> dict[str, Any]:
+    """``concurrencyLimit``: the limit found (``auto``) or pinned, over the flow's ready
+    workers; null before it has one."""
     view = {
         "id": flow.id,
         "name": flow.name,
@@ -24,6 +30,7 @@ def flow_view(
         "createdAt": flow.created_at,
         "updatedAt": flow.updated_at,
         "spec": redaction.spec(to_builtins(flow.spec)),
+        "concurrencyLimit": concurrency_limit,
     }
     if workers is not None:
         view["workers"] = to_builtins(workers)

@@ -11,6 +11,7 @@ import click
 
 from hookgate.cli.client import AdminClient
 from hookgate.cli.output import console, emit, human, output_option, table, when
+from hookgate.domain import concurrency
 from hookgate.domain.flowfile import parse_flow_file, spec_from_object
 from hookgate.domain.flows import Mode, settings_for, to_builtins
 from hookgate.errors import ConfigError
@@ -110,7 +111,7 @@ def show(client: AdminClient, ref: str, output: str) -> None:
         ("created", when(flow["createdAt"])),
         ("updated", when(flow["updatedAt"])),
         *[("next run", when(t)) for t in flow.get("schedule", {}).get("next", [])],
-        *_settings(Mode(flow["mode"]), flow["spec"]),
+        *_settings(Mode(flow["mode"]), flow["spec"], flow.get("concurrencyLimit")),
     ]
     emit(
         output,
@@ -120,12 +121,12 @@ def show(client: AdminClient, ref: str, output: str) -> None:
     )
 
 
-def _settings(mode: Mode, spec: dict[str, Any]) -> list[tuple[str, str]]:
+def _settings(mode: Mode, spec: dict[str, Any], limit: int | None) -> list[tuple[str, str]]:
     """The flow's configuration, one dotted field a line; unset fields and those its mode
-    ignores left out."""
+    ignores left out. ``concurrency`` also says the limit in force now (``limit``)."""
     relevant = settings_for(mode, spec).keys() - {"name", "mode"}
     return sorted(
-        (name, value)
+        (name, concurrency.shown(value, limit) if name == "concurrency" else value)
         for name, value in _flatten(spec_from_object(spec), "")
         if name.split(".")[0].split("[")[0] in relevant
     )

@@ -17,7 +17,7 @@ from hookgate.console import charts, render
 from hookgate.console.charts import History
 from hookgate.console.rates import Rate, Rates
 from hookgate.console.sessions import Session
-from hookgate.domain import redaction
+from hookgate.domain import concurrency, redaction
 from hookgate.domain.deliveries import Delivery, State
 from hookgate.domain.flows import Flow, Mode, Status, settings_for, to_builtins
 from hookgate.errors import DeliveryNotFound
@@ -85,6 +85,7 @@ class Pages:
         self.history = history
         self.public_url = services.public_url
         self.workers = services.workers
+        self.concurrency_limit = services.concurrency_limit
 
     # flows -------------------------------------------------------------------------------
     def _row(
@@ -102,6 +103,9 @@ class Pages:
             "ready": workers.ready,
             "desired": workers.desired,
             "depth": queued.depth + queued.leased if queued else 0,
+            "concurrency": concurrency.shown(
+                flow.spec.concurrency, self.concurrency_limit(flow.id)
+            ),
             "perMinute": "-" if rate.per_minute is None else f"{rate.per_minute:.1f}",
             "errorRate": "-" if rate.error_rate is None else f"{rate.error_rate:.0%}",
             "stopWarning": STOP_WARNING.format(name=flow.name),

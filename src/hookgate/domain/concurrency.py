@@ -256,3 +256,10 @@ class Slots(Generic[T]):
             for target in list(self.limiters):
                 if target not in targets and not self.inflight.get(target):
                     del self.limiters[target]
+
+
+def shown(configured: int | str, now: int | None) -> str:
+    """A flow's concurrency as ``flows show`` and the console say it: the setting, and the
+    limit in force now over its ready workers (the pinned number times the workers, or what
+    ``auto`` found for each, summed)."""
+    return f"{configured} ({'no worker in use' if now is None else f'now {now}'})"
