@@ -101,3 +101,17 @@ def test_the_ledger_counts_a_worker_s_requests_across_every_flow_and_mode() -> N
     del line
     gc.collect()
     assert ledger.inflight(worker) == 1  # a flow that is gone holds nothing
+
+
+def test_an_overload_with_retry_after_lowers_every_target_s_limit() -> None:
+    """``everyone`` (the answer had ``Retry-After``: the flow's backend is full) halves every
+    worker's limit; a plain overload only the one that answered."""
+    first, second = Endpoint("127.0.0.1", 9001, 64), Endpoint("127.0.0.1", 9002, 64)
+    slots: Slots[Endpoint] = Slots(pinned=False)
+    assert [slots.limit(first), slots.limit(second)] == [INITIAL, INITIAL]
+    slots.measured(first, busy=True, overloaded=True, everyone=False, now=1.0)
+    assert [slots.limit(first), slots.limit(second)] == [INITIAL // 2, INITIAL]
+    slots.measured(second, busy=True, overloaded=True, everyone=True, now=2.0)
+    assert [slots.limit(first), slots.limit(second)] == [INITIAL // 4, INITIAL // 2]
+    slots.measured(first, busy=True, overloaded=False, everyone=True, now=3.0)
+    assert [slots.limit(first), slots.limit(second)] == [INITIAL // 4, INITIAL // 2]

@@ -108,7 +108,8 @@ class SyncProxy:
             sent = True
             read = payload.read if isinstance(payload, _CallerBody) else None
             status = await self._relay(upstream, receive, send, request_id, read)
-            lane.measure(endpoint, busy, overloaded=status in (429, 503))
+            full = status in (429, 503)
+            lane.measure(endpoint, busy, overloaded=full, everyone=full and _retry_after(upstream))
             return status
         except CallerGone:
             return 499
@@ -358,6 +359,12 @@ async def _hangup(receive: Receive, body_read: asyncio.Event | None) -> None:
         await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _retry_after(upstream: Upstream) -> bool:
+    """Whether an overloaded worker's answer says when to come back: the flow's backend as a
+    whole is full (looked for only in a ``429``/``503``, so a 2xx costs nothing)."""
+    return any(name == b"retry-after" for name, _ in upstream.headers)
 
 
 async def _fail(

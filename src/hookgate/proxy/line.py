@@ -70,9 +70,11 @@ class WaitLine:
         if following is not None:
             self.expiry = loop.call_at(following, self._expire, loop)
 
-    def measure(self, endpoint: Endpoint, busy: bool, *, overloaded: bool) -> None:
+    def measure(
+        self, endpoint: Endpoint, busy: bool, *, overloaded: bool, everyone: bool = False
+    ) -> None:
         """A worker's answer (or timeout) for its limiter; a ``429``/``503`` or a timeout
-        lowers it at once."""
+        lowers it at once, and with ``Retry-After`` (``everyone``) every replica's limit."""
         self.slots.measured(
-            endpoint, busy=busy, overloaded=overloaded, everyone=False, now=time.monotonic()
+            endpoint, busy=busy, overloaded=overloaded, everyone=everyone, now=time.monotonic()
         )
