@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,23 @@ from hookgate.domain.flows import Flow
 from hookgate.domain.forwarding import Reply
 from hookgate.errors import WorkerStartFailed
 
-from .conftest import FAST_RETRY, Rig
+from .conftest import FAST_RETRY, Handler, Rig, worker_app
 
 MakeRig = Callable[..., Awaitable[Rig]]
+
+
+def capacity(parallel: int, *, service: float) -> Handler:
+    """One worker of known capacity (as ``tests/workers/capacity.py``): ``parallel`` requests
+    served at once in ``service`` seconds each; more wait inside it, so their latency grows
+    and its throughput does not."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def serve(scope: Scope, body: bytes) -> tuple[int, bytes]:
+        async with gate:
+            await asyncio.sleep(service)
+        return 200, b"ok"
+
+    return serve
 
 
 async def test_each_accepted_request_reaches_a_worker_once_and_is_done(make_rig: MakeRig) -> None:
@@ -191,3 +206,40 @@ async def test_a_backlog_is_leased_in_bounded_batches_however_many_slots_are_fre
     assert len(await rig.finished(flow, 300, timeout=20)) == 300
     assert max(asked) == LEASE_BATCH
     assert sum(asked) >= 300
+
+
+async def test_a_backlog_adds_workers_up_to_max_workers_and_never_more(make_rig: MakeRig) -> None:
+    """Each worker serves 2 at once (more only wait inside it, 25 ms each). Once a worker's
+    limit has found that knee and every slot is taken while work waits, the lane starts one
+    more worker, and so on up to ``max_workers: 3``; the backlog then lasts long enough for
+    a lane that ignored the bound to start a fourth. The workers only sleep and the test only
+    looks now and then, so the process stays well below the CPU share at which growing stops."""
+    rig = await make_rig()
+    rig.runtime.apps = lambda flow, env: worker_app(capacity(2, service=0.025))
+    asked: list[int] = []
+    scale = rig.runtime.scale
+
+    async def counted(flow: Flow, workers: int) -> None:
+        asked.append(workers)
+        await scale(flow, workers)
+
+    rig.runtime.scale = counted  # type: ignore[method-assign]
+    flow = await rig.flow(max_workers=3)
+    for i in range(2000):  # outlasts the test: 3 workers deliver ~240 a second
+        await rig.accept(flow, {"n": i}, notify=False)
+    rig.dispatcher.notify(flow.id)
+    most = 0
+
+    async def workers(at_least: int) -> None:
+        nonlocal most
+        while most < at_least:
+            most = max(most, len(rig.runtime.endpoints(flow.id)))
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(workers(3), 20)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(workers(4), 3)  # an unbounded lane's fourth came within 1.6 s
+    states = (await rig.store.count_deliveries())[flow.id]
+    assert states.get(State.DONE, 0) > 0 and not states.get(State.DEAD), states
+    assert (max(asked), most) == (3, 3), asked
+    assert asked[:3] == [1, 2, 3]
