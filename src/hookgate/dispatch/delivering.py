@@ -190,11 +190,12 @@ class DeliveringLane(abc.ABC):
     def _measured(self, endpoint: Endpoint, reply: Reply, busy: bool) -> None:
         """Feed the answer to the limiter: an overloaded worker lowers it at once, and a
         ``Retry-After`` lowers it for every worker of the flow (the flow's backend is full)."""
+        full = overloaded(reply)
         self.slots.measured(
             endpoint,
             busy=busy,
-            overloaded=overloaded(reply),
-            everyone=reply.header("retry-after") is not None,
+            overloaded=full,
+            everyone=full and reply.header("retry-after") is not None,
             now=time.monotonic(),
         )
 
