@@ -94,10 +94,11 @@ def test_a_connection_that_never_speaks_is_closed_after_keep_alive(gateway_facto
 
 def test_a_stalled_request_line_and_a_stalled_head_get_408(gateway_factory: Any) -> None:
     gateway = start(gateway_factory)
+    request = head(gateway, "inbox", length=2)
     line = connect(gateway)
     line.sendall(b"POST /hook/abc HT")
     partial = connect(gateway)
-    partial.sendall(head(gateway, "inbox", length=2)[:-10])
+    partial.sendall(request[:-10])
     for sock in (line, partial):
         started = time.monotonic()
         reply = answer(sock)
@@ -109,11 +110,12 @@ def test_a_stalled_request_line_and_a_stalled_head_get_408(gateway_factory: Any)
 @pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
 def test_a_stalled_body_gets_408_and_nothing_is_stored(gateway_factory: Any, chunked: bool) -> None:
     gateway = start(gateway_factory)
-    sock = connect(gateway)
     if chunked:
-        sock.sendall(head(gateway, "inbox", chunked=True) + b"5\r\nhello\r\n")
+        request = head(gateway, "inbox", chunked=True) + b"5\r\nhello\r\n"
     else:
-        sock.sendall(head(gateway, "inbox", length=1000) + b"x" * 10)
+        request = head(gateway, "inbox", length=1000) + b"x" * 10
+    sock = connect(gateway)
+    sock.sendall(request)
     reply = answer(sock)
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert b"request body not received in time" in reply
@@ -128,8 +130,9 @@ def test_a_stalled_body_gets_408_and_nothing_is_stored(gateway_factory: Any, chu
 
 def test_a_body_that_trickles_below_the_minimum_rate_gets_408(gateway_factory: Any) -> None:
     gateway = start(gateway_factory, HOOKGATE_BODY_TIMEOUT="2s", HOOKGATE_BODY_MIN_RATE="1KB")
+    request = head(gateway, "inbox", length=10_000)
     sock = connect(gateway)
-    sock.sendall(head(gateway, "inbox", length=10_000))
+    sock.sendall(request)
     sent = 0
     reply = b""
     sock.settimeout(0.25)
@@ -220,11 +223,14 @@ def test_stalled_large_bodies_are_spooled_not_held_in_memory(gateway_factory: An
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    # One head for all: built per socket, its admin lookups outlasted the 1 s keep-alive on a
+    # loaded machine, and the last sockets were closed as idle before their head arrived.
+    request = head(gateway, "inbox", length=5_000_000)
     socks = [connect(gateway) for _ in range(20)]
     chunk = b"x" * 65536
     try:
         for sock in socks:
-            sock.sendall(head(gateway, "inbox", length=5_000_000))
+            sock.sendall(request)
         sending = list(socks)
         for _ in range(70):  # 4.5 MB of each 5 MB body, then silence
             for sock in list(sending):
@@ -251,9 +257,10 @@ def trickling(gateway: GatewayProcess, flow: str, count: int) -> Iterator[list[b
     answers they got (filled in as they come)."""
     stop = threading.Event()
     answers: list[bytes] = []
+    request = head(gateway, flow, length=100_000)
     socks = [connect(gateway) for _ in range(count)]
     for sock in socks:
-        sock.sendall(head(gateway, flow, length=100_000))
+        sock.sendall(request)
 
     def drip() -> None:
         while not stop.wait(0.2):
@@ -321,8 +328,8 @@ def test_pipelined_requests_are_all_answered_and_the_connection_then_idles_out(
     gateway_factory: Any,
 ) -> None:
     gateway = start(gateway_factory)
-    sock = connect(gateway)
     one = head(gateway, "inbox", length=2) + b"{}"
+    sock = connect(gateway)
     sock.sendall(one * 3)
     reply = answer(sock)  # read until the idle connection is closed (HOOKGATE_KEEP_ALIVE=1s)
     assert reply.count(b"HTTP/1.1 202 ") == 3, reply
