@@ -82,7 +82,12 @@ def test_a_flow_whose_command_is_missing_is_failing_and_its_delivery_goes_dead(
 
     history = eventually(second_round, timeout=30)
     assert [(a["round"], a["number"]) for a in history] == [
-        (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
     ]
 
     # The API: failing, with the start error and when it happened.

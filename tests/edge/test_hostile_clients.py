@@ -8,6 +8,7 @@ normal client checks that it is still answered.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sys
 import threading
@@ -333,3 +334,62 @@ def test_pipelined_requests_are_all_answered_and_the_connection_then_idles_out(
     sock.sendall(one * 3)
     reply = answer(sock)  # read until the idle connection is closed (HOOKGATE_KEEP_ALIVE=1s)
     assert reply.count(b"HTTP/1.1 202 ") == 3, reply
+
+
+def closing(request_head: bytes) -> bytes:
+    """The head asking the gateway to close the connection after its answer."""
+    return request_head.replace(b"host: x\r\n", b"host: x\r\nconnection: close\r\n")
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the gateway's end of stream; a reset raises (unlike ``answer``)."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_caller_still_uploading_when_answered_early_reads_the_whole_answer(
+    gateway_factory: Any,
+) -> None:
+    """Most clients send the whole body before they read. When the gateway answers first (413
+    for a declared size on a ``connection: close`` request, 400 for bytes that do not parse,
+    431), closing with the rest unread would reset the connection: the upload would fail and
+    the answer could be lost. It half-closes and drops what still comes instead."""
+    gateway = start(gateway_factory)
+    oversized = head(gateway, "inbox", length=20_000_000)  # the flow's max_body is 10MB
+    requests = {
+        b"413": closing(oversized),
+        b"400": b"NOT HTTP AT ALL\r\n\r\n",
+        b"431": oversized[:-2] + b"x-big: " + b"a" * 100_000 + b"\r\n\r\n",
+    }
+    for status, request in requests.items():
+        sock = connect(gateway)
+        sock.sendall(request)
+        for _ in range(16):  # 1 MB more, after the gateway has answered
+            time.sleep(0.01)
+            sock.sendall(b"x" * 65536)
+        sock.shutdown(socket.SHUT_WR)
+        reply = read_to_end(sock)
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 " + status + b" "), reply[:80]
+        head_end = reply.index(b"\r\n\r\n") + 4
+        length = re.search(rb"content-length: (\d+)", reply[:head_end])
+        assert length is not None and len(reply) == head_end + int(length[1]), reply
+        assert b'"error":' in reply[head_end:]
+
+
+def test_a_caller_that_never_stops_sending_after_the_answer_is_cut_off(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    request = closing(head(gateway, "inbox", length=20_000_000))  # answered 413 at once
+    sock = connect(gateway)
+    sock.sendall(request)
+    started = time.monotonic()
+    with pytest.raises(OSError):  # reset once the linger (2 s, then the next sweep) is over
+        while time.monotonic() - started < 15:
+            sock.sendall(b"x" * 65536)  # 640 KB/s: under the byte bound for 6 s
+            time.sleep(0.1)
+    assert time.monotonic() - started < 5
