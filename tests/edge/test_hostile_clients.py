@@ -393,3 +393,19 @@ def test_a_caller_that_never_stops_sending_after_the_answer_is_cut_off(
             sock.sendall(b"x" * 65536)  # 640 KB/s: under the byte bound for 6 s
             time.sleep(0.1)
     assert time.monotonic() - started < 5
+
+
+def test_a_body_sent_after_an_early_answer_leaves_the_connection_to_the_idle_deadline(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    request = head(gateway, "inbox", length=10_000_001)  # over max_body: 413 before the body
+    sock = connect(gateway)
+    sock.sendall(request)
+    sock.settimeout(10)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+    sock.sendall(b"x" * 10_000_001)  # sent anyway (kept alive: read and dropped)
+    started = time.monotonic()
+    sock.settimeout(8)
+    assert sock.recv(1) == b""  # then closed as idle (HOOKGATE_KEEP_ALIVE=1s), not held open
+    assert time.monotonic() - started < 5

@@ -273,6 +273,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self.phase = Phase.BUSY
         self.head_bytes = 0
         self.header_count = 0
+        if self.cycle.response_complete and not self.transport.is_closing():
+            # Answered before its body ended (a 413, a 404) and kept alive: nothing more will
+            # be written, so the connection now waits for a next request, under keep_alive.
+            self._idle()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
