@@ -34,6 +34,7 @@ def test_uvicorn_still_has_every_hook_the_edge_overrides() -> None:
         ours = inspect.signature(getattr(EdgeProtocol, name)).parameters
         theirs = inspect.signature(getattr(HttpToolsProtocol, name)).parameters
         assert list(ours) == list(theirs), name
+    assert callable(getattr(HttpToolsProtocol, "_unset_keepalive_if_required", None))
     assert {"read_paused", "write_paused"} <= set(vars(FlowControl(_Transport())))
     assert "response_started" in inspect.getsource(RequestResponseCycle.__init__)
     major, minor = (int(part) for part in uvicorn.__version__.split(".")[:2])
@@ -118,6 +119,7 @@ async def test_an_answer_before_the_body_lingers_counted_and_is_evicted_first() 
     assert transport.written.startswith(b"HTTP/1.1 413 ")
     assert transport.eof and not transport.closed  # half-closed: the rest is read and dropped
     assert early.phase is Phase.LINGER and early in edge.lingering
+    assert early.timeout_keep_alive_task is None  # the sweep alone ends the linger
     early.data_received(b"x" * 98)
     assert not transport.closed and edge.by_address == {"127.0.0.9": 1}
     early.check(early.since + LINGER / 2)

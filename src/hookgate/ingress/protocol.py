@@ -281,7 +281,9 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
         super().on_response_complete()
-        if not pipelined and self.phase is Phase.BUSY and not self.transport.is_closing():
+        if self.phase is Phase.LINGER:
+            self._unset_keepalive_if_required()  # uvicorn's timer would cut the linger short
+        elif not pipelined and self.phase is Phase.BUSY and not self.transport.is_closing():
             self._idle()
 
     def send_400_response(self, msg: str) -> None:
