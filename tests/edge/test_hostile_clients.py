@@ -8,6 +8,7 @@ normal client checks that it is still answered.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sys
 import threading
@@ -94,10 +95,11 @@ def test_a_connection_that_never_speaks_is_closed_after_keep_alive(gateway_facto
 
 def test_a_stalled_request_line_and_a_stalled_head_get_408(gateway_factory: Any) -> None:
     gateway = start(gateway_factory)
+    request = head(gateway, "inbox", length=2)
     line = connect(gateway)
     line.sendall(b"POST /hook/abc HT")
     partial = connect(gateway)
-    partial.sendall(head(gateway, "inbox", length=2)[:-10])
+    partial.sendall(request[:-10])
     for sock in (line, partial):
         started = time.monotonic()
         reply = answer(sock)
@@ -109,11 +111,12 @@ def test_a_stalled_request_line_and_a_stalled_head_get_408(gateway_factory: Any)
 @pytest.mark.parametrize("chunked", [False, True], ids=["sized", "chunked"])
 def test_a_stalled_body_gets_408_and_nothing_is_stored(gateway_factory: Any, chunked: bool) -> None:
     gateway = start(gateway_factory)
-    sock = connect(gateway)
     if chunked:
-        sock.sendall(head(gateway, "inbox", chunked=True) + b"5\r\nhello\r\n")
+        request = head(gateway, "inbox", chunked=True) + b"5\r\nhello\r\n"
     else:
-        sock.sendall(head(gateway, "inbox", length=1000) + b"x" * 10)
+        request = head(gateway, "inbox", length=1000) + b"x" * 10
+    sock = connect(gateway)
+    sock.sendall(request)
     reply = answer(sock)
     assert reply.startswith(b"HTTP/1.1 408 "), reply
     assert b"request body not received in time" in reply
@@ -128,8 +131,9 @@ def test_a_stalled_body_gets_408_and_nothing_is_stored(gateway_factory: Any, chu
 
 def test_a_body_that_trickles_below_the_minimum_rate_gets_408(gateway_factory: Any) -> None:
     gateway = start(gateway_factory, HOOKGATE_BODY_TIMEOUT="2s", HOOKGATE_BODY_MIN_RATE="1KB")
+    request = head(gateway, "inbox", length=10_000)
     sock = connect(gateway)
-    sock.sendall(head(gateway, "inbox", length=10_000))
+    sock.sendall(request)
     sent = 0
     reply = b""
     sock.settimeout(0.25)
@@ -220,11 +224,14 @@ def test_stalled_large_bodies_are_spooled_not_held_in_memory(gateway_factory: An
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    # One head for all: built per socket, its admin lookups outlasted the 1 s keep-alive on a
+    # loaded machine, and the last sockets were closed as idle before their head arrived.
+    request = head(gateway, "inbox", length=5_000_000)
     socks = [connect(gateway) for _ in range(20)]
     chunk = b"x" * 65536
     try:
         for sock in socks:
-            sock.sendall(head(gateway, "inbox", length=5_000_000))
+            sock.sendall(request)
         sending = list(socks)
         for _ in range(70):  # 4.5 MB of each 5 MB body, then silence
             for sock in list(sending):
@@ -251,9 +258,10 @@ def trickling(gateway: GatewayProcess, flow: str, count: int) -> Iterator[list[b
     answers they got (filled in as they come)."""
     stop = threading.Event()
     answers: list[bytes] = []
+    request = head(gateway, flow, length=100_000)
     socks = [connect(gateway) for _ in range(count)]
     for sock in socks:
-        sock.sendall(head(gateway, flow, length=100_000))
+        sock.sendall(request)
 
     def drip() -> None:
         while not stop.wait(0.2):
@@ -321,8 +329,83 @@ def test_pipelined_requests_are_all_answered_and_the_connection_then_idles_out(
     gateway_factory: Any,
 ) -> None:
     gateway = start(gateway_factory)
-    sock = connect(gateway)
     one = head(gateway, "inbox", length=2) + b"{}"
+    sock = connect(gateway)
     sock.sendall(one * 3)
     reply = answer(sock)  # read until the idle connection is closed (HOOKGATE_KEEP_ALIVE=1s)
     assert reply.count(b"HTTP/1.1 202 ") == 3, reply
+
+
+def closing(request_head: bytes) -> bytes:
+    """The head asking the gateway to close the connection after its answer."""
+    return request_head.replace(b"host: x\r\n", b"host: x\r\nconnection: close\r\n")
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the gateway's end of stream; a reset raises (unlike ``answer``)."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_caller_still_uploading_when_answered_early_reads_the_whole_answer(
+    gateway_factory: Any,
+) -> None:
+    """Most clients send the whole body before they read. When the gateway answers first (413
+    for a declared size on a ``connection: close`` request, 400 for bytes that do not parse,
+    431), closing with the rest unread would reset the connection: the upload would fail and
+    the answer could be lost. It half-closes and drops what still comes instead."""
+    gateway = start(gateway_factory)
+    oversized = head(gateway, "inbox", length=20_000_000)  # the flow's max_body is 10MB
+    requests = {
+        b"413": closing(oversized),
+        b"400": b"NOT HTTP AT ALL\r\n\r\n",
+        b"431": oversized[:-2] + b"x-big: " + b"a" * 100_000 + b"\r\n\r\n",
+    }
+    for status, request in requests.items():
+        sock = connect(gateway)
+        sock.sendall(request)
+        for _ in range(16):  # 1 MB more, after the gateway has answered
+            time.sleep(0.01)
+            sock.sendall(b"x" * 65536)
+        sock.shutdown(socket.SHUT_WR)
+        reply = read_to_end(sock)
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 " + status + b" "), reply[:80]
+        head_end = reply.index(b"\r\n\r\n") + 4
+        length = re.search(rb"content-length: (\d+)", reply[:head_end])
+        assert length is not None and len(reply) == head_end + int(length[1]), reply
+        assert b'"error":' in reply[head_end:]
+
+
+def test_a_caller_that_never_stops_sending_after_the_answer_is_cut_off(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    request = closing(head(gateway, "inbox", length=20_000_000))  # answered 413 at once
+    sock = connect(gateway)
+    sock.sendall(request)
+    started = time.monotonic()
+    with pytest.raises(OSError):  # reset once the linger (2 s, then the next sweep) is over
+        while time.monotonic() - started < 15:
+            sock.sendall(b"x" * 65536)  # 640 KB/s: under the byte bound for 6 s
+            time.sleep(0.1)
+    assert time.monotonic() - started < 5
+
+
+def test_a_body_sent_after_an_early_answer_leaves_the_connection_to_the_idle_deadline(
+    gateway_factory: Any,
+) -> None:
+    gateway = start(gateway_factory)
+    request = head(gateway, "inbox", length=10_000_001)  # over max_body: 413 before the body
+    sock = connect(gateway)
+    sock.sendall(request)
+    sock.settimeout(10)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+    sock.sendall(b"x" * 10_000_001)  # sent anyway (kept alive: read and dropped)
+    started = time.monotonic()
+    sock.settimeout(8)
+    assert sock.recv(1) == b""  # then closed as idle (HOOKGATE_KEEP_ALIVE=1s), not held open
+    assert time.monotonic() - started < 5

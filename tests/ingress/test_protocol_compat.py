@@ -12,7 +12,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from hookgate.domain.limits import ListenerLimits
-from hookgate.ingress.protocol import Edge, EdgeProtocol, Phase
+from hookgate.ingress.protocol import LINGER, Edge, EdgeProtocol, Phase
 
 HOOKS = [
     "connection_made",
@@ -34,6 +34,7 @@ def test_uvicorn_still_has_every_hook_the_edge_overrides() -> None:
         ours = inspect.signature(getattr(EdgeProtocol, name)).parameters
         theirs = inspect.signature(getattr(HttpToolsProtocol, name)).parameters
         assert list(ours) == list(theirs), name
+    assert callable(getattr(HttpToolsProtocol, "_unset_keepalive_if_required", None))
     assert {"read_paused", "write_paused"} <= set(vars(FlowControl(_Transport())))
     assert "response_started" in inspect.getsource(RequestResponseCycle.__init__)
     major, minor = (int(part) for part in uvicorn.__version__.split(".")[:2])
@@ -45,9 +46,16 @@ class _Transport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closed = False
+        self.eof = False
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def close(self) -> None:
         self.closed = True
@@ -90,3 +98,44 @@ async def test_phases_follow_a_request_through_uvicorns_callbacks() -> None:
     assert protocol.phase is Phase.IDLE and protocol in edge.waiting
     protocol.connection_lost(None)
     assert not edge.open and not edge.by_address
+
+
+async def test_an_answer_before_the_body_lingers_counted_and_is_evicted_first() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    edge = Edge(ListenerLimits(max_connections=2), name="test")
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    state = uvicorn.server.ServerState()
+    factory = edge.protocol()
+    early = factory(config=config, server_state=state, app_state={})
+    transport = _Transport()
+    early.connection_made(transport)
+    early.data_received(b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n")
+    early.data_received(b"content-length: 100\r\n\r\nab")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 413 ")
+    assert transport.eof and not transport.closed  # half-closed: the rest is read and dropped
+    assert early.phase is Phase.LINGER and early in edge.lingering
+    assert early.timeout_keep_alive_task is None  # the sweep alone ends the linger
+    early.data_received(b"x" * 98)
+    assert not transport.closed and edge.by_address == {"127.0.0.9": 1}
+    early.check(early.since + LINGER / 2)
+    assert not transport.closed
+    early.check(early.since + LINGER + 0.1)
+    assert transport.closed
+    early.connection_lost(None)
+    assert not edge.open and not edge.by_address
+
+    lingering = factory(config=config, server_state=state, app_state={})
+    lingering.connection_made(lingering_transport := _Transport())
+    lingering.data_received(b"NOT HTTP\r\n\r\n")
+    assert lingering_transport.written.startswith(b"HTTP/1.1 400 ") and lingering_transport.eof
+    idle = factory(config=config, server_state=state, app_state={})
+    idle.connection_made(idle_transport := _Transport())
+    newcomer = factory(config=config, server_state=state, app_state={})
+    newcomer.connection_made(_Transport())  # over the cap of 2: the lingering one goes first
+    assert lingering_transport.closed and not idle_transport.closed
+    assert lingering not in edge.open and {idle, newcomer} <= edge.open

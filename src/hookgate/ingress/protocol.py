@@ -8,12 +8,16 @@ sweep a second closes the ones past their deadline (``domain/limits.py``):
 * ``HEAD`` past ``head_timeout``, or a head over ``max_head_bytes``/``max_headers``: 408/431;
 * ``BODY`` with no byte for ``body_timeout``, or under ``body_min_rate`` on average: 408
   (time during which the gateway itself stopped reading does not count against the caller);
-* ``BUSY`` (the gateway answers): only a caller that stops reading the answer is closed.
+* ``BUSY`` (the gateway answers): only a caller that stops reading the answer is closed;
+* ``LINGER`` (answered before the request was read, e.g. 408, 431, 400): half-closed, what the
+  caller still sends read and dropped until it closes, for ``LINGER`` seconds and
+  ``LINGER_BYTES`` at most. Closing with unread bytes makes the kernel send a reset, which can
+  destroy the answer before the caller reads it (nginx's lingering close, RFC 9112 §9.6).
 
-Connections are capped per listener and per source address (an IPv6 client per /64). At the
-cap, the connection that has waited longest without sending a complete head is closed to make
-room (slow-drip clients go first); only when every connection is busy does a newcomer get a
-fast ``503``.
+Connections are capped per listener and per source address (an IPv6 client per /64); a
+lingering connection still counts. At the cap, a lingering connection, else the one that has
+waited longest without sending a complete head, is closed to make room (slow-drip clients go
+first); only when every connection is busy does a newcomer get a fast ``503``.
 
 This subclasses uvicorn's private ``HttpToolsProtocol``; the supported uvicorn range is pinned
 in pyproject.toml and ``tests/ingress/test_protocol_compat.py`` fails loudly if it changes.
@@ -26,6 +30,7 @@ import enum
 import functools
 from collections import Counter
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -38,6 +43,7 @@ from hookgate.domain.limits import ListenerLimits
 
 SWEEP_EVERY = 1.0
 LINGER = 2.0
+LINGER_BYTES = 4 * 1024 * 1024
 REPORT_EVERY = 60.0
 
 log = logs.get("hookgate.edge")
@@ -48,6 +54,7 @@ class Phase(enum.IntEnum):
     HEAD = 1
     BODY = 2
     BUSY = 3
+    LINGER = 4
 
 
 class HeadTooLarge(Exception):
@@ -61,11 +68,17 @@ class HeadHolder:
     On loopback a ``send()`` costs as much as the rest of an accepted request's Python work.
     """
 
-    __slots__ = ("held", "loop", "started", "transport")
+    __slots__ = ("held", "loop", "on_close", "started", "transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        on_close: Callable[[], None],
+    ) -> None:
         self.transport = transport
         self.loop = loop
+        self.on_close = on_close
         self.held: bytes | None = None
         self.started = False
 
@@ -87,7 +100,7 @@ class HeadHolder:
 
     def close(self) -> None:
         self.flush()
-        self.transport.close()
+        self.on_close()
 
     def is_closing(self) -> bool:
         return self.transport.is_closing()
@@ -115,8 +128,9 @@ class Edge:
         self.open: set[EdgeProtocol] = set()
         self.by_address: dict[str, int] = {}
         # Connections with no complete request head, longest-waiting first: the ones to close
-        # when the listener is full.
+        # when the listener is full, after the lingering ones (answered, only draining).
         self.waiting: dict[EdgeProtocol, None] = {}
+        self.lingering: dict[EdgeProtocol, None] = {}
         self._closed: Counter[str] = Counter()
         self._sweeper: asyncio.TimerHandle | None = None
         self._reported = 0.0
@@ -135,17 +149,18 @@ class Edge:
             conn.counted = True
             self.by_address[conn.address] = self.by_address.get(conn.address, 0) + 1
         if len(self.open) >= self.limits.max_connections:
-            if not self.waiting:
+            victims = self.lingering or self.waiting
+            if not victims:
                 self.release(conn)
                 return "over_capacity"
-            oldest = next(iter(self.waiting))
-            oldest.drop("evicted")
+            next(iter(victims)).drop("evicted")
         self.open.add(conn)
         return None
 
     def release(self, conn: EdgeProtocol) -> None:
         self.open.discard(conn)
         self.waiting.pop(conn, None)
+        self.lingering.pop(conn, None)
         if conn.counted:
             conn.counted = False
             left = self.by_address[conn.address] - 1
@@ -185,6 +200,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.write_stalled_at: float | None = None
         self.head_bytes = 0
         self.header_count = 0
+        self.lingered = 0
         self.refused = False
 
     # connection ---------------------------------------------------------------------------
@@ -208,6 +224,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
+            if self.phase is Phase.LINGER:
+                self.lingered += len(data)
+                if self.lingered > LINGER_BYTES:
+                    self.transport.close()
             return
         if self.phase is Phase.HEAD or self.phase is Phase.IDLE:
             self.head_bytes += len(data)
@@ -240,7 +260,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self.since = self.progress_at = self.checked_at = self.loop.time()
         self.body_bytes = 0
         super().on_headers_complete()
-        self.cycle.transport = HeadHolder(self.transport, self.loop)  # type: ignore[assignment]
+        holder = HeadHolder(self.transport, self.loop, self._close)
+        self.cycle.transport = holder  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -252,16 +273,34 @@ class EdgeProtocol(HttpToolsProtocol):
         self.phase = Phase.BUSY
         self.head_bytes = 0
         self.header_count = 0
+        if self.cycle.response_complete and not self.transport.is_closing():
+            # Answered before its body ended (a 413, a 404) and kept alive: nothing more will
+            # be written, so the connection now waits for a next request, under keep_alive.
+            self._idle()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)
         super().on_response_complete()
-        if not pipelined and self.phase is Phase.BUSY and not self.transport.is_closing():
+        if self.phase is Phase.LINGER:
+            self._unset_keepalive_if_required()  # uvicorn's timer would cut the linger short
+        elif not pipelined and self.phase is Phase.BUSY and not self.transport.is_closing():
             self._idle()
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that do not parse, but with a lingering close: the rest of
+        what the caller sent is still unread."""
         if not self.refused:
-            super().send_400_response(msg)
+            self.refused = True
+            self._answer(400, "invalid HTTP request")
+
+    def _close(self) -> None:
+        """uvicorn closing after an answer (``connection: close``, HTTP/1.0, an error): with a
+        lingering close when the request body was not read to its end."""
+        if self.phase is Phase.BODY:
+            self.refused = True
+            self._linger()
+        else:
+            self.transport.close()
 
     # deadlines -----------------------------------------------------------------------------
     def _idle(self) -> None:
@@ -279,6 +318,9 @@ class EdgeProtocol(HttpToolsProtocol):
         elif self.phase is Phase.HEAD:
             if now - self.since > limits.head_timeout:
                 self._timed_out("head_timeout", "request head not received in time")
+        elif self.phase is Phase.LINGER:
+            if now - self.since > LINGER:
+                self.transport.close()
         elif self.phase is Phase.BODY:
             if self.flow.read_paused:
                 # The gateway is not reading (back-pressure): that time is not the caller's.
@@ -305,10 +347,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _timed_out(self, reason: str, message: str) -> None:
-        self.edge.release(self)
         self.edge.closed(reason)
         self.refused = True
         if self.cycle is not None and self.cycle.response_started and self.phase is Phase.BODY:
+            self.edge.release(self)
             self.transport.close()
             return
         self._answer(408, message)
@@ -321,23 +363,31 @@ class EdgeProtocol(HttpToolsProtocol):
     def _answer(
         self, status: int, message: str, extra: bytes = b"", *, linger: bool = True
     ) -> None:
-        """A JSON error written straight to the socket, then the connection closed.
-
-        ``linger`` (as nginx's lingering close): send FIN and read and drop what the caller
-        still sends for up to ``LINGER`` seconds before closing. Closing with unread bytes
-        makes the kernel send a reset, which can destroy the answer before the caller reads it.
-        """
+        """A JSON error written straight to the socket, then the connection closed, by a
+        lingering close unless ``linger`` is false (a refused newcomer is not kept open)."""
         body = msgspec.json.encode({"error": message, "requestId": new_id()})
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}.get(
-            status, b"Service Unavailable"
-        )
+        reason = HTTPStatus(status).phrase.encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"%scontent-length: %d\r\n\r\n%s" % (status, reason, extra, len(body), body)
         )
-        if not linger or not self.transport.can_write_eof():
+        if linger:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop (never keep) what the caller still sends until it
+        closes; the sweep closes the connection after ``LINGER`` seconds, ``data_received``
+        after ``LINGER_BYTES``. The connection still counts against the caps until closed."""
+        if self.transport.is_closing() or not self.transport.can_write_eof():
             self.transport.close()
             return
+        self.phase = Phase.LINGER
+        self.since = self.loop.time()
+        self.lingered = 0
+        self.edge.waiting.pop(self, None)
+        if self in self.edge.open:
+            self.edge.lingering[self] = None
         self.transport.write_eof()
         self.flow.resume_reading()
-        self.loop.call_later(LINGER, self.transport.close)
