@@ -39,7 +39,7 @@ lint: $(VENV)/.installed-dev
 # The tests mostly wait on subprocesses and sockets, so they run in parallel (pytest-xdist,
 # work stealing for the few long ones): 3 workers suit 2 cores. 4 were faster (4 min 40 s
 # against 5 min 10 s to 5 min 50 s) but loaded the machine enough for the adaptive limit's
-# end-to-end convergence test to miss its window now and then (1 clean-clone run in 2). `make unit TEST_WORKERS=0` runs them in one process;
+# end-to-end convergence test to miss its window (it did in the one clean-clone CI run tried). `make unit TEST_WORKERS=0` runs them in one process;
 # `TEST_WORKERS=auto` takes one per core (or PYTEST_XDIST_AUTO_NUM_WORKERS).
 TEST_WORKERS ?= 3
 
