@@ -28,6 +28,9 @@ JSON = (b"content-type", b"application/json")
 CHUNK = 64 * 1024
 RETRY_SOON = [(b"retry-after", b"1")]
 """A ``503``'s ``Retry-After`` when the gateway itself is briefly unable (store, slots)."""
+CLOSE = [(b"connection", b"close")]
+"""A ``413``'s: the connection ends after it (a lingering close, bounded), instead of reading
+and dropping a body whose declared length has no bound, for as long as the caller trickles."""
 _encode = msgspec.json.encode
 
 

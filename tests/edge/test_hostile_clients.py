@@ -354,7 +354,7 @@ def test_a_caller_still_uploading_when_answered_early_reads_the_whole_answer(
     gateway_factory: Any,
 ) -> None:
     """Most clients send the whole body before they read. When the gateway answers first (413
-    for a declared size on a ``connection: close`` request, 400 for bytes that do not parse,
+    for a declared size, 400 for bytes that do not parse,
     431), closing with the rest unread would reset the connection: the upload would fail and
     the answer could be lost. It half-closes and drops what still comes instead."""
     gateway = start(gateway_factory)
@@ -399,13 +399,35 @@ def test_a_body_sent_after_an_early_answer_leaves_the_connection_to_the_idle_dea
     gateway_factory: Any,
 ) -> None:
     gateway = start(gateway_factory)
-    request = head(gateway, "inbox", length=10_000_001)  # over max_body: 413 before the body
+    # No such flow: 404 before the body, and the connection is kept alive.
+    request = b"POST /hook/nope HTTP/1.1\r\nhost: x\r\ncontent-length: 10000001\r\n\r\n"
     sock = connect(gateway)
     sock.sendall(request)
     sock.settimeout(10)
-    assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 404 ")
     sock.sendall(b"x" * 10_000_001)  # sent anyway (kept alive: read and dropped)
     started = time.monotonic()
     sock.settimeout(8)
     assert sock.recv(1) == b""  # then closed as idle (HOOKGATE_KEEP_ALIVE=1s), not held open
     assert time.monotonic() - started < 5
+
+
+def test_a_body_declared_too_large_ends_the_connection_however_slowly_it_keeps_coming(
+    gateway_factory: Any,
+) -> None:
+    """An attacker declares 100 GB on a kept-alive connection and trickles it above the
+    minimum rate: the 413 says ``connection: close`` and the connection ends within the
+    linger, instead of being read and dropped for as long as the trickle lasts."""
+    gateway = start(gateway_factory, HOOKGATE_BODY_MIN_RATE="1KB", HOOKGATE_BODY_TIMEOUT="5s")
+    sock = connect(gateway)
+    sock.sendall(head(gateway, "inbox", length=100 * 10**9))
+    sock.settimeout(10)
+    reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:80]
+    assert b"connection: close" in reply.lower()
+    started = time.monotonic()
+    with pytest.raises(OSError):  # the gateway closed: a reset ends the trickle
+        while time.monotonic() - started < 15:
+            sock.sendall(b"x" * 4096)  # 40 KB/s: well above the minimum rate
+            time.sleep(0.1)
+    assert time.monotonic() - started < 6

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from hookgate import logs
 from hookgate.asgi import (
+    CLOSE,
     RETRY_SOON,
     Body,
     BodyBudget,
@@ -229,7 +230,9 @@ class Ingress:
             return 204
         declared = content_length(headers)
         if declared is not None and declared > spec.max_body:
-            return await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
+            return await _error(
+                send, 413, f"body larger than {spec.max_body} bytes", request_id, CLOSE
+            )
         if method == "HEAD" and not guard.enabled:
             await _respond(send, 200, b"", [(b"x-request-id", request_id.encode())], head=True)
             return 200
@@ -252,7 +255,9 @@ class Ingress:
         try:
             body = await self.bodies.read(receive, spec.max_body)
         except BodyTooLarge:
-            return await _error(send, 413, f"body larger than {spec.max_body} bytes", request_id)
+            return await _error(
+                send, 413, f"body larger than {spec.max_body} bytes", request_id, CLOSE
+            )
         except CallerGone:
             return 499
         except OSError as exc:

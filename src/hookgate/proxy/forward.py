@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Collection
 
 from hookgate import logs
 from hookgate.asgi import (
+    CLOSE,
     RETRY_SOON,
     Body,
     BodyTooLarge,
@@ -116,8 +117,8 @@ class SyncProxy:
         except BodyTooLarge:
             if sent:
                 return 413
-            return await _fail(
-                send, 413, f"body larger than {flow.spec.max_body} bytes", request_id
+            return await error(
+                send, 413, f"body larger than {flow.spec.max_body} bytes", request_id, CLOSE
             )
         except WorkerError as exc:
             if isinstance(exc, WorkerTimeout):
