@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import random
 
 import pytest
 
@@ -11,11 +12,23 @@ from hookgate.domain.concurrency import CEILING, FLOOR, INITIAL, Ledger, Limiter
 from hookgate.domain.endpoints import Endpoint
 
 
-def drain(limiter: Limiter, *, parallel: int, service: float, requests: int) -> list[int]:
+def drain(
+    limiter: Limiter,
+    *,
+    parallel: int,
+    service: float,
+    requests: int,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> list[int]:
     """A backlog of ``requests`` sent to a worker that serves ``parallel`` requests at once
     in ``service`` seconds and shares itself among the rest (each then takes longer); the
-    sender keeps ``limiter.limit`` in flight. Returns the limit after every completion."""
+    sender keeps ``limiter.limit`` in flight. ``noise`` plays a busy machine: every 50 ms
+    every request takes up to that share longer or shorter. Returns the limit after every
+    completion."""
+    rng = random.Random(seed)
     now = 0.0
+    factor, changes_at = 1.0, 0.0
     running: list[tuple[float, int, bool]] = []
     limits = []
     sent = 0
@@ -23,7 +36,9 @@ def drain(limiter: Limiter, *, parallel: int, service: float, requests: int) -> 
         while sent < requests and len(running) < limiter.limit:
             load = len(running) + 1
             busy = load >= limiter.limit
-            took = service * max(1.0, load / parallel)
+            if now >= changes_at:
+                factor, changes_at = 1.0 + rng.uniform(-noise, noise), now + 0.05
+            took = service * max(1.0, load / parallel) * factor
             heapq.heappush(running, (now + took, sent, busy))
             sent += 1
         now, _, busy = heapq.heappop(running)
@@ -38,6 +53,22 @@ def test_the_limit_settles_near_what_the_worker_can_serve_at_once(parallel: int)
     settled = limits[-20_000:]
     average = sum(settled) / len(settled)
     assert parallel * 0.6 <= average <= parallel * 2 + 2, (parallel, average, settled[-10:])
+
+
+@pytest.mark.parametrize("parallel", [4, 10])
+@pytest.mark.parametrize("noise", [0.15, 0.3])
+def test_on_a_noisy_machine_the_limit_still_settles_near_the_worker_s_capacity(
+    parallel: int, noise: float
+) -> None:
+    """A window slowed by the machine, then an ordinary one, is no gain: the limit must not
+    climb on such noise towards the ceiling (requests would wait inside the worker)."""
+    for seed in range(4):
+        limits = drain(
+            Limiter(), parallel=parallel, service=0.02, requests=20_000, noise=noise, seed=seed
+        )
+        settled = limits[-7_000:]
+        average = sum(settled) / len(settled)
+        assert parallel * 0.6 <= average <= parallel * 2 + 2, (seed, average, settled[-10:])
 
 
 def test_a_worker_that_never_queues_gets_up_to_the_ceiling() -> None:

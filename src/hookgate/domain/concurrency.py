@@ -6,9 +6,9 @@ requests, at least the limit, and at least 50 ms; the best of the three counts, 
 only ever lowers a window's figure), and keeps its direction while that pays off. Until it
 first stops paying off, each step doubles after a single window instead (a slow start, as
 TCP's), and the doubling that did not pay is undone: a fast worker reaches 128 in three
-windows, not in thirty. Going up
-pays off when throughput grows by ≥ 5 %; going down pays off while throughput stays within
-5 % of the best recently seen (the same work with fewer requests waiting inside the worker).
+windows, not in thirty. Going up pays off when throughput beats both the last figure and the
+best recently seen by ≥ 5 %; going down pays off while throughput stays within 5 % of that
+best (the same work with fewer requests waiting inside the worker).
 So a worker that serves N requests at once settles around N, and a fast worker gets as many
 as it takes to keep it and the gateway busy. Only windows in which the limit was the
 bottleneck count (work was waiting); a worker's ``429``/``503``/timeout halves the limit at
@@ -112,7 +112,11 @@ class Limiter:
         overshot = False
         if self.throughput:
             if self.rising:
-                self.rising = throughput >= self.throughput * GAIN
+                # Against the best seen, not the last figure: after a window that a busy
+                # machine made slow, an ordinary one would look like a gain, and on a noisy
+                # machine the limit would climb on such "gains" to the ceiling (simulated: a
+                # worker that serves 4 at once ended at 55-132 with 15-30 % noise; now 4).
+                self.rising = throughput >= max(self.throughput, self.best) * GAIN
                 overshot = not self.rising and not self.settled
                 self.settled = self.settled or not self.rising
             else:
