@@ -35,12 +35,12 @@ log = logs.get("hookgate.dispatch")
 
 LEASE_MARGIN = 5.0
 PIPELINE = 4
+"""Plain deliveries to one worker sent as one exchange: the transport may pipeline them."""
 LEASE_BATCH = 64
 """The most deliveries one lease takes. Each batch is worked through in a few event-loop turns,
 and every other flow waits for those turns: batches of 256 held the loop for up to 50 ms and
 put ~100 ms on another flow's deliveries while one flow drained a backlog (fairness scenario,
 BENCHMARKS.md); 64 kept the drain rate and cut that to ~25 ms; 32 cost a fifth of it."""
-"""Plain deliveries to one worker sent as one exchange: the transport may pipeline them."""
 RESYNC = 2.0
 STORE_BACKOFF = 1.0
 
